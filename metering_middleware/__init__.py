@@ -1,0 +1,3 @@
+"""metering_middleware: metering and rating for gateways in front of Alibaba Cloud VIAPI."""
+
+__all__: list[str] = []

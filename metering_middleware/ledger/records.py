@@ -1,0 +1,56 @@
+"""The values the ledger stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+__all__ = ["CallRecord", "Outcome", "OutcomeCount"]
+
+
+class Outcome(StrEnum):
+    """How a call ended, for counters. Only ``CHARGED`` calls become records."""
+
+    CHARGED = "charged"
+    FREE = "free"  # the upstream answered with a non-chargeable status or code
+    REFUSED = "refused"  # the gateway refused it before the upstream
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One chargeable call. Immutable; its id is the gateway's own."""
+
+    id: str
+    request_id: str | None
+    account: str
+    access_key_id: str
+    category: str
+    action: str
+    version: str
+    item: str
+    occurred_at: datetime  # aware UTC, the moment the request arrived
+    status: int
+    error_code: str | None
+    latency_ms: float  # from arrival to the upstream's response start
+
+    def __post_init__(self) -> None:
+        if self.occurred_at.tzinfo is None:
+            raise ValueError("occurred_at must be timezone-aware (UTC)")
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeCount:
+    """Calls per minute for one account and API by outcome and detail.
+
+    ``detail`` is the error code for free calls, the refusal reason for refused
+    ones, and empty for charged ones.
+    """
+
+    minute: datetime  # aware UTC, truncated to the minute
+    account: str  # "" when the caller could not be identified
+    category: str
+    action: str
+    outcome: Outcome
+    detail: str
+    count: int
