@@ -1,3 +1,35 @@
-"""metering_middleware: metering and rating for gateways in front of Alibaba Cloud VIAPI."""
+"""metering_middleware: metering for gateways in front of Alibaba Cloud VIAPI.
 
-__all__: list[str] = []
+Mount ``MeteringMiddleware`` around any ASGI proxy: it identifies each call,
+verifies its signature, watches the upstream's answer and writes every
+chargeable call to a durable ledger.
+"""
+
+from .catalog import BillableItem, Catalog, CatalogError, default_catalog, load_catalog
+from .clock import Clock, ManualClock, SystemClock
+from .config import ConfigError, MeteringConfig
+from .errors import ApiError
+from .ledger import CallRecord, LedgerStore, Outcome, OutcomeCount, StoreError
+from .middleware import MeteringMiddleware
+from .runtime import MeteringRuntime
+
+__all__ = [
+    "ApiError",
+    "BillableItem",
+    "CallRecord",
+    "Catalog",
+    "CatalogError",
+    "Clock",
+    "ConfigError",
+    "LedgerStore",
+    "ManualClock",
+    "MeteringConfig",
+    "MeteringMiddleware",
+    "MeteringRuntime",
+    "Outcome",
+    "OutcomeCount",
+    "StoreError",
+    "SystemClock",
+    "default_catalog",
+    "load_catalog",
+]

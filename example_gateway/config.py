@@ -1,0 +1,119 @@
+"""The example gateway's configuration: a TOML file, then environment variables.
+
+``[gateway]`` holds the proxy's settings, ``[metering]`` the meter's (see
+``metering_middleware.MeteringConfig``). Environment variables override the
+file: ``GATEWAY_<SETTING>`` and ``METERING_<SETTING>``. Everything is checked
+at start; a bad value stops the gateway with one line naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from metering_middleware.config import ConfigError, MeteringConfig
+
+__all__ = ["GatewayConfig", "ResignConfig", "load_config"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResignConfig:
+    """The operator's own AccessKey, to re-sign forwarded calls for the real VIAPI (V3)."""
+
+    access_key_id: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Where calls go: a mock (demo) or ``https://facebody.cn-shanghai.aliyuncs.com``.
+    upstream: str = "http://127.0.0.1:9000"
+    timeout: float = 30.0
+    connect_timeout: float = 5.0
+    max_connections: int = 64
+    transport: str = "aiohttp"
+    #: Seconds in-flight calls get to finish on shutdown before the ledger is flushed.
+    drain_seconds: float = 10.0
+    resign: ResignConfig | None = None
+
+    def __post_init__(self) -> None:
+        if not self.upstream.startswith(("http://", "https://")):
+            raise ConfigError(f"gateway.upstream: {self.upstream!r} must be an http(s) URL")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"gateway.port: {self.port} is not a TCP port")
+        for name in ("timeout", "connect_timeout", "drain_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"gateway.{name}: must be a positive number of seconds")
+        if isinstance(self.max_connections, bool) or not isinstance(self.max_connections, int) \
+                or self.max_connections <= 0:
+            raise ConfigError("gateway.max_connections: must be a positive integer")
+        if self.transport not in ("aiohttp", "httpx"):
+            raise ConfigError(f"gateway.transport: {self.transport!r} is not aiohttp or httpx")
+
+
+def _resign(doc: Any, env: Mapping[str, str]) -> ResignConfig | None:
+    if doc is None and "GATEWAY_RESIGN_ACCESS_KEY_ID" not in env:
+        return None
+    doc = dict(doc or {})
+    key_id = env.get("GATEWAY_RESIGN_ACCESS_KEY_ID", doc.get("access_key_id"))
+    if not isinstance(key_id, str) or not key_id:
+        raise ConfigError("gateway.resign.access_key_id: must be set")
+    # The secret is never inline in the file: an environment variable or a file.
+    secret = env.get("GATEWAY_RESIGN_SECRET")
+    if secret is None:
+        path = doc.get("secret_file")
+        if not isinstance(path, str):
+            raise ConfigError("gateway.resign: set secret_file or GATEWAY_RESIGN_SECRET")
+        try:
+            secret = Path(path).read_text("utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"gateway.resign.secret_file: {exc.strerror}: {path}") from None
+    if not secret:
+        raise ConfigError("gateway.resign: the secret is empty")
+    return ResignConfig(key_id, secret)
+
+
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[GatewayConfig, MeteringConfig]:
+    env = os.environ if environ is None else environ
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    unknown = set(doc) - {"gateway", "metering"}
+    if unknown:
+        raise ConfigError(f"config file: unknown section(s) {', '.join(sorted(unknown))}")
+    gw_doc = dict(doc.get("gateway", {}))
+    resign = _resign(gw_doc.pop("resign", None), env)
+    known = {f.name for f in fields(GatewayConfig)} - {"resign"}
+    for key in gw_doc:
+        if key not in known:
+            raise ConfigError(f"gateway.{key}: unknown setting")
+    for name in known:
+        raw = env.get(f"GATEWAY_{name.upper()}")
+        if raw is None:
+            continue
+        kind = type(getattr(GatewayConfig(), name))
+        try:
+            gw_doc[name] = kind(raw)
+        except ValueError:
+            raise ConfigError(f"GATEWAY_{name.upper()}: {raw!r} is not a {kind.__name__}") from None
+    try:
+        gateway = replace(GatewayConfig(), **gw_doc, resign=resign)
+    except TypeError as exc:
+        raise ConfigError(f"gateway: {exc}") from None
+    metering = MeteringConfig.from_mapping(doc.get("metering", {})).with_env(env)
+    return gateway, metering

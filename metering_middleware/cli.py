@@ -1,0 +1,240 @@
+"""``metering``: accounts and the ledger from the command line.
+
+Results go to stdout (``--format table|json|csv``), messages to stderr. Exit
+codes: 0 success, 1 failure, 2 bad usage. Secrets are never taken as
+arguments (stdin or a file) and are printed once, at creation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Any, NoReturn
+
+from ._output import render
+from .clock import BEIJING, SystemClock
+from .credentials import CredentialManager, SecretBox
+from .ledger import LedgerStore, StoreError
+from .ledger.urls import open_store
+
+__all__ = ["main"]
+
+DB_ENV = "METERING_LEDGER_URL"
+DEFAULT_DB = "sqlite:///metering-ledger.sqlite"
+
+
+class CliError(Exception):
+    """A failure to report in one line (exit 1)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _zone(text: str) -> tzinfo:
+    if text.upper() in ("UTC", "Z", "+00:00"):
+        return UTC
+    sign = -1 if text.startswith("-") else 1
+    try:
+        hours, _, minutes = text.lstrip("+-").partition(":")
+        return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes or 0)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UTC offset such as +08:00") from None
+
+
+def _instant(zone: tzinfo) -> Callable[[str], datetime]:
+    def parse(text: str) -> datetime:
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not an ISO date or time (2026-11-01 or 2026-11-01T08:00:00+08:00)"
+            ) from None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=zone)
+        return value.astimezone(UTC)
+
+    return parse
+
+
+def _read_secret(args: argparse.Namespace) -> str | None:
+    if args.secret_file:
+        try:
+            with open(args.secret_file, encoding="utf-8") as fh:
+                text = fh.read().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read secret file: {exc.strerror}") from None
+    elif args.secret_stdin:
+        text = sys.stdin.readline().strip()
+    else:
+        return None
+    if len(text) < 16:
+        raise CliError("a secret needs at least 16 characters")
+    return text
+
+
+async def _accounts_add(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    manager = CredentialManager(store, SecretBox.from_env(), SystemClock())
+    row, secret = await manager.add(args.name, _read_secret(args))
+    print(f"created AccessKey {row.access_key_id} for {row.account}; "
+          "the secret is shown once, store it now", file=sys.stderr)
+    return [{"account": row.account, "access_key_id": row.access_key_id,
+             "access_key_secret": secret}]
+
+
+async def _accounts_list(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    manager = CredentialManager(store, SecretBox.from_env(), SystemClock())
+    rows = await manager.list(args.account)
+    return [
+        {"account": r.account, "access_key_id": r.access_key_id, "enabled": r.enabled,
+         "created_at": r.created_at.astimezone(args.tz),
+         "disabled_at": r.disabled_at.astimezone(args.tz) if r.disabled_at else None}
+        for r in rows
+    ]
+
+
+async def _accounts_disable(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    manager = CredentialManager(store, SecretBox.from_env(), SystemClock())
+    n = await manager.disable(args.key)
+    if n == 0:
+        raise CliError(f"no enabled AccessKey or account named {args.key!r}")
+    print(f"disabled {n} AccessKey(s)", file=sys.stderr)
+    return [{"disabled": n}]
+
+
+async def _ledger_calls(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    records = await store.calls(
+        account=args.account, since=args.since, until=args.until, limit=args.limit
+    )
+    return [
+        {"id": r.id, "occurred_at": r.occurred_at.astimezone(args.tz), "account": r.account,
+         "access_key_id": r.access_key_id, "category": r.category, "action": r.action,
+         "item": r.item, "status": r.status, "error_code": r.error_code,
+         "request_id": r.request_id, "latency_ms": r.latency_ms}
+        for r in records
+    ]
+
+
+async def _ledger_summary(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = await store.summary(account=args.account, since=args.since, until=args.until)
+    return [
+        {"account": r.account, "category": r.category, "action": r.action, "item": r.item,
+         "calls": r.calls, "first": r.first.astimezone(args.tz),
+         "last": r.last.astimezone(args.tz)}
+        for r in rows
+    ]
+
+
+async def _ledger_outcomes(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    totals: dict[tuple[str, str, str, str, str], int] = {}
+    for c in await store.outcome_counts(account=args.account, since=args.since, until=args.until):
+        key = (c.account, c.category, c.action, c.outcome.value, c.detail)
+        totals[key] = totals.get(key, 0) + c.count
+    return [
+        {"account": k[0], "category": k[1], "action": k[2], "outcome": k[3], "detail": k[4],
+         "calls": n}
+        for k, n in sorted(totals.items())
+    ]
+
+
+COLUMNS = {
+    _accounts_add: ["account", "access_key_id", "access_key_secret"],
+    _accounts_list: ["account", "access_key_id", "enabled", "created_at", "disabled_at"],
+    _accounts_disable: ["disabled"],
+    _ledger_calls: ["id", "occurred_at", "account", "access_key_id", "category", "action",
+                    "item", "status", "error_code", "request_id", "latency_ms"],
+    _ledger_summary: ["account", "category", "action", "item", "calls", "first", "last"],
+    _ledger_outcomes: ["account", "category", "action", "outcome", "detail", "calls"],
+}
+
+Handler = Callable[[LedgerStore, argparse.Namespace], Awaitable[list[dict[str, Any]]]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                        help="how results are printed on stdout (default: table)")
+    common.add_argument("--tz", type=_zone, default=BEIJING,
+                        help="zone for displayed and naive input times (default: +08:00)")
+    parser = _Parser(prog="metering", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--db", default=None,
+                        help=f"ledger URL (default: ${DB_ENV} or {DEFAULT_DB})")
+    groups = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
+
+    accounts = groups.add_parser("accounts", help="AccessKeys of the accounts served")
+    acts = accounts.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add = acts.add_parser("add", parents=[common], help="create an AccessKey for an account")
+    add.add_argument("name", help="account name")
+    src = add.add_mutually_exclusive_group()
+    src.add_argument("--secret-stdin", action="store_true",
+                     help="read the AccessKey secret from stdin instead of generating one")
+    src.add_argument("--secret-file", help="read the AccessKey secret from this file")
+    add.set_defaults(handler=_accounts_add)
+    lst = acts.add_parser("list", parents=[common], help="list AccessKeys (never secrets)")
+    lst.add_argument("--account")
+    lst.set_defaults(handler=_accounts_list)
+    dis = acts.add_parser("disable", parents=[common], help="disable an AccessKey or account")
+    dis.add_argument("key", help="an AccessKeyId, or an account name to disable all its keys")
+    dis.set_defaults(handler=_accounts_disable)
+
+    ledger = groups.add_parser("ledger", help="chargeable calls and outcome counts")
+    lacts = ledger.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, handler, text in (
+        ("calls", _ledger_calls, "chargeable calls, oldest first"),
+        ("summary", _ledger_summary, "chargeable calls by account and action"),
+        ("outcomes", _ledger_outcomes, "every call by outcome: charged, free, refused"),
+    ):
+        p = lacts.add_parser(name, parents=[common], help=text)
+        p.add_argument("--account")
+        p.add_argument("--since", help="from this time, inclusive (ISO 8601)")
+        p.add_argument("--until", help="to this time, exclusive (ISO 8601)")
+        if name == "calls":
+            p.add_argument("--limit", type=int, default=None)
+        p.set_defaults(handler=handler)
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    url = args.db or os.environ.get(DB_ENV) or DEFAULT_DB
+    try:
+        store = open_store(url)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        await store.open()
+    except (StoreError, OSError) as exc:
+        raise CliError(f"cannot open ledger {url}: {exc}") from None
+    try:
+        handler: Handler = args.handler
+        return await handler(store, args)
+    finally:
+        await store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("since", "until"):
+        if getattr(args, name, None) is not None:
+            try:
+                setattr(args, name, _instant(args.tz)(getattr(args, name)))
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"--{name}: {exc}")
+    try:
+        rows = asyncio.run(_run(args))
+    except (CliError, StoreError, ValueError) as exc:
+        print(f"metering: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 1
+    render(rows, COLUMNS[args.handler], args.format, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

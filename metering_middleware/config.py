@@ -1,0 +1,140 @@
+"""Settings of the meter, from keyword arguments, a TOML table or the environment.
+
+Every value is validated when the settings are built, with a message naming
+the setting, so a gateway refuses to start on a bad configuration instead of
+failing on its first call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from .outcome import DEFAULT_CHARGEABLE_CODES
+
+__all__ = ["ENV_PREFIX", "ConfigError", "MeteringConfig"]
+
+ENV_PREFIX = "METERING_"
+
+Mode = Literal["strict", "batched"]
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class MeteringConfig:
+    #: Where the ledger lives: ``sqlite:///path``, ``memory://`` (tests).
+    ledger_url: str = "sqlite:///metering-ledger.sqlite"
+    #: ``strict``: no client holds a complete chargeable response before its record
+    #: is committed (synchronous=FULL). ``batched``: records are committed within
+    #: ``flush_interval`` seconds; a kill loses at most that interval.
+    mode: Mode = "strict"
+    flush_interval: float = 0.05
+    #: Append-only fallback file used while the store fails; default: ledger path + ".journal".
+    journal_path: str | None = None
+    #: Error codes charged whatever the HTTP status (200 is always charged).
+    chargeable_codes: frozenset[str] = DEFAULT_CHARGEABLE_CODES
+    #: Paths that are not VIAPI calls; they pass through unmetered.
+    passthrough_prefixes: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/admin")
+    #: Request bodies above this many bytes are refused (413 RequestEntityTooLarge).
+    max_body_bytes: int = 8 * 1024 * 1024
+    #: Bounded copy of non-200 bodies kept to read their error code.
+    error_body_limit: int = 64 * 1024
+    #: An internal hop that sends this header with ``trusted_hop_secret`` skips
+    #: signature verification (identity is still required). Off when no secret.
+    trusted_hop_header: str = "x-metering-trusted-hop"
+    trusted_hop_secret: str | None = field(default=None, repr=False)
+    #: (action, version) -> category, for pairs the catalog cannot tell apart.
+    category_overrides: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: A catalog file replacing the packaged one.
+    catalog_path: str | None = None
+    #: Seconds between refreshes of the cached AccessKey view.
+    credential_refresh: float = 1.0
+    #: Allowed clock skew of signed requests, seconds (Alibaba: 15 minutes).
+    signature_window: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("strict", "batched"):
+            raise ConfigError(f"mode: {self.mode!r} is not one of strict, batched")
+        for name in ("flush_interval", "credential_refresh", "signature_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{name}: must be a positive number of seconds")
+        for name in ("max_body_bytes", "error_body_limit"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name}: must be a positive integer")
+        if not self.ledger_url:
+            raise ConfigError("ledger_url: must not be empty")
+        for prefix in self.passthrough_prefixes:
+            if not prefix.startswith("/"):
+                raise ConfigError(f"passthrough_prefixes: {prefix!r} must start with '/'")
+        if self.trusted_hop_secret is not None and len(self.trusted_hop_secret) < 16:
+            raise ConfigError("trusted_hop_secret: use at least 16 characters")
+        object.__setattr__(self, "chargeable_codes", frozenset(self.chargeable_codes))
+        object.__setattr__(self, "passthrough_prefixes", tuple(self.passthrough_prefixes))
+
+    @classmethod
+    def from_mapping(cls, doc: Mapping[str, Any], *, where: str = "metering") -> MeteringConfig:
+        """Build from a TOML table (``[metering]``); unknown keys are errors."""
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in doc.items():
+            if key not in known:
+                raise ConfigError(f"{where}.{key}: unknown setting")
+            values[key] = _coerce(key, value, where)
+        try:
+            return cls(**values)
+        except TypeError as exc:  # a wrong type the checks above did not catch
+            raise ConfigError(f"{where}: {exc}") from None
+
+    def with_env(self, environ: Mapping[str, str] | None = None) -> MeteringConfig:
+        """Overlay ``METERING_<SETTING>`` environment variables."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _from_env(f.name, raw)
+        return replace(self, **values) if values else self
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    if key == "chargeable_codes" or key == "passthrough_prefixes":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}.{key}: must be a list of strings")
+        return frozenset(value) if key == "chargeable_codes" else tuple(value)
+    if key == "category_overrides":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}.{key}: must be a table of 'Action@Version' = 'category'")
+        out: dict[tuple[str, str], str] = {}
+        for pair, category in value.items():
+            action, sep, version = str(pair).partition("@")
+            if not sep or not action or not version or not isinstance(category, str):
+                raise ConfigError(f"{where}.{key}.{pair}: write 'Action@Version' = 'category'")
+            out[(action, version)] = category
+        return out
+    return value
+
+
+def _from_env(name: str, raw: str) -> Any:
+    if name in ("flush_interval", "credential_refresh", "signature_window"):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {raw!r} is not a number") from None
+    if name in ("max_body_bytes", "error_body_limit"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {raw!r} is not an integer") from None
+    if name in ("chargeable_codes", "passthrough_prefixes"):
+        items = [p.strip() for p in raw.split(",") if p.strip()]
+        return frozenset(items) if name == "chargeable_codes" else tuple(items)
+    if name == "category_overrides":
+        return _coerce(name, dict(p.split("=", 1) for p in raw.split(",") if "=" in p), "env")
+    return raw or None if name in ("journal_path", "catalog_path", "trusted_hop_secret") else raw

@@ -1,0 +1,469 @@
+"""``MeteringMiddleware``: the order of the steps a metered call takes.
+
+identify -> authenticate -> forward to the wrapped app -> observe the answer
+-> classify -> record. Pure ASGI: the response is never buffered; a 200 body
+streams through untouched, a non-200 body is forwarded as it comes while a
+bounded copy is kept to read its error code.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from types import TracebackType
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .clock import Clock
+from .config import MeteringConfig
+from .errors import (
+    ACCOUNT_DISABLED,
+    BODY_TOO_LARGE,
+    INVALID_ACCESS_KEY_ID,
+    SERVICE_UNAVAILABLE,
+    ApiError,
+    error_body,
+)
+from .identity import CallIdentity, wants_xml
+from .ledger import CallRecord, Outcome, new_record_id
+from .outcome import ErrorBodyTee, parse_error_code, sniff_request_id
+from .runtime import MeteringRuntime
+
+__all__ = ["MeteringMiddleware"]
+
+log = logging.getLogger("metering_middleware")
+
+#: How much of a 200 body is looked at for its RequestId when no header names it.
+_SNIFF_LIMIT = 1024
+
+
+class MeteringMiddleware:
+    """Meters every VIAPI call that passes through ``app``.
+
+    Give it a ``runtime`` (shared, pre-built parts) or a ``config``; keyword
+    settings build a ``MeteringConfig``. The ledger writer starts with the ASGI
+    lifespan (or on first use, or through ``async with middleware``) and is
+    flushed on shutdown.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        runtime: MeteringRuntime | None = None,
+        config: MeteringConfig | None = None,
+        clock: Clock | None = None,
+        **settings: Any,
+    ) -> None:
+        if runtime is None:
+            if config is None:
+                config = MeteringConfig(**settings)
+            elif settings:
+                raise TypeError("pass either config or keyword settings, not both")
+            runtime = MeteringRuntime(config, clock=clock)
+        elif config is not None or settings:
+            raise TypeError("a runtime carries its own config")
+        self.app = app
+        self.runtime = runtime
+        cfg = runtime.config
+        self._prefixes = cfg.passthrough_prefixes
+        self._strict = cfg.mode == "strict"
+        self._trusted_header = cfg.trusted_hop_header.lower().encode("latin-1")
+        self._trusted_secret = (
+            cfg.trusted_hop_secret.encode() if cfg.trusted_hop_secret is not None else None
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            if self._passes_through(scope["path"]):
+                await self.app(scope, receive, send)
+                return
+            if not self.runtime.started:
+                await self.runtime.start()
+            await _MeteredCall(self, scope, receive, send).run()
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:  # websockets and anything else are not VIAPI calls
+            await self.app(scope, receive, send)
+
+    def _passes_through(self, path: str) -> bool:
+        for prefix in self._prefixes:
+            if path == prefix or path.startswith(prefix) and path[len(prefix)] == "/":
+                return True
+        return False
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> MeteringMiddleware:
+        await self.runtime.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.runtime.stop()
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app_took_startup = False
+
+        async def receive_wrapper() -> Message:
+            nonlocal app_took_startup
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                app_took_startup = True
+                # Start before the app so it never serves a call the ledger cannot take.
+                await self.runtime.start()
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.runtime.stop()  # flush the ledger before the server exits
+            await send(message)
+
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception:
+            if app_took_startup:
+                raise
+            # The wrapped app does not speak lifespan: speak it for the meter alone.
+            await self._own_lifespan(receive, send)
+
+    async def _own_lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.runtime.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+class _BodyReplay:
+    """Hands the already-read request body to the wrapped app, then the real stream."""
+
+    __slots__ = ("_body", "_receive")
+
+    def __init__(self, body: bytes | None, receive: Receive) -> None:
+        self._body = body
+        self._receive = receive
+
+    async def __call__(self) -> Message:
+        if self._body is not None:
+            body, self._body = self._body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await self._receive()  # http.disconnect, when it comes
+
+
+class _MeteredCall:
+    """The state of one call; made per request, never shared."""
+
+    __slots__ = (
+        "arrival",
+        "complete",
+        "content_length",
+        "content_type",
+        "credential_account",
+        "done",
+        "encoding",
+        "future",
+        "identity",
+        "meter",
+        "receive",
+        "received",
+        "request_id",
+        "rt",
+        "scope",
+        "send",
+        "sniff",
+        "started_at",
+        "status",
+        "submitted",
+        "tee",
+        "latency_ms",
+        "record_id",
+    )
+
+    def __init__(self, meter: MeteringMiddleware, scope: Scope, receive: Receive, send: Send):
+        self.meter = meter
+        self.rt = meter.runtime
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.status: int | None = None
+        self.identity: CallIdentity | None = None
+        self.credential_account = ""
+        self.future: Any = None
+        self.submitted = False
+        self.done = False
+        self.complete = False
+        self.received = 0
+        self.content_length: int | None = None
+        self.encoding: str | None = None
+        self.content_type: str | None = None
+        self.request_id: str | None = None
+        self.sniff = b""
+        self.tee: ErrorBodyTee | None = None
+        self.latency_ms = 0.0
+
+    # -- admission -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        rt = self.rt
+        self.arrival = rt.clock.now()
+        self.started_at = time.perf_counter()
+        scope = self.scope
+        try:
+            if not rt.writer.accepting:
+                raise ApiError(SERVICE_UNAVAILABLE, "The metering ledger cannot take records.")
+            body = await self._read_body()
+            if body is None:
+                return  # the client left before sending its request: nothing happened
+            identity = rt.resolver.resolve(
+                scope["method"], scope["path"], scope["query_string"], scope["headers"], body
+            )
+            self.identity = identity
+            credential = await rt.credentials.lookup(identity.access_key_id)
+            if credential is None:
+                raise ApiError(
+                    INVALID_ACCESS_KEY_ID,
+                    f"Specified access key is not found: {identity.access_key_id}",
+                )
+            self.credential_account = credential.account
+            if not credential.enabled:
+                raise ApiError(ACCOUNT_DISABLED, "Specified access key is disabled.")
+            trusted, forwarded_scope = self._trusted_hop(scope)
+            if not trusted:
+                await rt.verifier.verify(identity.signed, credential.secret)
+        except ApiError as exc:
+            await self._refuse(exc)
+            return
+        await self._forward(forwarded_scope, body)
+
+    async def _read_body(self) -> bytes | None:
+        limit = self.rt.config.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(
+                        BODY_TOO_LARGE, f"The request body is larger than {limit} bytes."
+                    )
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _trusted_hop(self, scope: Scope) -> tuple[bool, Scope]:
+        """Whether an internal hop proved itself; the proof never reaches the upstream."""
+        name = self.meter._trusted_header
+        headers = scope["headers"]
+        if not any(k == name for k, _ in headers):
+            return False, scope
+        secret = self.meter._trusted_secret
+        proof = next(v for k, v in headers if k == name)
+        trusted = secret is not None and hmac.compare_digest(proof, secret)
+        stripped = dict(scope)
+        stripped["headers"] = [(k, v) for k, v in headers if k != name]
+        return trusted, stripped
+
+    async def _refuse(self, exc: ApiError) -> None:
+        identity = self.identity
+        category = identity.category if identity else ""
+        action = identity.action if identity else ""
+        self._count(Outcome.REFUSED, exc.reason)
+        xml = identity.wants_xml if identity else wants_xml(
+            self.scope["query_string"], self.scope["headers"]
+        )
+        request_id = new_record_id()
+        body, content_type = error_body(exc.code, exc.message, request_id, xml=xml)
+        log.debug("refused %s %s: %s", category, action, exc.code)
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": exc.status,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-acs-request-id", request_id.encode()),
+                ],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+    # -- forwarding and observing --------------------------------------------------
+
+    async def _forward(self, scope: Scope, body: bytes) -> None:
+        assert self.identity is not None
+        # Made at admission, so ids sort by arrival and a retry of this record is idempotent.
+        self.record_id = new_record_id()
+        if self.identity.item.free:
+            try:
+                await self.meter.app(scope, _BodyReplay(body, self.receive), self.send)
+            finally:
+                self._count(Outcome.FREE, "free_action")
+            return
+        try:
+            await self.meter.app(scope, _BodyReplay(body, self.receive), self._observe)
+        except BaseException:
+            if self.status is None:
+                self._count(Outcome.FREE, "app_error")  # no answer: nothing to charge
+            else:
+                self._settle_unfinished()
+            raise
+        if self.status is None:
+            self._count(Outcome.FREE, "no_response")
+        else:
+            self._settle_unfinished()
+
+    async def _observe(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if self.done:
+                await self.send(message)
+                return
+            await self._body(message)
+        elif kind == "http.response.start":
+            self._start(message)
+            await self.send(message)
+        else:
+            await self.send(message)
+
+    def _start(self, message: Message) -> None:
+        self.status = status = message["status"]
+        self.latency_ms = (time.perf_counter() - self.started_at) * 1000.0
+        for name, value in message.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    self.content_length = int(value)
+                except ValueError:
+                    self.content_length = None
+            elif name == b"x-acs-request-id":
+                self.request_id = value.decode("latin-1")
+            elif status != 200:
+                if name == b"content-encoding":
+                    self.encoding = value.decode("latin-1")
+                elif name == b"content-type":
+                    self.content_type = value.decode("latin-1")
+        if status == 200:
+            # The upstream answered 200: charged from here on, whatever happens next.
+            if self.request_id is not None:
+                self._submit(None)
+        else:
+            self.tee = ErrorBodyTee(self.rt.config.error_body_limit)
+
+    async def _body(self, message: Message) -> None:
+        chunk: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
+        self.received += len(chunk)
+        completing = not more or (
+            self.content_length is not None and self.received >= self.content_length
+        )
+        if self.status == 200:
+            if not self.submitted:
+                self._sniff(chunk, completing)
+        else:
+            assert self.tee is not None
+            self.tee.feed(chunk)
+            if completing:
+                self._classify_error()
+        if not completing:
+            await self.send(message)
+            return
+        self.done = True
+        future = self.future
+        if future is None or not self.meter._strict:
+            await self.send(message)
+            return
+        # Strict: the client must not hold a complete chargeable response before
+        # its record is committed. Hold the last byte (a Content-Length client is
+        # complete on it) and the final message (a chunked client on that).
+        if chunk:
+            if len(chunk) > 1:
+                await self.send({"type": "http.response.body", "body": chunk[:-1], "more_body": True})
+            await future
+            await self.send({"type": "http.response.body", "body": chunk[-1:], "more_body": more})
+        else:
+            await future
+            await self.send(message)
+
+    def _sniff(self, chunk: bytes, completing: bool) -> None:
+        if len(self.sniff) < _SNIFF_LIMIT:
+            self.sniff += chunk[: _SNIFF_LIMIT - len(self.sniff)]
+            request_id = sniff_request_id(self.sniff)
+            if request_id is not None:
+                self._submit(request_id)
+                return
+        if completing or len(self.sniff) >= _SNIFF_LIMIT:
+            self._submit(None)
+
+    def _classify_error(self) -> None:
+        tee = self.tee
+        assert tee is not None and self.status is not None
+        code = None
+        if not tee.overflowed:
+            code = parse_error_code(
+                tee.data, content_encoding=self.encoding, content_type=self.content_type
+            )
+        if code is not None and code in self.rt.config.chargeable_codes:
+            if self.request_id is None:
+                self.request_id = sniff_request_id(tee.data[:_SNIFF_LIMIT])
+            self._submit(self.request_id, code)
+        else:
+            self._count(Outcome.FREE, code if code is not None else "unreadable")
+            self.done = True
+
+    def _settle_unfinished(self) -> None:
+        """The body broke off or the client left: the upstream's answer still decides."""
+        if self.submitted or self.done:
+            return
+        if self.status == 200:
+            self._submit(sniff_request_id(self.sniff) if self.sniff else None)
+        else:
+            self._classify_error()
+
+    def _submit(self, request_id: str | None, error_code: str | None = None) -> None:
+        identity = self.identity
+        assert identity is not None and self.status is not None
+        self.submitted = True
+        record = CallRecord(
+            id=self.record_id,
+            request_id=request_id or self.request_id,
+            account=self.credential_account,
+            access_key_id=identity.access_key_id,
+            category=identity.category,
+            action=identity.action,
+            version=identity.version,
+            item=identity.item.item,
+            occurred_at=self.arrival,
+            status=self.status,
+            error_code=error_code,
+            latency_ms=round(self.latency_ms, 3),
+        )
+        self.future = self.rt.writer.submit(record)
+        self._count(Outcome.CHARGED, error_code or "")
+
+    def _count(self, outcome: Outcome, reason: str) -> None:
+        identity = self.identity
+        category = identity.category if identity else ""
+        action = identity.action if identity else ""
+        self.rt.writer.count(
+            self.credential_account, category, action, outcome, reason, self.arrival
+        )
+        self.rt.metrics.count(category or "unknown", action or "unknown", outcome.value, reason)

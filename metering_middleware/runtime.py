@@ -1,0 +1,153 @@
+"""The meter's running parts, built from a ``MeteringConfig``.
+
+The middleware only orders the steps of a call; this object owns what those
+steps use (catalog, identity resolver, AccessKey cache, verifier, ledger
+writer, metrics) and their lifecycle, so a gateway can also drive it without
+the middleware (tests, a custom server) through ``async with``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from types import TracebackType
+
+from .catalog import Catalog, default_catalog, load_catalog
+from .clock import Clock, SystemClock
+from .config import MeteringConfig
+from .credentials import CredentialCache, SecretBox
+from .identity import IdentityResolver
+from .ledger import LedgerStore
+from .ledger.journal import Journal
+from .ledger.urls import open_store
+from .ledger.writer import LedgerWriter
+from .metrics import MeteringMetrics
+from .nonces import MemoryNonceStore, NonceStore
+from .signing import SignatureVerifier
+
+__all__ = ["MeteringRuntime"]
+
+log = logging.getLogger("metering_middleware")
+
+
+def _default_journal(config: MeteringConfig) -> str:
+    if config.journal_path:
+        return config.journal_path
+    url = config.ledger_url
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///") :] + ".journal"
+    if url.startswith("memory://"):
+        return ""
+    return str(Path(url).with_suffix(".journal")) if "://" not in url else ""
+
+
+class MeteringRuntime:
+    """Everything a metered call needs, started and stopped together."""
+
+    def __init__(
+        self,
+        config: MeteringConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        catalog: Catalog | None = None,
+        store: LedgerStore | None = None,
+        nonces: NonceStore | None = None,
+        secret_box: SecretBox | None = None,
+        metrics: MeteringMetrics | None = None,
+    ) -> None:
+        self.config = config = config or MeteringConfig()
+        self.clock: Clock = clock or SystemClock()
+        if catalog is None:
+            catalog = load_catalog(config.catalog_path) if config.catalog_path else default_catalog()
+        self.catalog = catalog
+        self.resolver = IdentityResolver(catalog, category_overrides=config.category_overrides)
+        self.store: LedgerStore = store if store is not None else open_store(config.ledger_url)
+        journal_path = _default_journal(config)
+        self.writer = LedgerWriter(
+            self.store,
+            journal=Journal(journal_path) if journal_path else None,
+            mode=config.mode,
+            flush_interval=config.flush_interval,
+            clock=self.clock,
+        )
+        self.credentials = CredentialCache(
+            self.store,
+            secret_box or SecretBox.from_env(),
+            self.clock,
+            refresh_interval=config.credential_refresh,
+        )
+        self.verifier = SignatureVerifier(
+            nonces or MemoryNonceStore(self.clock),
+            self.clock,
+            window_seconds=config.signature_window,
+        )
+        self.metrics = metrics or MeteringMetrics()
+        self.metrics.gauge(
+            "metering_ledger_pending",
+            "Chargeable records not yet committed to the ledger store.",
+            lambda: float(self.writer.stats.pending),
+        )
+        self.metrics.gauge(
+            "metering_ledger_journaled",
+            "Records written to the fallback journal since start.",
+            lambda: float(self.writer.stats.journaled),
+        )
+        self.metrics.gauge(
+            "metering_ledger_accepting",
+            "1 while the ledger (store or journal) takes records; 0 while calls are refused.",
+            lambda: 1.0 if self.writer.accepting else 0.0,
+        )
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._started:
+                return
+            await self.store.open()
+            await self.writer.start()
+            await self.credentials.refresh()
+            self._started = True
+            log.info(
+                "metering started: ledger=%s mode=%s catalog items=%d",
+                self.config.ledger_url,
+                self.config.mode,
+                len(self.catalog.items),
+            )
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            # The writer flushes everything pending (or journals it) before the store closes.
+            await self.writer.stop()
+            await self.store.close()
+            log.info("metering stopped: ledger flushed")
+
+    async def ready(self) -> bool:
+        """True while the ledger store is reachable and takes records."""
+        if not self._started or not self.writer.accepting:
+            return False
+        try:
+            await self.store.check()
+        except Exception:  # readiness is a yes/no; the reason is in the writer's log
+            return False
+        return True
+
+    async def __aenter__(self) -> MeteringRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
