@@ -85,26 +85,43 @@ def decode_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     Latin-1 never fails and maps bytes one to one, so the values are exactly
     the bytes that were signed.
     """
-    out: dict[str, str] = {}
+    out = {name.lower().decode("latin-1"): value.decode("latin-1") for name, value in raw}
+    if len(out) == len(raw):  # no repeated name: the common case, one pass
+        return out
+    out = {}
     for name, value in raw:
-        key = name.decode("latin-1").lower()
+        key = name.lower().decode("latin-1")
         text = value.decode("latin-1")
         previous = out.get(key)
         out[key] = text if previous is None else f"{previous},{text}"
     return out
 
 
-def _unquote(raw: bytes, where: str) -> str:
+#: Decoded names and short values (Action, Version, AccessKeyId, Format, the
+#: signature method...) repeat on nearly every call; percent-decoding them
+#: again each time was most of a V1 resolve. Long or unique values (nonce,
+#: signature, URLs) are not kept, and the cache is bounded.
+_DECODED: dict[bytes, str] = {}
+_CACHE_NAME = 64
+_CACHE_VALUE = 24
+_CACHE_SIZE = 4096
+
+
+def _unquote(raw: bytes, where: str, keep: int) -> str:
     # ``+`` is a space in both query strings and form bodies; the SDKs send a
     # literal plus as %2B, so this matches what they signed.
-    if b"%" in raw or b"+" in raw:
-        raw = unquote_to_bytes(raw.replace(b"+", b" "))
+    data = unquote_to_bytes(raw.replace(b"+", b" ")) if b"%" in raw or b"+" in raw else raw
     try:
-        return raw.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(
             INVALID_PARAMETER, f"The {where} is not valid percent-encoded UTF-8."
         ) from None
+    if len(raw) <= keep:
+        if len(_DECODED) >= _CACHE_SIZE:
+            _DECODED.clear()
+        _DECODED[raw] = text
+    return text
 
 
 def parse_params(raw: bytes, where: str = "query string") -> list[tuple[str, str]]:
@@ -117,10 +134,17 @@ def parse_params(raw: bytes, where: str = "query string") -> list[tuple[str, str
     out: list[tuple[str, str]] = []
     if not raw:
         return out
+    cached = _DECODED.get
     for piece in raw.split(b"&"):
         if piece:
             name, _, value = piece.partition(b"=")
-            out.append((_unquote(name, where), _unquote(value, where)))
+            # ``or``: a cached "" is falsy and simply decoded again.
+            out.append(
+                (
+                    cached(name) or _unquote(name, where, _CACHE_NAME),
+                    cached(value) or _unquote(value, where, _CACHE_VALUE),
+                )
+            )
     return out
 
 
@@ -130,12 +154,15 @@ def _is_form_type(content_type: str | None) -> bool:
     return content_type.partition(";")[0].strip().lower() == _FORM
 
 
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """One header from raw ASGI headers, repeated ones joined as ``decode_headers`` does."""
+    values = [v.decode("latin-1") for k, v in headers if k.lower() == name]
+    return ",".join(values) if values else None
+
+
 def is_form(headers: Sequence[tuple[bytes, bytes]]) -> bool:
     """Whether the body is a form whose parameters are part of a V1 call (raw headers)."""
-    for name, value in headers:
-        if name.lower() == b"content-type":
-            return _is_form_type(value.decode("latin-1"))
-    return False
+    return _is_form_type(_header(headers, b"content-type"))
 
 
 def _format_wants_xml(fmt: str | None) -> bool:
@@ -161,15 +188,12 @@ def wants_xml(
     V3 callers never get XML; RPC callers do unless ``Format`` (query, or form
     ``body`` when given) is ``JSON``. Never raises.
     """
-    form = False
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"authorization" and value.startswith(_V3_ALGORITHM.encode()):
-            return False
-        if lname == b"content-type":
-            form = _is_form_type(value.decode("latin-1"))
+    # The same reading of the headers as ``resolve``, so both always agree.
+    auth = _header(headers, b"authorization")
+    if auth is not None and auth.startswith(_V3_ALGORITHM):
+        return False
     fmt = _scan_format(query_string)
-    if fmt is None and form and body:
+    if fmt is None and body and is_form(headers):
         fmt = _scan_format(body)
     return _format_wants_xml(fmt)
 

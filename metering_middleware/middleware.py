@@ -193,6 +193,7 @@ class _MeteredCall:
         "tee",
         "latency_ms",
         "record_id",
+        "body",
     )
 
     def __init__(self, meter: MeteringMiddleware, scope: Scope, receive: Receive, send: Send):
@@ -216,6 +217,7 @@ class _MeteredCall:
         self.sniff = b""
         self.tee: ErrorBodyTee | None = None
         self.latency_ms = 0.0
+        self.body: bytes | None = None
 
     # -- admission -----------------------------------------------------------------
 
@@ -227,7 +229,7 @@ class _MeteredCall:
         try:
             if not rt.writer.accepting:
                 raise ApiError(SERVICE_UNAVAILABLE, "The metering ledger cannot take records.")
-            body = await self._read_body()
+            self.body = body = await self._read_body()
             if body is None:
                 return  # the client left before sending its request: nothing happened
             identity = rt.resolver.resolve(
@@ -289,7 +291,7 @@ class _MeteredCall:
         action = identity.action if identity else ""
         self._count(Outcome.REFUSED, exc.reason)
         xml = identity.wants_xml if identity else wants_xml(
-            self.scope["query_string"], self.scope["headers"]
+            self.scope["query_string"], self.scope["headers"], self.body or b""
         )
         request_id = new_record_id()
         body, content_type = error_body(exc.code, exc.message, request_id, xml=xml)
@@ -356,11 +358,10 @@ class _MeteredCall:
                     self.content_length = None
             elif name == b"x-acs-request-id":
                 self.request_id = value.decode("latin-1")
-            elif status != 200:
-                if name == b"content-encoding":
-                    self.encoding = value.decode("latin-1")
-                elif name == b"content-type":
-                    self.content_type = value.decode("latin-1")
+            elif name == b"content-encoding":
+                self.encoding = value.decode("latin-1")
+            elif name == b"content-type":
+                self.content_type = value.decode("latin-1")
         if status == 200:
             # The upstream answered 200: charged from here on, whatever happens next.
             if self.request_id is not None:
@@ -406,7 +407,7 @@ class _MeteredCall:
     def _sniff(self, chunk: bytes, completing: bool) -> None:
         if len(self.sniff) < _SNIFF_LIMIT:
             self.sniff += chunk[: _SNIFF_LIMIT - len(self.sniff)]
-            request_id = sniff_request_id(self.sniff)
+            request_id = sniff_request_id(self.sniff, content_encoding=self.encoding)
             if request_id is not None:
                 self._submit(request_id)
                 return
@@ -416,14 +417,15 @@ class _MeteredCall:
     def _classify_error(self) -> None:
         tee = self.tee
         assert tee is not None and self.status is not None
-        code = None
-        if not tee.overflowed:
-            code = parse_error_code(
-                tee.data, content_encoding=self.encoding, content_type=self.content_type
-            )
+        # An overflowed copy is still a prefix: the code comes early in both formats.
+        code = parse_error_code(
+            tee.data, content_encoding=self.encoding, content_type=self.content_type
+        )
         if code is not None and code in self.rt.config.chargeable_codes:
             if self.request_id is None:
-                self.request_id = sniff_request_id(tee.data[:_SNIFF_LIMIT])
+                self.request_id = sniff_request_id(
+                    tee.data[:_SNIFF_LIMIT], content_encoding=self.encoding
+                )
             self._submit(self.request_id, code)
         else:
             self._count(Outcome.FREE, code if code is not None else "unreadable")
@@ -434,7 +436,8 @@ class _MeteredCall:
         if self.submitted or self.done:
             return
         if self.status == 200:
-            self._submit(sniff_request_id(self.sniff) if self.sniff else None)
+            sniffed = self.sniff and sniff_request_id(self.sniff, content_encoding=self.encoding)
+            self._submit(sniffed or None)
         else:
             self._classify_error()
 

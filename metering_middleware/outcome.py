@@ -56,8 +56,9 @@ _ZLIB_WBITS = 15
 _RAW_WBITS = -15
 
 
-def _inflate(data: bytes, wbits: int, cap: int) -> bytes | None:
-    """Decompress at most ``cap`` bytes; ``None`` on a bomb or a broken stream.
+def _inflate(data: bytes, wbits: int, cap: int, prefix: bool) -> bytes | None:
+    """Decompress at most ``cap`` bytes; ``None`` on a broken stream, and on a
+    bomb (more than ``cap`` bytes) unless only a ``prefix`` is wanted.
 
     A stream that merely stops early (a truncated body) gives what it had.
     Concatenated gzip members (allowed by RFC 1952) are all read.
@@ -71,36 +72,41 @@ def _inflate(data: bytes, wbits: int, cap: int) -> bytes | None:
         except zlib.error:
             return None if not out else b"".join(out)
         size += len(chunk)
-        if size > cap:
-            return None
         out.append(chunk)
+        if size > cap:
+            return b"".join(out)[:cap] if prefix else None
         data = d.unused_data
         if not d.eof or not data or wbits != _GZIP_WBITS:
             return b"".join(out)
 
 
-def _decode_one(data: bytes, coding: str, cap: int) -> bytes | None:
+def _decode_one(data: bytes, coding: str, cap: int, prefix: bool) -> bytes | None:
     if coding in ("identity", ""):
         return data
     if coding in ("gzip", "x-gzip"):
-        return _inflate(data, _GZIP_WBITS, cap)
+        return _inflate(data, _GZIP_WBITS, cap, prefix)
     if coding == "deflate":
         # RFC 9110 says zlib-wrapped; some servers send raw deflate. A zlib
         # header check fails at once on raw data, so try it first.
         if len(data) >= 2 and (data[0] * 256 + data[1]) % 31 == 0 and data[0] & 0x0F == 8:
-            inflated = _inflate(data, _ZLIB_WBITS, cap)
+            inflated = _inflate(data, _ZLIB_WBITS, cap, prefix)
             if inflated is not None:
                 return inflated
-        return _inflate(data, _RAW_WBITS, cap)
+        return _inflate(data, _RAW_WBITS, cap, prefix)
     return None
 
 
 def decode_body(
-    body: bytes, content_encoding: str | None = None, *, cap: int = MAX_DECODED
+    body: bytes,
+    content_encoding: str | None = None,
+    *,
+    cap: int = MAX_DECODED,
+    prefix: bool = False,
 ) -> bytes | None:
     """``body`` with its ``Content-Encoding`` undone, at most ``cap`` bytes.
 
-    ``None`` for an unknown coding, a broken stream or more than ``cap`` bytes.
+    ``None`` for an unknown coding, a broken stream, or more than ``cap``
+    decoded bytes (a bomb) unless ``prefix`` asks for just the first ``cap``.
     """
     if not content_encoding:
         return body[:cap]
@@ -110,7 +116,7 @@ def decode_body(
     data: bytes | None = body
     for coding in reversed(codings):  # listed in the order they were applied
         assert data is not None
-        data = _decode_one(data, coding, cap)
+        data = _decode_one(data, coding, cap, prefix)
         if data is None:
             return None
     return data[:cap] if data is not None else None
@@ -265,7 +271,7 @@ def sniff_request_id(first_bytes: bytes, *, content_encoding: str | None = None)
     characters outside ``[A-Za-z0-9._:-]`` is not trusted.
     """
     try:
-        head = decode_body(first_bytes[: 16 * _SNIFF], content_encoding, cap=_SNIFF)
+        head = decode_body(first_bytes[: 16 * _SNIFF], content_encoding, cap=_SNIFF, prefix=True)
         if not head:
             return None
         head = head[:_SNIFF]

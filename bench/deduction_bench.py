@@ -1,0 +1,194 @@
+"""Benchmark: ``deduct`` over synthetic calls (default 1,000,000 over 1,000 accounts).
+
+Each account uses 1-4 items of the default catalog (interleaved at random, the hard case for
+runs) over two billing months. Plans are mixed: about half the accounts hold single-category
+plans, a third general-purpose plans, a few a QPS subscription; some plans expire or are
+refunded mid-range and many run out, so every code path (re-routing, tier crossings, month
+and validity cuts) is exercised. Generation is not timed.
+
+    .venv/bin/python bench/deduction_bench.py [--calls N] [--accounts N] [--rounds N]
+                                              [--passes N] [--tracemalloc]
+
+``--passes`` splits the calls into N consecutive slices deducted one after another,
+carrying the state (as settlement will). ``--tracemalloc`` adds one traced round to report
+the peak memory ``deduct`` itself allocates (tracing makes that round several times slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import statistics
+import time
+import tracemalloc
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from metering_middleware.catalog import Catalog, default_catalog
+from metering_middleware.ledger.records import CallRecord
+from metering_middleware.rating import (
+    DeductionResult,
+    DeductionState,
+    QpsSubscription,
+    ResourcePlan,
+    SourceKind,
+    deduct,
+)
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+SPAN = timedelta(days=59)  # January and February (UTC+8 edges included)
+
+
+def make_workload(
+    calls: int, accounts: int, catalog: Catalog, seed: int
+) -> tuple[list[CallRecord], list[ResourcePlan], list[QpsSubscription]]:
+    rnd = random.Random(seed)
+    billable = [it for it in catalog.items if not it.free]
+    names = [f"acct-{i:05d}" for i in range(accounts)]
+    uses = {name: rnd.sample(billable, rnd.randint(1, 4)) for name in names}
+    plans: list[ResourcePlan] = []
+    subs: list[QpsSubscription] = []
+    per_account = calls // accounts
+    for name in names:
+        used = uses[name]
+        categories = sorted({it.category for it in used})
+        roll = rnd.random()
+        # Size plans so that many run out within the range: ~40-120% of the demand.
+        demand = sum((it.coefficient for it in used), Decimal(0)) * per_account / len(used)
+        points = (demand * Decimal(rnd.uniform(0.4, 1.2))).quantize(Decimal(1)) + 1
+        ordered = START - timedelta(days=rnd.randint(0, 300))
+        if roll < 0.5:
+            for i, cat in enumerate(categories[:2]):
+                plan = ResourcePlan.purchase(
+                    id=f"{name}-s{i}",
+                    account=name,
+                    kind="single",
+                    categories={cat},
+                    points=points,
+                    ordered_at=ordered,
+                    price_paid=Decimal(50),
+                )
+                if rnd.random() < 0.2:  # expires mid-range
+                    plan = replace(plan, end=START + SPAN / 2)
+                plans.append(plan)
+        if 0.3 < roll < 0.65:
+            plan = ResourcePlan.purchase(
+                id=f"{name}-g",
+                account=name,
+                kind="general",
+                categories=set(categories),
+                points=points,
+                ordered_at=START + timedelta(days=rnd.randint(0, 20)),
+                price_paid=Decimal(500),
+            )
+            if rnd.random() < 0.1:
+                plan = plan.refunded(plan.start + timedelta(days=3))
+            plans.append(plan)
+        max_qps = used[0].max_qps
+        if roll > 0.9 and max_qps is not None:
+            it = used[0]
+            subs.append(
+                QpsSubscription(
+                    id=f"{name}-q",
+                    account=name,
+                    category=it.category,
+                    action=it.action,
+                    qps=min(10, max_qps),
+                    start=START + timedelta(days=10),
+                    end=START + timedelta(days=40),
+                    ordered_at=START,
+                    price_paid=Decimal(1000),
+                )
+            )
+    span_us = int(SPAN.total_seconds() * 1_000_000)
+    offsets = sorted(rnd.randrange(span_us) for _ in range(calls))
+    records = []
+    for k, offset in enumerate(offsets):
+        name = names[rnd.randrange(accounts)]
+        it = rnd.choice(uses[name])
+        records.append(
+            CallRecord(
+                id=f"{k:026d}",
+                request_id=None,
+                account=name,
+                access_key_id="AK",
+                category=it.category,
+                action=it.action,
+                version=it.version,
+                item=it.item,
+                occurred_at=START + timedelta(microseconds=offset),
+                status=200,
+                error_code=None,
+                latency_ms=1.0,
+            )
+        )
+    return records, plans, subs
+
+
+def run_passes(
+    records: list[CallRecord],
+    plans: list[ResourcePlan],
+    subs: list[QpsSubscription],
+    catalog: Catalog,
+    passes: int,
+) -> DeductionResult:
+    state = DeductionState()
+    size = -(-len(records) // passes)
+    result = None
+    for i in range(passes):
+        result = deduct(records[i * size : (i + 1) * size], plans, subs, catalog, state=state)
+        state = result.state
+    assert result is not None
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--accounts", type=int, default=1_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--passes", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--tracemalloc", action="store_true")
+    args = parser.parse_args()
+
+    catalog = default_catalog()
+    t = time.perf_counter()
+    records, plans, subs = make_workload(args.calls, args.accounts, catalog, args.seed)
+    print(
+        f"workload: {len(records):,} calls, {args.accounts:,} accounts, {len(plans):,} plans, "
+        f"{len(subs):,} QPS subscriptions (generated in {time.perf_counter() - t:.1f} s)"
+    )
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    timings = []
+    result = None
+    for _ in range(args.rounds):
+        t = time.perf_counter()
+        result = run_passes(records, plans, subs, catalog, args.passes)
+        timings.append(time.perf_counter() - t)
+    assert result is not None
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    by_kind: dict[SourceKind, int] = {}
+    for line in result.lines:
+        by_kind[line.kind] = by_kind.get(line.kind, 0) + line.calls
+    runs = sum(1 for _ in result.runs())
+    print(
+        f"deduct x{args.passes} pass(es): median {statistics.median(timings):.2f} s "
+        f"(rounds: {', '.join(f'{x:.2f}' for x in timings)}), "
+        f"{len(records) / statistics.median(timings):,.0f} calls/s"
+    )
+    print(f"settled by: {', '.join(f'{k}={v:,}' for k, v in sorted(by_kind.items()))}")
+    print(f"lines: {len(result.lines):,}; runs of one source: {runs:,}")
+    print(f"max RSS: {rss_before:,.0f} MiB after generation, {rss_after:,.0f} MiB after deduct")
+    if args.tracemalloc:
+        tracemalloc.start()
+        run_passes(records, plans, subs, catalog, args.passes)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(f"tracemalloc peak allocated by deduct: {peak / 2**20:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,437 @@
+"""A streaming reverse proxy to VIAPI: Starlette, one shared httpx client.
+
+Bodies are streamed both ways and never buffered (except when re-signing,
+which needs the whole body): the caller's request body flows to the upstream
+as it arrives, the upstream's answer flows back byte for byte: gzip stays
+gzip, Content-Length stays, so the metering middleware wrapped around this app
+sees exactly what the caller sees.
+
+Failures answer the way VIAPI would, so SDKs surface a precise ``Code``:
+upstream timeouts are 504 ``GatewayTimeout``, unreachable or broken upstreams
+502 ``BadGateway``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import Final, Protocol
+from urllib.parse import parse_qsl, quote, unquote, urlencode
+
+import httpx
+from starlette.applications import Starlette
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from metering_middleware.clock import Clock
+from metering_middleware.errors import BODY_TOO_LARGE, error_body
+
+from .transport import DEFAULT_TRANSPORT, TransportKind, make_client
+
+__all__ = [
+    "HOP_BY_HOP_HEADERS",
+    "Resigner",
+    "V3Resigner",
+    "create_proxy_app",
+    "strip_hop_by_hop",
+]
+
+logger = logging.getLogger("example_gateway.proxy")
+
+Headers = list[tuple[bytes, bytes]]
+
+#: RFC 9110 §7.6.1 connection-specific fields (plus RFC 2616's "Trailers"
+#: spelling): they describe one hop, never the end-to-end message.
+HOP_BY_HOP_HEADERS: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+#: The caller's own credentials and V1 signature; the resigner replaces them.
+_V1_SIGNATURE_PARAMS: Final = frozenset(
+    {
+        "AccessKeyId",
+        "SecurityToken",
+        "Signature",
+        "SignatureMethod",
+        "SignatureNonce",
+        "SignatureType",
+        "SignatureVersion",
+        "Timestamp",
+    }
+)
+_V3_SIGNATURE_HEADERS: Final = frozenset(
+    {"authorization", "x-acs-security-token", "x-acs-bearer-token"}
+)
+_FORM: Final = "application/x-www-form-urlencoded"
+# The serving ASGI server sets its own (as nginx hides the upstream's by default).
+_UPSTREAM_ONLY: Final = (b"date", b"server")
+
+
+class Resigner(Protocol):
+    """Re-signs a forwarded call with the operator's own credentials.
+
+    Gets the call as it will be sent upstream (the caller's signature already
+    stripped, ``host`` already the upstream's, header names lower-cased) and
+    returns the headers to add or replace.
+    """
+
+    async def __call__(
+        self,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> dict[str, str]: ...
+
+
+class V3Resigner:
+    """Signs forwarded calls with ACS3-HMAC-SHA256 (``metering_middleware.signing.sign_v3``).
+
+    V1 callers become V3 calls: ``x-acs-action``/``x-acs-version`` are taken
+    from the ``Action``/``Version`` parameters (query or form body) when the
+    headers lack them; the parameters themselves stay where they are.
+    """
+
+    __slots__ = ("_access_key_id", "_clock", "_secret")
+
+    def __init__(self, access_key_id: str, secret: str, clock: Clock) -> None:
+        self._access_key_id = access_key_id
+        self._secret = secret
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"V3Resigner(access_key_id={self._access_key_id!r}, secret=***)"
+
+    async def __call__(
+        self,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> dict[str, str]:
+        # Imported here so the proxy works (and imports) without the signer.
+        from metering_middleware.signing import sign_v3
+
+        params = dict(query)
+        if body and headers.get("content-type", "").startswith(_FORM):
+            params.update(parse_qsl(body.decode(), keep_blank_values=True))
+        added: dict[str, str] = {}
+        for header, param in (("x-acs-action", "Action"), ("x-acs-version", "Version")):
+            if header not in headers and param in params:
+                added[header] = params[param]
+        signed = sign_v3(
+            method,
+            path,
+            tuple(query),
+            {**headers, **added},
+            body,
+            self._access_key_id,
+            self._secret,
+            now=self._clock.now(),
+            nonce=uuid.uuid4().hex,
+        )
+        return {**added, **signed}
+
+
+def create_proxy_app(
+    upstream_url: str,
+    *,
+    client: httpx.AsyncClient | None = None,
+    timeout: float = 30.0,
+    connect_timeout: float = 5.0,
+    max_connections: int = 64,
+    transport: TransportKind = DEFAULT_TRANSPORT,
+    resign: Resigner | None = None,
+    max_resign_body: int = 8 * 1024 * 1024,
+    extra_routes: Sequence[BaseRoute] = (),
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+) -> Starlette:
+    """A Starlette app forwarding every request (any method, any path) to ``upstream_url``.
+
+    One client serves all requests: created in the app's lifespan (closed at
+    shutdown) unless ``client`` is injected (the caller then owns it).
+    ``extra_routes`` match before the catch-all; ``lifespan`` runs inside the
+    proxy's own (after the client exists). ``app.state.http_client`` is the
+    client while the app runs.
+    """
+    proxy = _Proxy(
+        httpx.URL(upstream_url),
+        httpx.Timeout(timeout, connect=connect_timeout),
+        resign,
+        max_resign_body,
+    )
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
+
+    @asynccontextmanager
+    async def run(app: Starlette) -> AsyncIterator[None]:
+        http = client or make_client(transport, limits, proxy.timeout)
+        proxy.client = app.state.http_client = http
+        try:
+            async with lifespan(app) if lifespan is not None else nullcontext():
+                yield
+        finally:
+            proxy.client = None
+            if client is None:
+                await http.aclose()
+
+    routes = [*extra_routes, Route("/{path:path}", proxy)]
+    return Starlette(routes=routes, lifespan=run)
+
+
+def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """Lower-cased headers without the hop-by-hop ones (and those ``Connection`` names)."""
+    pairs = [(name.lower(), value) for name, value in headers]
+    drop: set[bytes] | frozenset[bytes] = HOP_BY_HOP_HEADERS
+    for name, value in pairs:
+        if name == b"connection":
+            listed = {token.strip().lower() for token in value.split(b",")}
+            drop = drop | listed
+    return [(name, value) for name, value in pairs if name not in drop]
+
+
+class _ClientGone(Exception):
+    """The caller hung up while its request body was being forwarded."""
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _Proxy:
+    """The catch-all ASGI endpoint (a class, so Starlette routes every method to it)."""
+
+    __slots__ = ("_base_path", "_host", "_max_body", "_resign", "_upstream", "client", "timeout")
+
+    def __init__(
+        self,
+        upstream: httpx.URL,
+        timeout: httpx.Timeout,
+        resign: Resigner | None,
+        max_body: int,
+    ) -> None:
+        self._upstream = upstream
+        self._base_path = upstream.raw_path.split(b"?", 1)[0].rstrip(b"/")
+        self._host = upstream.netloc
+        self._resign = resign
+        self._max_body = max_body
+        self.timeout = timeout
+        self.client: httpx.AsyncClient | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = self.client
+        if client is None:
+            raise RuntimeError("the proxy's client is not running: serve the app with lifespan on")
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        query: bytes = scope.get("query_string", b"")
+        headers = self._forward_headers(scope)
+        body_state = _BodyState()
+        content: bytes | AsyncIterator[bytes] = b""
+        try:
+            if self._resign is not None:
+                query, headers, content = await self._resigned(scope, receive, query, headers)
+            elif _has_body(scope):
+                content = _request_body(receive, body_state)
+        except _BodyTooLarge:
+            await self._refuse(scope, receive, send, query)
+            return
+        except _ClientGone:
+            return
+        target = self._base_path + raw_path + (b"?" + query if query else b"")
+        request = httpx.Request(
+            scope["method"],
+            self._upstream.copy_with(raw_path=target),
+            headers=headers,
+            content=content,
+            extensions={"timeout": self.timeout.as_dict()},
+        )
+        try:
+            upstream = await client.send(request, stream=True)
+        except (httpx.TransportError, _ClientGone) as exc:
+            if body_state.gone or isinstance(exc, _ClientGone):
+                return  # nobody left to answer
+            await self._upstream_failed(exc, scope, receive, send, query)
+            return
+        try:
+            response = StreamingResponse(_relay(upstream), status_code=upstream.status_code)
+            response.raw_headers = [
+                (name, value)
+                for name, value in strip_hop_by_hop(upstream.headers.raw)
+                if name not in _UPSTREAM_ONLY
+            ]
+            # On a disconnect Starlette cancels the relay; closing the upstream
+            # answer here is what frees (or drops) its pooled connection.
+            await response(scope, receive, send)
+        finally:
+            await upstream.aclose()
+
+    def _forward_headers(self, scope: Scope) -> Headers:
+        headers = strip_hop_by_hop(scope["headers"])
+        original_host = b""
+        forwarded_for = b""
+        kept: Headers = [(b"host", self._host)]
+        for name, value in headers:
+            if name == b"host":
+                original_host = value
+            elif name == b"x-forwarded-for":
+                forwarded_for = value
+            elif name not in (b"x-forwarded-host", b"x-forwarded-proto"):
+                kept.append((name, value))
+        client_addr = scope.get("client")
+        if client_addr:
+            peer = str(client_addr[0]).encode()
+            # A server that trusts its peer's X-Forwarded-For (uvicorn's proxy_headers)
+            # already reports the chain's last address as the client: not twice.
+            if not forwarded_for:
+                forwarded_for = peer
+            elif forwarded_for.rsplit(b",", 1)[-1].strip() != peer:
+                forwarded_for += b", " + peer
+        if forwarded_for:
+            kept.append((b"x-forwarded-for", forwarded_for))
+        if original_host:
+            kept.append((b"x-forwarded-host", original_host))
+        kept.append((b"x-forwarded-proto", str(scope.get("scheme", "http")).encode()))
+        return kept
+
+    async def _resigned(
+        self, scope: Scope, receive: Receive, query: bytes, headers: Headers
+    ) -> tuple[bytes, Headers, bytes]:
+        assert self._resign is not None
+        body = await _read_body(receive, self._max_body) if _has_body(scope) else b""
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+        kept_pairs = [(k, v) for k, v in pairs if k not in _V1_SIGNATURE_PARAMS]
+        if len(kept_pairs) != len(pairs):
+            query = _urlencode(kept_pairs).encode()
+        fields = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
+        for name in _V3_SIGNATURE_HEADERS:
+            fields.pop(name, None)
+        if body and fields.get("content-type", "").startswith(_FORM):
+            form = parse_qsl(body.decode(), keep_blank_values=True)
+            kept_form = [(k, v) for k, v in form if k not in _V1_SIGNATURE_PARAMS]
+            if len(kept_form) != len(form):
+                body = _urlencode(kept_form).encode()
+        if body or "content-length" in fields:
+            fields["content-length"] = str(len(body))
+        # Signers canonicalise the decoded path (what ASGI calls ``scope["path"]``).
+        path = unquote(self._base_path.decode("latin-1")) + scope["path"]
+        replaced = await self._resign(scope["method"], path, tuple(kept_pairs), fields, body)
+        fields.update({name.lower(): value for name, value in replaced.items()})
+        encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields.items()]
+        return query, encoded, body
+
+    async def _upstream_failed(
+        self, exc: Exception, scope: Scope, receive: Receive, send: Send, query: bytes
+    ) -> None:
+        upstream = self._host.decode("latin-1")
+        if isinstance(exc, httpx.TimeoutException):
+            logger.warning("upstream %s timed out (%s)", upstream, type(exc).__name__)
+            status, code, message = 504, "GatewayTimeout", "The upstream service timed out."
+        else:
+            logger.warning("upstream %s failed: %s: %s", upstream, type(exc).__name__, exc)
+            status, code, message = 502, "BadGateway", "The upstream service is unreachable."
+        await _error(scope, receive, send, query, status, code, message)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, query: bytes) -> None:
+        message = f"The request body exceeds {self._max_body} bytes."
+        await _error(
+            scope, receive, send, query, BODY_TOO_LARGE.status, BODY_TOO_LARGE.code, message
+        )
+
+
+class _BodyState:
+    __slots__ = ("gone",)
+
+    def __init__(self) -> None:
+        self.gone = False
+
+
+def _has_body(scope: Scope) -> bool:
+    # Without either header an HTTP/1.1 request has no body (RFC 9112 §6.3):
+    # streaming an empty one would send GETs upstream chunked.
+    for name, value in scope["headers"]:
+        name = name.lower()
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length":
+            return bool(value.strip() != b"0")
+    return False
+
+
+async def _request_body(receive: Receive, state: _BodyState) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            state.gone = True
+            raise _ClientGone
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in _request_body(receive, _BodyState()):
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in upstream.aiter_raw():
+            yield chunk
+    except httpx.TransportError as exc:
+        # Headers are gone already: the only honest signal left is to abort the
+        # response (the server drops the connection), never to end it short.
+        logger.warning("upstream body broke off: %s: %s", type(exc).__name__, exc)
+        raise
+
+
+def _urlencode(pairs: Sequence[tuple[str, str]]) -> str:
+    return urlencode(pairs, quote_via=quote, safe="~")
+
+
+def _wants_xml(query: bytes) -> bool:
+    # VIAPI's rule: RPC (V1) calls answer in XML unless they ask Format=JSON.
+    # Only the query string is looked at: a streamed form body is gone by now.
+    if b"Signature" not in query and b"AccessKeyId" not in query:
+        return False
+    params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+    if "Signature" not in params and "AccessKeyId" not in params:
+        return False
+    return params.get("Format", "XML").upper() != "JSON"
+
+
+async def _error(
+    scope: Scope, receive: Receive, send: Send, query: bytes, status: int, code: str, message: str
+) -> None:
+    request_id = str(uuid.uuid4()).upper()
+    body, content_type = error_body(code, message, request_id, xml=_wants_xml(query))
+    response = Response(body, status_code=status)
+    response.raw_headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-acs-request-id", request_id.encode()),
+    ]
+    await response(scope, receive, send)

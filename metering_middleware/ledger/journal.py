@@ -1,0 +1,186 @@
+"""The append-only fallback journal of the ledger writer.
+
+When the store cannot take a batch, the writer appends it here and fsyncs
+before telling anyone it is durable. The file is JSON lines, one object per
+record (``{"r": {...}}``) or counter (``{"c": {...}}``), written with the codec
+the stores use, so a replay gives back exactly what was submitted.
+
+Crash safety:
+
+- Each batch is one ``write`` followed by ``fsync`` (and an fsync of the
+  directory when the file is created), run in a thread so the event loop never
+  blocks on the disk.
+- A crash in the middle of an append leaves a *torn* final line without its
+  newline. :meth:`Journal.replay` ignores it (it was never acknowledged), and
+  the next append first ends the torn line with a newline so the new batch
+  never merges into it. A damaged line in the middle is logged and skipped,
+  never fatal: one bad line must not block the recovery of all the others.
+- The file is opened for every append rather than kept open: if the journal's
+  directory is removed, appends fail loudly instead of going to an unlinked
+  file.
+
+Replays are idempotent for records (stores ignore a record id they have); the
+counters are additive, so a crash between the store's COMMIT of a replay and
+the :meth:`Journal.truncate` that follows can count some calls twice in the
+per-minute outcome counters (never in the records rating uses). Within one
+process, a truncate that fails is not a problem: :attr:`Journal.replayed_to`
+lets the writer replay only what was appended after the last replay.
+
+One journal file belongs to one writer: two processes must not share a path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .codec import count_from_json, count_to_json, record_from_json, record_to_json
+from .records import CallRecord, OutcomeCount
+
+__all__ = ["Journal"]
+
+_log = logging.getLogger("metering_middleware.ledger")
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class Journal:
+    """JSON-lines journal at ``path`` (created on the first append)."""
+
+    __slots__ = ("_path", "replayed_to")
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(path)
+        #: Byte offset just after the last complete line the last ``replay()`` read.
+        self.replayed_to = 0
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self._path)!r})"
+
+    async def append(
+        self, records: Sequence[CallRecord], counts: Sequence[OutcomeCount] = ()
+    ) -> None:
+        """Append one batch and fsync it; raise ``OSError`` if it is not durable."""
+        if records or counts:
+            await asyncio.to_thread(self._append_sync, records, counts)
+
+    async def replay(self, start: int = 0) -> tuple[list[CallRecord], list[OutcomeCount]]:
+        """What was appended since the last truncate, from byte ``start`` (a line boundary,
+        such as an earlier ``replayed_to``). A torn final line is ignored."""
+        return await asyncio.to_thread(self._replay_sync, start)
+
+    async def truncate(self) -> None:
+        """Empty the journal (after the store has taken everything in it)."""
+        await asyncio.to_thread(self._truncate_sync)
+
+    def size(self) -> int:
+        """Bytes in the journal (0 when there is no file); cheap, for metrics."""
+        try:
+            return self._path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    # -- in a worker thread ----------------------------------------------------------------
+
+    def _append_sync(self, records: Sequence[CallRecord], counts: Sequence[OutcomeCount]) -> None:
+        lines = [_dumps({"r": record_to_json(r)}) for r in records]
+        lines.extend(_dumps({"c": count_to_json(c)}) for c in counts)
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        created = not self._path.exists()
+        fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # close a torn line left by a crash
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            _fsync_directory(self._path.parent)
+
+    def _replay_sync(self, start: int) -> tuple[list[CallRecord], list[OutcomeCount]]:
+        try:
+            with self._path.open("rb") as file:
+                file.seek(start)
+                data = file.read()
+        except FileNotFoundError:
+            self.replayed_to = 0
+            return [], []
+        records: list[CallRecord] = []
+        counts: list[OutcomeCount] = []
+        lines = data.split(b"\n")
+        tail = lines.pop()  # b"" when the file ends with a newline, as it should
+        self.replayed_to = start + len(data) - len(tail)
+        bad = 0
+        for line in lines:
+            if line.strip() and not _parse(line, records, counts):
+                bad += 1
+        if bad:
+            _log.error("ledger journal %s: skipped %d damaged lines", self._path, bad)
+        if tail:
+            if _parse(tail, records, counts):
+                # Complete but for its newline: the data is whole, so keep it.
+                self.replayed_to = start + len(data)
+                _log.info("ledger journal %s: final line had no newline; kept", self._path)
+            else:
+                _log.warning(
+                    "ledger journal %s: ignored a torn final line (%d bytes) from an "
+                    "interrupted append",
+                    self._path,
+                    len(tail),
+                )
+        return records, counts
+
+    def _truncate_sync(self) -> None:
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_TRUNC)
+        except FileNotFoundError:
+            fd = -1
+        if fd >= 0:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.replayed_to = 0
+
+
+def _parse(line: bytes, records: list[CallRecord], counts: list[OutcomeCount]) -> bool:
+    """Decode one line into ``records``/``counts``; False if it is not a valid entry."""
+    try:
+        entry: Any = json.loads(line)
+        if not isinstance(entry, dict):
+            return False
+        if "r" in entry:
+            records.append(record_from_json(entry["r"]))
+        elif "c" in entry:
+            counts.append(count_from_json(entry["c"]))
+        else:
+            return False
+    except (ValueError, KeyError, TypeError):  # JSONDecodeError and UnicodeError are ValueErrors
+        return False
+    return True
+
+
+def _fsync_directory(path: Path) -> None:
+    # Makes the new file's directory entry durable; not possible everywhere (e.g. Windows).
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

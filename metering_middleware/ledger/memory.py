@@ -1,0 +1,175 @@
+"""An in-memory ledger store (``memory://``) for tests and demos.
+
+It keeps the same contract as the SQLite store (the shared contract suite runs
+against both), normalises times to UTC like a round trip through storage
+would, and can be told to fail: set ``fail_with`` to an exception and
+``open``/``check``/``reopen``/``write`` raise it, which lets writer tests
+simulate an outage without touching SQLite. Reads keep working so a test can
+look at what was committed while the "outage" lasts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from .codec import CountKey, count_key, format_time, parse_time
+from .records import CallRecord, OutcomeCount
+from .store import CallSummary, CredentialRow
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """A :class:`~.store.LedgerStore` held in dictionaries.
+
+    ``writes`` counts successful write transactions, ``reopens`` calls to
+    :meth:`reopen`.
+    """
+
+    def __init__(self, *, fail_with: Exception | None = None) -> None:
+        self.fail_with = fail_with
+        self.writes = 0
+        self.reopens = 0
+        self.is_open = False
+        self._calls: dict[str, CallRecord] = {}  # insertion order is the store's seq order
+        self._counts: dict[CountKey, int] = {}
+        self._credentials: dict[str, CredentialRow] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(calls={len(self._calls)}, fail_with={self.fail_with!r})"
+
+    def _maybe_fail(self) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    async def open(self) -> None:
+        self._maybe_fail()
+        self.is_open = True
+
+    async def close(self) -> None:
+        self.is_open = False
+
+    async def reopen(self) -> None:
+        self.reopens += 1
+        self._maybe_fail()
+        self.is_open = True
+
+    async def check(self) -> None:
+        self._maybe_fail()
+
+    async def write(self, records: Sequence[CallRecord], counts: Sequence[OutcomeCount]) -> None:
+        self._maybe_fail()
+        if not records and not counts:
+            return
+        # Build first, apply after: a bad value must leave the store untouched (one transaction).
+        new_calls: dict[str, CallRecord] = {}
+        for r in records:  # the first of duplicate ids wins, as in SQL's DO NOTHING
+            if r.id not in self._calls and r.id not in new_calls:
+                new_calls[r.id] = replace(r, occurred_at=_stored(r.occurred_at))
+        added: dict[CountKey, int] = {}
+        for c in counts:
+            key = count_key(replace(c, minute=_stored(c.minute)))
+            added[key] = added.get(key, 0) + c.count
+        self._calls.update(new_calls)
+        for key, n in added.items():
+            self._counts[key] = self._counts.get(key, 0) + n
+        self.writes += 1
+
+    async def calls(
+        self,
+        *,
+        account: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[CallRecord]:
+        since, until = _bound(since), _bound(until)
+        found = [
+            r
+            for r in self._calls.values()
+            if _matches(r.account, r.occurred_at, account, since, until)
+        ]
+        found.sort(key=lambda r: (r.occurred_at, r.id))
+        return found if limit is None else found[: max(limit, 0)]
+
+    async def summary(
+        self,
+        *,
+        account: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[CallSummary]:
+        since, until = _bound(since), _bound(until)
+        groups: dict[tuple[str, str, str, str], list[datetime]] = {}
+        for r in self._calls.values():
+            if _matches(r.account, r.occurred_at, account, since, until):
+                key = (r.account, r.category, r.action, r.item)
+                groups.setdefault(key, []).append(r.occurred_at)
+        return [
+            CallSummary(*key, calls=len(times), first=min(times), last=max(times))
+            for key, times in sorted(groups.items())
+        ]
+
+    async def outcome_counts(
+        self,
+        *,
+        account: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[OutcomeCount]:
+        since, until = _bound(since), _bound(until)
+        return [
+            OutcomeCount(*key, count=n)
+            for key, n in sorted(self._counts.items())
+            if _matches(key[1], key[0], account, since, until)
+        ]
+
+    async def add_credential(self, row: CredentialRow) -> None:
+        if row.access_key_id in self._credentials:
+            raise ValueError(f"AccessKeyId {row.access_key_id!r} already exists")
+        self._credentials[row.access_key_id] = replace(
+            row,
+            created_at=_stored(row.created_at),
+            disabled_at=None if row.disabled_at is None else _stored(row.disabled_at),
+        )
+
+    async def list_credentials(self, *, account: str | None = None) -> list[CredentialRow]:
+        rows = [c for c in self._credentials.values() if account is None or c.account == account]
+        rows.sort(key=lambda c: (c.account, c.access_key_id))
+        return rows
+
+    async def set_credential_enabled(
+        self, access_key_id: str, enabled: bool, when: datetime
+    ) -> bool:
+        row = self._credentials.get(access_key_id)
+        if row is None:
+            return False
+        # Disabling twice keeps the first disabled_at, like the SQLite store.
+        disabled_at = None if enabled else row.disabled_at or _stored(when)
+        self._credentials[access_key_id] = replace(row, enabled=enabled, disabled_at=disabled_at)
+        return True
+
+
+def _stored(when: datetime) -> datetime:
+    """The datetime a round trip through storage gives (UTC; naive ones refused)."""
+    return parse_time(format_time(when))
+
+
+def _bound(when: datetime | None) -> datetime | None:
+    return None if when is None else _stored(when)
+
+
+def _matches(
+    row_account: str,
+    when: datetime,
+    account: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> bool:
+    return (
+        (account is None or row_account == account)
+        and (since is None or when >= since)
+        and (until is None or when < until)
+    )

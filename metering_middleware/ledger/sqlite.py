@@ -1,0 +1,368 @@
+"""The SQLite ledger store (aiosqlite, WAL).
+
+Behaviour worth knowing before running it in production:
+
+- **Durability.** ``synchronous="FULL"`` (the default) makes every COMMIT
+  durable across power loss; ``"NORMAL"`` is durable across process crashes
+  only (WAL). Strict writers should keep FULL.
+- **Schema.** :meth:`SqliteStore.open` switches the file to WAL and applies the
+  missing migrations in one ``BEGIN IMMEDIATE`` transaction, so several
+  processes starting at once on a new file are safe (one applies, the others
+  find it applied). See :mod:`.migrate`.
+- **One transaction per write.** ``write`` inserts records (idempotent by id:
+  ``ON CONFLICT(id) DO NOTHING``, which unlike ``INSERT OR IGNORE`` still fails
+  on a NOT NULL violation instead of silently dropping the row) and adds the
+  outcome counts (upsert-add), then commits. Any SQLite or OS failure rolls
+  back and is raised as ``StoreError``.
+- **File identity.** The store remembers the (device, inode) of the file it
+  opened. Before each write and in ``check()`` it stats the path again: if the
+  file was removed or replaced (restored from a backup, moved away, deleted by
+  hand), the open connection would go on writing into a file nobody will read,
+  so ``write``/``check`` raise ``StoreError("ledger file removed or replaced")``
+  instead. The ledger writer then journals and periodically calls
+  :meth:`SqliteStore.reopen`, which closes the connection and opens the path
+  again, creating and migrating a new, empty file if none is there; the
+  journal is then replayed into it. Records committed to the old file stay in
+  the old file (wherever it was moved); nothing is copied between files.
+- **Concurrency.** One connection per store; operations are serialised by an
+  ``asyncio.Lock`` so a reader never runs inside the writer's transaction.
+  WAL lets other processes (the CLI) read while the gateway writes. A write
+  waits at most ``busy_timeout_ms`` for another process's write lock before
+  failing with ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import aiosqlite
+
+from ..clock import Clock, SystemClock
+from .codec import (
+    count_from_row,
+    count_to_row,
+    credential_from_row,
+    credential_to_row,
+    format_time,
+    parse_time,
+    record_from_row,
+    record_to_row,
+)
+from .migrate import migrate_file
+from .records import CallRecord, OutcomeCount
+from .store import CallSummary, CredentialRow, StoreError
+
+__all__ = ["SqliteStore"]
+
+_log = logging.getLogger("metering_middleware.ledger")
+
+_INSERT_CALL = (
+    "INSERT INTO calls (id, request_id, account, access_key_id, category, action, version,"
+    " item, occurred_at, status, error_code, latency_ms, recorded_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+_ADD_COUNT = (
+    "INSERT INTO outcome_counts (minute, account, category, action, outcome, detail, count)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (minute, account, category, action, outcome, detail)"
+    " DO UPDATE SET count = count + excluded.count"
+)
+_CALL_COLUMNS = (
+    "id, request_id, account, access_key_id, category, action, version, item,"
+    " occurred_at, status, error_code, latency_ms"
+)
+_CREDENTIAL_COLUMNS = "access_key_id, account, secret, enabled, created_at, disabled_at"
+_SQLITE_FAILURES = (sqlite3.Error, OSError, ValueError)  # ValueError: aiosqlite "closed"
+
+
+class SqliteStore:
+    """A :class:`~.store.LedgerStore` on one SQLite file.
+
+    ``writes`` counts committed write transactions (tests and metrics use it to
+    see group commit at work).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        busy_timeout_ms: int = 2000,
+        clock: Clock | None = None,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        if busy_timeout_ms < 0:
+            raise ValueError("busy_timeout_ms must be >= 0")
+        self._path = Path(path)
+        self._synchronous = synchronous
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._clock: Clock = clock or SystemClock()
+        self._conn: aiosqlite.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._lock = asyncio.Lock()
+        self.writes = 0
+        #: Migration versions applied by the last ``open()`` (empty if already current).
+        self.applied_migrations: tuple[int, ...] = ()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self._path)!r}, synchronous={self._synchronous!r})"
+
+    async def __aenter__(self) -> SqliteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        async with self._lock:
+            await self._open()
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._close()
+
+    async def reopen(self) -> None:
+        """Close and open the same path again (a new file is created if it is gone)."""
+        async with self._lock:
+            await self._close()
+            await self._open()
+
+    async def check(self) -> None:
+        async with self._lock:
+            conn = self._connection()
+            try:
+                await conn.execute("SELECT 1 FROM schema_migrations LIMIT 1")
+            except _SQLITE_FAILURES as exc:
+                raise StoreError(f"ledger store unreachable: {exc}") from exc
+
+    async def _open(self) -> None:
+        if self._conn is not None:
+            return
+        applied = await asyncio.to_thread(
+            migrate_file,
+            self._path,
+            busy_timeout_ms=self._busy_timeout_ms,
+            synchronous=self._synchronous,
+        )
+        conn: aiosqlite.Connection | None = None
+        try:
+            # Autocommit mode: transactions are explicit BEGIN IMMEDIATE ... COMMIT.
+            conn = await aiosqlite.connect(self._path, isolation_level=None)
+            await conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            stat = os.stat(self._path)
+        except _SQLITE_FAILURES as exc:
+            if conn is not None:
+                await _close_quietly(conn)
+            raise StoreError(f"cannot open ledger file {str(self._path)!r}: {exc}") from exc
+        self._conn = conn
+        self._identity = (stat.st_dev, stat.st_ino)
+        self.applied_migrations = tuple(applied)
+
+    async def _close(self) -> None:
+        conn, self._conn, self._identity = self._conn, None, None
+        if conn is not None:
+            await _close_quietly(conn)
+
+    def _connection(self) -> aiosqlite.Connection:
+        """The open connection, after checking the file is still the one we opened."""
+        conn = self._conn
+        if conn is None or self._identity is None:
+            raise StoreError("ledger store is not open")
+        try:
+            stat = os.stat(self._path)
+        except OSError as exc:
+            raise StoreError("ledger file removed or replaced") from exc
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            raise StoreError("ledger file removed or replaced")
+        return conn
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def write(self, records: Sequence[CallRecord], counts: Sequence[OutcomeCount]) -> None:
+        if not records and not counts:
+            return
+        recorded_at = format_time(self._clock.now())
+        rows = [record_to_row(r, recorded_at) for r in records]
+        count_rows = [count_to_row(c) for c in counts]
+        async with self._lock:
+            conn = self._connection()
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if rows:
+                        await conn.executemany(_INSERT_CALL, rows)
+                    if count_rows:
+                        await conn.executemany(_ADD_COUNT, count_rows)
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    await _rollback_quietly(conn)
+                    raise
+            except _SQLITE_FAILURES as exc:
+                raise StoreError(f"ledger write failed: {exc}") from exc
+            self.writes += 1
+
+    async def add_credential(self, row: CredentialRow) -> None:
+        async with self._lock:
+            conn = self._connection()
+            try:
+                await conn.execute(
+                    f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    credential_to_row(row),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"AccessKeyId {row.access_key_id!r} already exists") from exc
+            except _SQLITE_FAILURES as exc:
+                raise StoreError(f"cannot add credential: {exc}") from exc
+
+    async def set_credential_enabled(
+        self, access_key_id: str, enabled: bool, when: datetime
+    ) -> bool:
+        # Disabling twice keeps the first disabled_at: it is when the key stopped working.
+        sql = (
+            "UPDATE credentials SET enabled = ?,"
+            " disabled_at = CASE WHEN ? THEN NULL ELSE COALESCE(disabled_at, ?) END"
+            " WHERE access_key_id = ?"
+        )
+        params = (1 if enabled else 0, 1 if enabled else 0, format_time(when), access_key_id)
+        async with self._lock:
+            conn = self._connection()
+            try:
+                cursor = await conn.execute(sql, params)
+                changed = cursor.rowcount
+                await cursor.close()
+            except _SQLITE_FAILURES as exc:
+                raise StoreError(f"cannot update credential: {exc}") from exc
+        return changed > 0
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def calls(
+        self,
+        *,
+        account: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[CallRecord]:
+        where, params = _filters("occurred_at", account, since, until)
+        params.append(-1 if limit is None else max(limit, 0))
+        rows = await self._fetch(
+            f"SELECT {_CALL_COLUMNS} FROM calls{where} ORDER BY occurred_at, id LIMIT ?", params
+        )
+        return [record_from_row(row) for row in rows]
+
+    async def summary(
+        self,
+        *,
+        account: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[CallSummary]:
+        where, params = _filters("occurred_at", account, since, until)
+        rows = await self._fetch(
+            "SELECT account, category, action, item, count(*), min(occurred_at),"
+            f" max(occurred_at) FROM calls{where} GROUP BY account, category, action, item"
+            " ORDER BY account, category, action, item",
+            params,
+        )
+        return [_summary_from_row(row) for row in rows]
+
+    async def outcome_counts(
+        self,
+        *,
+        account: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[OutcomeCount]:
+        where, params = _filters("minute", account, since, until)
+        rows = await self._fetch(
+            "SELECT minute, account, category, action, outcome, detail, count"
+            f" FROM outcome_counts{where}"
+            " ORDER BY minute, account, category, action, outcome, detail",
+            params,
+        )
+        return [count_from_row(row) for row in rows]
+
+    async def list_credentials(self, *, account: str | None = None) -> list[CredentialRow]:
+        where, params = _filters("created_at", account, None, None)
+        rows = await self._fetch(
+            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials{where} ORDER BY account, access_key_id",
+            params,
+        )
+        return [credential_from_row(row) for row in rows]
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self._lock:
+            conn = self._connection()
+            try:
+                rows = await conn.execute_fetchall(sql, params)
+            except _SQLITE_FAILURES as exc:
+                raise StoreError(f"ledger read failed: {exc}") from exc
+        return [tuple(row) for row in rows]
+
+
+def _filters(
+    time_column: str, account: str | None, since: datetime | None, until: datetime | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if account is not None:
+        clauses.append("account = ?")
+        params.append(account)
+    if since is not None:
+        clauses.append(f"{time_column} >= ?")
+        params.append(format_time(since))
+    if until is not None:
+        clauses.append(f"{time_column} < ?")
+        params.append(format_time(until))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _summary_from_row(row: tuple[Any, ...]) -> CallSummary:
+    return CallSummary(
+        account=row[0],
+        category=row[1],
+        action=row[2],
+        item=row[3],
+        calls=int(row[4]),
+        first=parse_time(row[5]),
+        last=parse_time(row[6]),
+    )
+
+
+async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
+    # SQLite may already have rolled back (some I/O errors do); the original error matters.
+    try:
+        if conn.in_transaction:
+            await conn.execute("ROLLBACK")
+    except _SQLITE_FAILURES:
+        _log.debug("rollback after a failed ledger write failed too", exc_info=True)
+
+
+async def _close_quietly(conn: aiosqlite.Connection) -> None:
+    try:
+        await conn.close()
+    except _SQLITE_FAILURES:
+        _log.warning("closing the ledger connection failed", exc_info=True)

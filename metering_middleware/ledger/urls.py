@@ -1,0 +1,69 @@
+"""Ledger stores chosen by URL.
+
+======================================  ==========================================
+``memory://``                           :class:`~.memory.MemoryStore` (tests, demos)
+``sqlite:///relative/path.db``          SQLite file relative to the working directory
+``sqlite:////absolute/path.db``         SQLite file at an absolute path
+``ledger.db``, ``/var/lib/ledger.db``   a plain path: SQLite
+``postgresql://...``                    not supported yet (``ValueError``)
+======================================  ==========================================
+
+SQLite URLs take options as query parameters: ``?synchronous=NORMAL`` and
+``?busy_timeout_ms=500``. The store is returned unopened: ``await store.open()``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .memory import MemoryStore
+from .sqlite import SqliteStore
+from .store import LedgerStore
+
+__all__ = ["open_store"]
+
+
+def open_store(url: str) -> LedgerStore:
+    """The (unopened) store a ledger URL names; ``ValueError`` for anything else."""
+    if "://" not in url:
+        if not url.strip():
+            raise ValueError("empty ledger URL")
+        return SqliteStore(url)
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "memory":
+        if url.split("://", 1)[1] not in ("", "/"):
+            raise ValueError(f"memory:// ledger URLs take no path: {url!r}")
+        return MemoryStore()
+    if scheme == "sqlite":
+        return _sqlite(url)
+    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+        raise ValueError("PostgreSQL ledger stores are not supported yet; use sqlite:///path")
+    raise ValueError(f"unsupported ledger URL scheme {scheme!r} (use sqlite:///path or memory://)")
+
+
+def _sqlite(url: str) -> SqliteStore:
+    parts = urlsplit(url)
+    if parts.netloc:
+        raise ValueError(
+            f"sqlite URLs have no host: use sqlite:///relative or sqlite:////absolute, not {url!r}"
+        )
+    # sqlite:///x.db has path "/x.db" -> "x.db"; sqlite:////abs/x.db has "//abs/x.db" -> "/abs/x.db"
+    path = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
+    if not path:
+        raise ValueError(f"sqlite URL without a file path: {url!r}")
+    options = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    synchronous = options.pop("synchronous", "FULL").upper()
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+    mode: Literal["FULL", "NORMAL"] = "FULL" if synchronous == "FULL" else "NORMAL"
+    timeout = options.pop("busy_timeout_ms", None)
+    if options:
+        raise ValueError(f"unknown sqlite URL options: {', '.join(sorted(options))}")
+    if timeout is None:
+        return SqliteStore(path, synchronous=mode)
+    try:
+        busy_timeout_ms = int(timeout)
+    except ValueError:
+        raise ValueError(f"busy_timeout_ms must be an integer, not {timeout!r}") from None
+    return SqliteStore(path, synchronous=mode, busy_timeout_ms=busy_timeout_ms)

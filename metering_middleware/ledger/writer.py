@@ -1,0 +1,478 @@
+"""The ledger writer: one task owns the store and commits records in groups.
+
+Callers ``submit()`` records and get the *batch's* future: one future per
+commit, shared by every record in it, resolved after COMMIT. The hot path is a
+list append; the writer task is woken once per batch, not per record.
+
+- ``strict``: the writer commits as soon as it is woken and takes everything
+  pending. While one commit is in flight new submissions gather into the next
+  batch (group commit), so the commit rate adapts to the load by itself.
+- ``batched``: a batch is committed ``flush_interval`` after its first record
+  (or as soon as it holds ``max_batch`` records). Callers usually do not wait.
+
+Outcome counters (``count()``) are summed per minute in memory and go with the
+next batch, or on their own at most ``count_interval`` after the first one.
+
+Failure policy (never lose a record, never duplicate one):
+
+1. ``store.write`` fails: the batch is appended to the journal and fsynced, and
+   its future resolves (the records are durable). The store is marked down; no
+   further batch waits on it. Every ``retry_interval`` the writer checks the
+   store (``reopen()`` if it has one: a replaced SQLite file is opened afresh),
+   replays the journal into it (ids are idempotent) and truncates the journal.
+2. The journal fails too (or there is none): the batch's future fails with
+   :class:`LedgerUnavailable`, its records are *held* in memory and retried
+   (store first, then journal) every ``retry_interval``, and ``accepting`` is
+   False until they are durable again, so the middleware refuses new calls.
+3. ``stop()`` flushes what is pending (to the store or the journal) and raises
+   ``LedgerUnavailable`` if records are still only in memory.
+
+Decisions use the injected clock; the waits between them are real but short
+and woken by events, and :meth:`tick`, :meth:`flush_now` and :meth:`retry_now`
+let tests that move a ``ManualClock`` drive the writer without sleeping.
+
+A future refuses ``cancel()``: it is shared, and a cancelled awaiter (a client
+that went away) must not cancel the commit for everybody else. The awaiting
+task still gets its ``CancelledError`` once the batch is settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal
+
+from ..clock import Clock, SystemClock
+from .codec import CountKey, minute_of
+from .journal import Journal
+from .records import CallRecord, Outcome, OutcomeCount
+from .store import LedgerStore
+
+__all__ = ["LedgerUnavailable", "LedgerWriter", "WriterStats"]
+
+_NEW, _RUNNING, _STOPPING, _STOPPED = "new", "running", "stopping", "stopped"
+_MAX_WAIT = 1.0  # real seconds between re-reading the clock when nothing wakes the task
+
+
+class LedgerUnavailable(Exception):
+    """Neither the store nor the journal could make a batch durable.
+
+    The records are kept in memory and retried; the writer stops ``accepting``.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    committed: int  # records written to the store (batches, held batches and replays)
+    journaled: int  # records appended to the journal
+    replayed: int  # records replayed from the journal into the store
+    pending: int  # records in memory now: the open batch plus held ones
+    held: int  # records held after both the store and the journal failed
+    commits: int  # store write transactions
+    store_failures: int
+    journal_failures: int
+
+
+class _SharedFuture(asyncio.Future[None]):
+    """A batch's future: awaited by many, so no single awaiter may cancel it."""
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        return False
+
+
+@dataclass(slots=True)
+class _Batch:
+    records: list[CallRecord]
+    counts: list[OutcomeCount]
+    future: _SharedFuture | None
+
+
+class LedgerWriter:
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        journal: Journal | None,
+        mode: Literal["strict", "batched"] = "strict",
+        flush_interval: float = 0.05,
+        max_batch: int = 1000,
+        retry_interval: float = 1.0,
+        count_interval: float = 1.0,
+        clock: Clock | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if mode not in ("strict", "batched"):
+            raise ValueError(f"mode must be 'strict' or 'batched', not {mode!r}")
+        if flush_interval <= 0 or retry_interval <= 0 or count_interval <= 0:
+            raise ValueError("flush_interval, retry_interval and count_interval must be > 0")
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self._store = store
+        self._journal = journal
+        self._strict = mode == "strict"
+        self._flush_interval = flush_interval
+        self._max_batch = max_batch
+        self._retry_interval = retry_interval
+        self._count_delay = count_interval if self._strict else min(count_interval, flush_interval)
+        self._clock: Clock = clock or SystemClock()
+        self._log = logger or logging.getLogger("metering_middleware.ledger")
+        self._state = _NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._requests: list[tuple[asyncio.Future[bool], bool, bool]] = []
+        # The open batch.
+        self._pending: list[CallRecord] = []
+        self._future: _SharedFuture | None = None
+        self._first_at = 0.0
+        self._counts: dict[CountKey, int] = {}
+        self._counts_first_at = 0.0
+        # Failure state.
+        self._held: list[_Batch] = []
+        self._store_down = False
+        self._journal_dirty = False
+        self._journal_applied = 0  # bytes of the journal already replayed (truncate failed)
+        self._next_retry = 0.0
+        self._n = dict.fromkeys(
+            ("committed", "journaled", "replayed", "commits", "store_failures", "journal_failures"),
+            0,
+        )
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def submit(self, record: CallRecord) -> asyncio.Future[None]:
+        """Queue ``record``; the returned future (shared by its batch) resolves once durable."""
+        future = self._future
+        if future is None:
+            if self._state is not _RUNNING and self._state is not _STOPPING:
+                raise RuntimeError(f"ledger writer is {self._state}, not running")
+            future = self._future = _SharedFuture(loop=self._loop)
+            self._first_at = self._clock.time()
+            self._wake.set()
+        pending = self._pending
+        pending.append(record)
+        if len(pending) == self._max_batch:
+            self._wake.set()
+        return future
+
+    def count(
+        self,
+        account: str,
+        category: str,
+        action: str,
+        outcome: Outcome,
+        detail: str,
+        when: datetime,
+    ) -> None:
+        """Add one call to the per-minute outcome counter it belongs to."""
+        key = (minute_of(when), account, category, action, outcome, detail)
+        counts = self._counts
+        if not counts:
+            if self._state is not _RUNNING and self._state is not _STOPPING:
+                raise RuntimeError(f"ledger writer is {self._state}, not running")
+            self._counts_first_at = self._clock.time()
+            self._wake.set()
+        counts[key] = counts.get(key, 0) + 1
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """True while batches go to the store (not to the journal or memory)."""
+        return self._state is _RUNNING and not self._store_down and not self._held
+
+    @property
+    def accepting(self) -> bool:
+        """False while records are only in memory: the middleware answers 503 then."""
+        return self._state is _RUNNING and not self._held
+
+    @property
+    def stats(self) -> WriterStats:
+        held = sum(len(b.records) for b in self._held)
+        return WriterStats(pending=len(self._pending) + held, held=held, **self._n)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Replay a non-empty journal left by an earlier run, then start the writer task."""
+        if self._state is not _NEW:
+            raise RuntimeError(f"ledger writer is {self._state}; a writer starts once")
+        self._loop = asyncio.get_running_loop()
+        self._state = _RUNNING
+        if self._journal is not None and self._journal.size() > 0:
+            self._journal_dirty = True
+            await self._recover()
+        self._task = self._loop.create_task(self._run(), name="ledger-writer")
+
+    async def stop(self) -> None:
+        """Commit (or journal) everything pending and stop the writer task."""
+        if self._state is _NEW or self._state is _STOPPED:
+            self._state = _STOPPED
+            return
+        if self._state is _RUNNING:
+            self._state = _STOPPING
+            self._wake.set()
+        assert self._task is not None
+        await self._task
+        self._state = _STOPPED
+        held = sum(len(b.records) for b in self._held)
+        if held:
+            self._log.critical(
+                "ledger writer stopped with %d records neither committed nor journaled", held
+            )
+            raise LedgerUnavailable(f"{held} ledger records could not be made durable")
+
+    async def __aenter__(self) -> LedgerWriter:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def tick(self) -> None:
+        """Run one pass now, deciding by the clock (for tests that move a ManualClock)."""
+        await self._request(flush=False, retry=False)
+
+    async def flush_now(self) -> None:
+        """Commit (or journal) the open batch and the counters now, whatever the clock says."""
+        await self._request(flush=True, retry=False)
+
+    async def retry_now(self) -> bool:
+        """Try to recover now if the store is down or records are held; return ``healthy``."""
+        return await self._request(flush=False, retry=True)
+
+    async def _request(self, *, flush: bool, retry: bool) -> bool:
+        if self._state is not _RUNNING or self._loop is None:
+            raise RuntimeError(f"ledger writer is {self._state}, not running")
+        done: asyncio.Future[bool] = self._loop.create_future()
+        self._requests.append((done, flush, retry))
+        self._wake.set()
+        return await done
+
+    # -- the writer task -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            timeout = self._wait_timeout()
+            if timeout != 0.0:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            requests, self._requests = self._requests, []
+            stopping = self._state is _STOPPING
+            try:
+                await self._step(
+                    force_flush=stopping or any(flush for _, flush, _ in requests),
+                    force_retry=stopping or any(retry for _, _, retry in requests),
+                )
+            except Exception:  # a bug here must not stop the ledger: log and go on
+                self._log.exception("ledger writer pass failed")
+            for done, _, _ in requests:
+                if not done.done():
+                    done.set_result(self.healthy)
+            if stopping and not self._pending and not self._counts:
+                return
+
+    def _wait_timeout(self) -> float | None:
+        if self._wake.is_set() or self._requests or self._state is _STOPPING:
+            return 0.0
+        deadlines: list[float] = []
+        if self._pending:
+            if self._strict:
+                return 0.0
+            deadlines.append(self._first_at + self._flush_interval)
+        if self._counts:
+            deadlines.append(self._counts_first_at + self._count_delay)
+        if self._store_down or self._held or self._journal_dirty:
+            deadlines.append(self._next_retry)
+        if not deadlines:
+            return None
+        return min(max(0.0, min(deadlines) - self._clock.time()), _MAX_WAIT)
+
+    async def _step(self, *, force_flush: bool, force_retry: bool) -> None:
+        now = self._clock.time()
+        if (self._store_down or self._held or self._journal_dirty) and (
+            force_retry or now >= self._next_retry
+        ):
+            await self._recover()
+        if force_flush or self._batch_due(now):
+            await self._flush()
+
+    def _batch_due(self, now: float) -> bool:
+        if self._pending and (
+            self._strict
+            or len(self._pending) >= self._max_batch
+            or now >= self._first_at + self._flush_interval
+        ):
+            return True
+        return bool(self._counts) and now >= self._counts_first_at + self._count_delay
+
+    async def _flush(self) -> None:
+        records, future = self._pending, self._future
+        self._pending, self._future = [], None
+        counts = [OutcomeCount(*key, count=n) for key, n in self._counts.items()]
+        self._counts = {}
+        if records or counts:
+            await self._persist(_Batch(records, counts, future))
+
+    async def _persist(self, batch: _Batch) -> None:
+        if not self._store_down:
+            try:
+                await self._store.write(batch.records, batch.counts)
+            except Exception as exc:
+                self._store_failed(exc)
+            else:
+                self._n["committed"] += len(batch.records)
+                self._n["commits"] += 1
+                _resolve(batch.future)
+                return
+        await self._journal_or_hold([batch])
+
+    async def _journal_or_hold(self, new: list[_Batch]) -> None:
+        """Journal the held batches and ``new``; hold them if the journal fails too."""
+        if self._journal is not None:
+            batches = self._held + new
+            records = [r for b in batches for r in b.records]
+            try:
+                await self._journal.append(records, _merge([c for b in batches for c in b.counts]))
+            except Exception as exc:
+                self._n["journal_failures"] += 1
+                if not self._held:
+                    self._log.error(
+                        "ledger journal %s failed too (%s): holding records in memory, "
+                        "refusing new calls",
+                        self._journal.path,
+                        exc,
+                    )
+            else:
+                self._n["journaled"] += len(records)
+                self._journal_dirty = True
+                for b in batches:
+                    _resolve(b.future)
+                if self._held:
+                    self._log.warning("ledger journal writable again: accepting calls")
+                    self._held = []
+                return
+        elif not self._held:
+            self._log.error("ledger store failed and there is no journal: refusing new calls")
+        for b in new:
+            _fail(b.future)
+        self._held.extend(new)
+
+    def _store_failed(self, exc: BaseException) -> None:
+        self._n["store_failures"] += 1
+        if not self._store_down:
+            self._store_down = True
+            self._next_retry = self._clock.time() + self._retry_interval
+            self._log.warning("ledger store failed (%s): journaling until it recovers", exc)
+
+    async def _recover(self) -> None:
+        """Bring the store back, then give it the held records and the journal."""
+        self._next_retry = self._clock.time() + self._retry_interval
+        was_down = self._store_down
+        if was_down:
+            try:
+                await self._revive_store()
+            except Exception as exc:
+                self._log.debug("ledger store still down: %s", exc)
+                if self._held:
+                    await self._journal_or_hold([])
+                return
+        if self._held:
+            held = self._held
+            records = [r for b in held for r in b.records]
+            try:
+                await self._store.write(records, _merge([c for b in held for c in b.counts]))
+            except Exception as exc:
+                self._store_failed(exc)
+                await self._journal_or_hold([])
+                return
+            self._held = []
+            self._n["committed"] += len(records)
+            self._n["commits"] += 1
+            self._log.warning("ledger store took %d held records: accepting calls", len(records))
+        if self._journal_dirty and self._journal is not None and not await self._replay():
+            return
+        self._store_down = False
+        if was_down:
+            self._log.warning("ledger store recovered")
+
+    async def _revive_store(self) -> None:
+        try:
+            await self._store.check()
+        except Exception:
+            reopen = getattr(self._store, "reopen", None)
+            if reopen is None:
+                raise
+            await reopen()
+            await self._store.check()
+
+    async def _replay(self) -> bool:
+        """Replay the journal into the store and truncate it; False if the store failed."""
+        assert self._journal is not None
+        try:
+            # From where an earlier replay stopped if its truncate failed: those records
+            # are committed, and replaying their counters again would count them twice.
+            records, counts = await self._journal.replay(self._journal_applied)
+        except OSError as exc:  # the store is fine; keep the journal and try again later
+            self._log.error("cannot read ledger journal %s: %s", self._journal.path, exc)
+            return True
+        if records or counts:
+            merged = _merge(counts)
+            # Records in chunks (each chunk is idempotent); counts, which are not, go with
+            # the last chunk so they are added all at once or not at all.
+            chunk = max(self._max_batch, 1000)
+            starts = range(0, len(records), chunk) if records else range(1)
+            try:
+                for start in starts:
+                    last = start + chunk >= len(records)
+                    await self._store.write(records[start : start + chunk], merged if last else ())
+                    self._n["commits"] += 1
+            except Exception as exc:
+                self._store_failed(exc)
+                return False
+            self._n["committed"] += len(records)
+            self._n["replayed"] += len(records)
+            self._log.warning("ledger journal replayed: %d records", len(records))
+        self._journal_applied = self._journal.replayed_to
+        try:
+            await self._journal.truncate()
+        except OSError as exc:
+            self._log.error("cannot truncate ledger journal %s: %s", self._journal.path, exc)
+            return True
+        self._journal_dirty = False
+        self._journal_applied = 0
+        return True
+
+
+def _merge(counts: Sequence[OutcomeCount]) -> list[OutcomeCount]:
+    if len(counts) < 2:
+        return list(counts)
+    summed: dict[CountKey, int] = {}
+    for c in counts:
+        key = (c.minute, c.account, c.category, c.action, c.outcome, c.detail)
+        summed[key] = summed.get(key, 0) + c.count
+    return [OutcomeCount(*key, count=n) for key, n in summed.items()]
+
+
+def _resolve(future: _SharedFuture | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+def _fail(future: _SharedFuture | None) -> None:
+    if future is not None and not future.done():
+        future.set_exception(LedgerUnavailable("ledger store and journal both failed"))
+        future.exception()  # marks it retrieved: batched callers may never await it

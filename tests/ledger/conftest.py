@@ -1,0 +1,29 @@
+"""Store fixtures for the ledger tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from metering_middleware.ledger import LedgerStore, MemoryStore, SqliteStore
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LedgerStore]:
+    """Every ledger store the contract suite covers, opened."""
+    impl: LedgerStore = (
+        MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "ledger.db")
+    )
+    await impl.open()
+    yield impl
+    await impl.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    impl = SqliteStore(tmp_path / "ledger.db", busy_timeout_ms=50)
+    await impl.open()
+    yield impl
+    await impl.close()
