@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
+from urllib.parse import unquote, urlsplit
 from types import TracebackType
 
 from .catalog import Catalog, default_catalog, load_catalog
@@ -32,14 +32,15 @@ log = logging.getLogger("metering_middleware")
 
 
 def _default_journal(config: MeteringConfig) -> str:
+    """Beside the SQLite file by default; none for ``memory://`` unless configured."""
     if config.journal_path:
         return config.journal_path
     url = config.ledger_url
+    if "://" not in url:
+        return url + ".journal"
     if url.startswith("sqlite:///"):
-        return url[len("sqlite:///") :] + ".journal"
-    if url.startswith("memory://"):
-        return ""
-    return str(Path(url).with_suffix(".journal")) if "://" not in url else ""
+        return unquote(urlsplit(url).path[1:]) + ".journal"
+    return ""
 
 
 class MeteringRuntime:

@@ -20,10 +20,11 @@ Behaviour worth knowing before running it in production:
   hand), the open connection would go on writing into a file nobody will read,
   so ``write``/``check`` raise ``StoreError("ledger file removed or replaced")``
   instead. The ledger writer then journals and periodically calls
-  :meth:`SqliteStore.reopen`, which closes the connection and opens the path
-  again, creating and migrating a new, empty file if none is there; the
-  journal is then replayed into it. Records committed to the old file stay in
-  the old file (wherever it was moved); nothing is copied between files.
+  :meth:`SqliteStore.reopen`, which checkpoints the old file's WAL into it,
+  closes the connection and opens the path again, creating and migrating a
+  new, empty file if none is there; the journal is then replayed into it.
+  Records committed to the old file stay in the old file (wherever it was
+  moved); nothing is copied between files.
 - **Concurrency.** One connection per store; operations are serialised by an
   ``asyncio.Lock`` so a reader never runs inside the writer's transaction.
   WAL lets other processes (the CLI) read while the gateway writes. A write
@@ -181,20 +182,35 @@ class SqliteStore:
         self.applied_migrations = tuple(applied)
 
     async def _close(self) -> None:
-        conn, self._conn, self._identity = self._conn, None, None
-        if conn is not None:
-            await _close_quietly(conn)
+        conn, moved = self._conn, self._file_changed()
+        self._conn = self._identity = None
+        if conn is None:
+            return
+        if moved:
+            # SQLite does not checkpoint on close when the file was moved or deleted, and
+            # leaves its WAL under the *path's* name: commits still in it would be lost
+            # with the old file, and a new file at the path could pick up foreign frames.
+            # Checkpointing through the open connection puts them into the old file (where
+            # it went, if it still exists) and empties the WAL.
+            try:
+                await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except _SQLITE_FAILURES:
+                _log.warning("could not checkpoint the moved ledger file", exc_info=True)
+        await _close_quietly(conn)
+
+    def _file_changed(self) -> bool:
+        try:
+            stat = os.stat(self._path)
+        except OSError:
+            return True
+        return (stat.st_dev, stat.st_ino) != self._identity
 
     def _connection(self) -> aiosqlite.Connection:
         """The open connection, after checking the file is still the one we opened."""
         conn = self._conn
         if conn is None or self._identity is None:
             raise StoreError("ledger store is not open")
-        try:
-            stat = os.stat(self._path)
-        except OSError as exc:
-            raise StoreError("ledger file removed or replaced") from exc
-        if (stat.st_dev, stat.st_ino) != self._identity:
+        if self._file_changed():
             raise StoreError("ledger file removed or replaced")
         return conn
 

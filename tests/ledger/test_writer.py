@@ -42,10 +42,12 @@ async def test_strict_futures_resolve_only_after_rows_are_visible(tmp_path: Path
             futures = {writer.submit(r) for r in records}
             [future] = futures  # one shared future per batch
             ids = [r.id for r in records]
-            # Runs the moment the future resolves, before any awaiter wakes up.
-            future.add_done_callback(
-                lambda _, ids=ids: seen_at_resolution.append(_visible(path, ids))
-            )
+
+            def on_resolved(_: object, ids: list[str] = ids) -> None:
+                # Runs the moment the future resolves, before any awaiter wakes up.
+                seen_at_resolution.append(_visible(path, ids))
+
+            future.add_done_callback(on_resolved)
             await future
     assert seen_at_resolution == [1, 7, 50]
 

@@ -90,13 +90,13 @@ async def test_a_removed_sqlite_file_is_reopened_and_gets_the_journal(tmp_path: 
 async def test_a_file_moved_away_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.jsonl")
     records = make_records(30)
-    async with SqliteStore(tmp_path / "l.db") as store:
-        async with LedgerWriter(store, journal=journal, clock=ManualClock(T0)) as writer:
-            await _submit_all(writer, records[:10])
-            os.rename(store.path, tmp_path / "moved.db")
-            await _submit_all(writer, records[10:20])
-            assert await writer.retry_now()
-            await _submit_all(writer, records[20:])
+    store = SqliteStore(tmp_path / "l.db")
+    async with store, LedgerWriter(store, journal=journal, clock=ManualClock(T0)) as writer:
+        await _submit_all(writer, records[:10])
+        os.rename(store.path, tmp_path / "moved.db")
+        await _submit_all(writer, records[10:20])
+        assert await writer.retry_now()
+        await _submit_all(writer, records[20:])
     # The reopen closed the old connection, so moved.db holds everything committed to it.
     ids = Counter(_ids_in(tmp_path / "moved.db") + _ids_in(tmp_path / "l.db"))
     assert set(ids) == {r.id for r in records}
@@ -266,10 +266,9 @@ async def test_a_failed_truncate_does_not_count_twice(tmp_path: Path) -> None:
     store = MemoryStore()
     async with LedgerWriter(store, journal=journal, clock=ManualClock()) as writer:
         assert journal.failed  # replayed at start, but the journal is still there
-        store.fail_with = StoreError("down again")
-        with pytest.raises(AssertionError):
-            assert await writer.retry_now()
-        await _submit_all(writer, second)  # appended after the replayed part
+        assert journal.size() > 0
+        store.fail_with = StoreError("down")
+        await _submit_all(writer, second)  # journaled after the part already replayed
         store.fail_with = None
         assert await writer.retry_now()
     assert journal.size() == 0

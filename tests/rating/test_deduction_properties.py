@@ -214,6 +214,13 @@ def test_each_call_once_plans_never_negative_never_outside_validity_order_holds(
     assert sorted(r.id for r in result.records) == sorted(c.id for c in world.calls)
     assert len(result.codes) == len(result.records)
     assert sum(ln.calls for ln in result.lines) == len(world.calls)
+    runs = list(result.runs())
+    assert sum(r.count for r in runs) == len(result.records)
+    for run in runs:
+        assert all(
+            result.source_of(i) == run.source for i in range(run.start, run.start + run.count)
+        )
+    assert all(a.source != b.source for a, b in itertools.pairwise(runs))
     # Replay in time order with the sources deduct chose.
     items = CATALOG.by_item()
     left = {p.id: p.points for p in world.plans}

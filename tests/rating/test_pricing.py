@@ -3,13 +3,13 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering_middleware.catalog import default_catalog
+from metering_middleware.catalog import PriceSchedule, default_catalog
 from metering_middleware.rating import PricePiece, month_total, price_run, tier_room
 
 from .helpers import PLATE
 
 
-def _plate_schedule():  # type: ignore[no-untyped-def]
+def _plate_schedule() -> PriceSchedule:
     return default_catalog().by_item()[PLATE].prices[0]
 
 

@@ -1,0 +1,135 @@
+"""Ledger writer throughput against a plain ``executemany`` of the same rows.
+
+Run: ``.venv/bin/python tests/ledger/bench_writer.py [--records 100000] [--rounds 5]``
+
+Each round (interleaved, so drift hits both alike) writes N records to a fresh
+WAL file with synchronous=FULL:
+
+- ``writer``: LedgerWriter strict (group commit), 64 concurrent submitters, each
+  awaiting its record's commit before submitting the next;
+- ``plain``: sqlite3 ``executemany`` of the same rows in transactions of 1000
+  rows (the best case of the performance notes), no asyncio.
+
+It also times ``submit()`` alone (batched mode, nothing committed meanwhile).
+Not collected by pytest: this measures, it does not assert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from metering_middleware.ledger import CallRecord, LedgerWriter, MemoryStore, SqliteStore
+from metering_middleware.ledger.codec import format_time, record_to_row
+from metering_middleware.ledger.migrate import migrate_file
+from metering_middleware.ledger.sqlite import _INSERT_CALL
+
+SUBMITTERS = 64
+
+
+def make_records(n: int) -> list[CallRecord]:
+    t0 = datetime(2026, 1, 15, tzinfo=UTC)
+    return [
+        CallRecord(
+            id=f"01BENCH{i:019d}",
+            request_id=f"req-{i}",
+            account=f"acct-{i % 50}",
+            access_key_id=f"LTAI-{i % 50}",
+            category="facebody",
+            action="DetectFace",
+            version="2019-12-30",
+            item="DetectFace",
+            occurred_at=t0 + timedelta(microseconds=i),
+            status=200,
+            error_code=None,
+            latency_ms=12.5,
+        )
+        for i in range(n)
+    ]
+
+
+async def run_writer(path: Path, records: list[CallRecord]) -> tuple[float, float, int]:
+    async with SqliteStore(path, synchronous="FULL") as store:
+        writer = LedgerWriter(store, journal=None, mode="strict")
+        await writer.start()
+        share = len(records) // SUBMITTERS
+
+        async def submitter(mine: list[CallRecord]) -> None:
+            for record in mine:
+                await writer.submit(record)
+
+        parts = [records[i * share : (i + 1) * share] for i in range(SUBMITTERS)]
+        parts[-1].extend(records[SUBMITTERS * share :])
+        wall, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(submitter(p) for p in parts))
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        await writer.stop()
+        return wall, cpu, store.writes
+
+
+def run_plain(path: Path, records: list[CallRecord]) -> tuple[float, float]:
+    migrate_file(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = FULL")
+    wall, cpu = time.perf_counter(), time.process_time()
+    recorded_at = format_time(datetime.now(UTC))
+    for start in range(0, len(records), 1000):
+        rows = [record_to_row(r, recorded_at) for r in records[start : start + 1000]]
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(_INSERT_CALL, rows)
+        conn.execute("COMMIT")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    conn.close()
+    return wall, cpu
+
+
+async def time_submit(records: list[CallRecord]) -> float:
+    writer = LedgerWriter(MemoryStore(), journal=None, mode="batched", flush_interval=3600)
+    await writer.start()
+    start = time.perf_counter()
+    for record in records:
+        writer.submit(record)
+    elapsed = time.perf_counter() - start
+    await writer.stop()
+    return elapsed / len(records) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    records = make_records(args.records)
+    writer_rates, plain_rates, ratios, commits = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in range(args.rounds):
+            w_wall, w_cpu, w_commits = asyncio.run(run_writer(Path(tmp, f"w{n}.db"), records))
+            p_wall, p_cpu = run_plain(Path(tmp, f"p{n}.db"), records)
+            writer_rates.append(len(records) / w_wall)
+            plain_rates.append(len(records) / p_wall)
+            ratios.append(p_wall / w_wall)
+            commits.append(w_commits)
+            print(
+                f"round {n + 1}: writer {len(records) / w_wall:>9,.0f} rows/s "
+                f"(cpu {w_cpu / len(records) * 1e6:.1f} us/row, {w_commits} commits) | "
+                f"plain {len(records) / p_wall:>9,.0f} rows/s "
+                f"(cpu {p_cpu / len(records) * 1e6:.1f} us/row) | ratio {p_wall / w_wall:.2f}"
+            )
+    submit_us = asyncio.run(time_submit(records))
+    print(
+        f"median: writer {statistics.median(writer_rates):,.0f} rows/s, "
+        f"plain {statistics.median(plain_rates):,.0f} rows/s, "
+        f"writer/plain {statistics.median(ratios):.2f}, "
+        f"rows/commit {len(records) / statistics.median(commits):.0f}; "
+        f"submit() {submit_us:.2f} us"
+    )
+
+
+if __name__ == "__main__":
+    main()
