@@ -1,8 +1,8 @@
 """``metering-gateway``: run the example gateway, or the self-contained demo.
 
-    metering-gateway demo                 # mock VIAPI + gateway + SDK traffic + summary
-    metering-gateway serve [--config F]   # the gateway, configured by file and environment
-    metering-gateway mock [--port N]      # the mock VIAPI alone
+metering-gateway demo                 # mock VIAPI + gateway + SDK traffic + summary
+metering-gateway serve [--config F]   # the gateway, configured by file and environment
+metering-gateway mock [--port N]      # the mock VIAPI alone
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from metering_middleware.config import ConfigError, MeteringConfig
 
@@ -37,7 +37,8 @@ class GatewayConfig:
     timeout: float = 30.0
     connect_timeout: float = 5.0
     max_connections: int = 64
-    transport: str = "aiohttp"
+    #: httpx on an aiohttp transport (measured faster here) or httpx's own pool.
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"
     #: Seconds in-flight calls get to finish on shutdown before the ledger is flushed.
     drain_seconds: float = 10.0
     resign: ResignConfig | None = None
@@ -51,8 +52,11 @@ class GatewayConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"gateway.{name}: must be a positive number of seconds")
-        if isinstance(self.max_connections, bool) or not isinstance(self.max_connections, int) \
-                or self.max_connections <= 0:
+        if (
+            isinstance(self.max_connections, bool)
+            or not isinstance(self.max_connections, int)
+            or self.max_connections <= 0
+        ):
             raise ConfigError("gateway.max_connections: must be a positive integer")
         if self.transport not in ("aiohttp", "httpx"):
             raise ConfigError(f"gateway.transport: {self.transport!r} is not aiohttp or httpx")

@@ -64,7 +64,9 @@ def _call_v3(endpoint: str, key: _Key, url: str) -> str:
         )
     )
     try:
-        client.detect_face_with_options(models.DetectFaceRequest(image_url=url), util.RuntimeOptions())
+        client.detect_face_with_options(
+            models.DetectFaceRequest(image_url=url), util.RuntimeOptions()
+        )
     except Exception as exc:  # the SDK raises TeaException carrying the Alibaba code
         return str(getattr(exc, "code", type(exc).__name__))
     return "200 OK"
@@ -76,7 +78,9 @@ def _call_v1(endpoint: str, key: _Key, url: str) -> str:
     from aliyunsdkcore.request import CommonRequest
 
     client = AcsClient(key.access_key_id, key.secret, "cn-shanghai")
-    request = CommonRequest(domain=endpoint, version="2019-12-30", action_name="RecognizeLicensePlate")
+    request = CommonRequest(
+        domain=endpoint, version="2019-12-30", action_name="RecognizeLicensePlate"
+    )
     request.set_protocol_type("http")
     request.set_method("POST")
     request.add_query_param("ImageURL", url)
@@ -129,7 +133,9 @@ async def run_demo(db_path: Path | None = None, out: TextIO = sys.stdout) -> int
     try:
         outcomes: Counter[tuple[str, str, str, str]] = Counter()
         for c in await store.outcome_counts():
-            outcomes[(c.account or "(unknown)", c.action or "-", c.outcome.value, c.detail)] += c.count
+            outcomes[(c.account or "(unknown)", c.action or "-", c.outcome.value, c.detail)] += (
+                c.count
+            )
         summary = await store.summary()
     finally:
         await store.close()

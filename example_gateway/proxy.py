@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Final, Protocol
-from urllib.parse import parse_qsl, quote, unquote, urlencode
+from urllib.parse import parse_qsl, quote, quote_from_bytes, unquote, urlencode
 
 import httpx
 from starlette.applications import Starlette
@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from metering_middleware.clock import Clock
 from metering_middleware.errors import BODY_TOO_LARGE, error_body
+from metering_middleware.identity import wants_xml
 
 from .transport import DEFAULT_TRANSPORT, TransportKind, make_client
 
@@ -45,37 +46,22 @@ Headers = list[tuple[bytes, bytes]]
 
 #: RFC 9110 §7.6.1 connection-specific fields (plus RFC 2616's "Trailers"
 #: spelling): they describe one hop, never the end-to-end message.
-HOP_BY_HOP_HEADERS: Final = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
+HOP_BY_HOP_HEADERS: Final = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+    b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
+})  # fmt: skip
 
 #: The caller's own credentials and V1 signature; the resigner replaces them.
-_V1_SIGNATURE_PARAMS: Final = frozenset(
-    {
-        "AccessKeyId",
-        "SecurityToken",
-        "Signature",
-        "SignatureMethod",
-        "SignatureNonce",
-        "SignatureType",
-        "SignatureVersion",
-        "Timestamp",
-    }
-)
+_V1_SIGNATURE_PARAMS: Final = frozenset({
+    "AccessKeyId", "SecurityToken", "Signature", "SignatureMethod", "SignatureNonce",
+    "SignatureType", "SignatureVersion", "Timestamp",
+})  # fmt: skip
 _V3_SIGNATURE_HEADERS: Final = frozenset(
     {"authorization", "x-acs-security-token", "x-acs-bearer-token"}
 )
 _FORM: Final = "application/x-www-form-urlencoded"
+# Everything printable in a request target except "%"-escapes' own trigger, kept as is.
+_URL_SAFE: Final = "/?#[]@!$&'()*+,;=:-._~%"
 #: Answers up to this size (with Content-Length) skip the disconnect watcher.
 _SMALL_BODY: Final = 64 * 1024
 # The serving ASGI server sets its own (as nginx hides the upstream's by default).
@@ -131,7 +117,7 @@ class V3Resigner:
 
         params = dict(query)
         if body and headers.get("content-type", "").startswith(_FORM):
-            params.update(parse_qsl(body.decode(), keep_blank_values=True))
+            params.update(parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
         added: dict[str, str] = {}
         for header, param in (("x-acs-action", "Action"), ("x-acs-version", "Version")):
             if header not in headers and param in params:
@@ -219,7 +205,16 @@ class _BodyTooLarge(Exception):
 class _Proxy:
     """The catch-all ASGI endpoint (a class, so Starlette routes every method to it)."""
 
-    __slots__ = ("_base_path", "_host", "_max_body", "_resign", "_upstream", "client", "timeout")
+    __slots__ = (
+        "_base_path",
+        "_host",
+        "_max_body",
+        "_origin",
+        "_resign",
+        "_timeouts",
+        "client",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -228,12 +223,13 @@ class _Proxy:
         resign: Resigner | None,
         max_body: int,
     ) -> None:
-        self._upstream = upstream
+        self._origin = f"{upstream.scheme}://{upstream.netloc.decode('ascii')}"
         self._base_path = upstream.raw_path.split(b"?", 1)[0].rstrip(b"/")
         self._host = upstream.netloc
         self._resign = resign
         self._max_body = max_body
         self.timeout = timeout
+        self._timeouts = timeout.as_dict()  # what transports read from each request
         self.client: httpx.AsyncClient | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -255,13 +251,16 @@ class _Proxy:
             return
         except _ClientGone:
             return
-        target = self._base_path + raw_path + (b"?" + query if query else b"")
+        # A string URL parses in half the time of ``URL.copy_with`` (~30 µs a request).
+        target = self._origin + _ascii(self._base_path + raw_path)
+        if query:
+            target += "?" + _ascii(query)
         request = httpx.Request(
             scope["method"],
-            self._upstream.copy_with(raw_path=target),
+            target,
             headers=headers,
             content=content,
-            extensions={"timeout": self.timeout.as_dict()},
+            extensions={"timeout": self._timeouts},
         )
         try:
             upstream = await client.send(request, stream=True)
@@ -280,13 +279,8 @@ class _Proxy:
                 # Nearly every VIAPI answer: relayed without a disconnect watcher, whose
                 # task group would cost ~40% of this app's CPU per request. A caller who
                 # hangs up meanwhile holds the upstream at most one read timeout.
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": upstream.status_code,
-                        "headers": headers,
-                    }
-                )
+                start = {"type": "http.response.start", "status": upstream.status_code}
+                await send({**start, "headers": headers})
                 async for chunk in _relay(upstream):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
@@ -341,7 +335,7 @@ class _Proxy:
         for name in _V3_SIGNATURE_HEADERS:
             fields.pop(name, None)
         if body and fields.get("content-type", "").startswith(_FORM):
-            form = parse_qsl(body.decode(), keep_blank_values=True)
+            form = parse_qsl(body.decode(errors="replace"), keep_blank_values=True)
             kept_form = [(k, v) for k, v in form if k not in _V1_SIGNATURE_PARAMS]
             if len(kept_form) != len(form):
                 body = _urlencode(kept_form).encode()
@@ -434,26 +428,24 @@ async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
         raise
 
 
+def _ascii(raw: bytes) -> str:
+    # Request targets are ASCII in practice; stray raw bytes get percent-encoded
+    # as they are rather than re-encoded through some guessed charset.
+    return raw.decode("ascii") if raw.isascii() else quote_from_bytes(raw, safe=_URL_SAFE)
+
+
 def _urlencode(pairs: Sequence[tuple[str, str]]) -> str:
     return urlencode(pairs, quote_via=quote, safe="~")
-
-
-def _wants_xml(query: bytes) -> bool:
-    # VIAPI's rule: RPC (V1) calls answer in XML unless they ask Format=JSON.
-    # Only the query string is looked at: a streamed form body is gone by now.
-    if b"Signature" not in query and b"AccessKeyId" not in query:
-        return False
-    params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
-    if "Signature" not in params and "AccessKeyId" not in params:
-        return False
-    return params.get("Format", "XML").upper() != "JSON"
 
 
 async def _error(
     scope: Scope, receive: Receive, send: Send, query: bytes, status: int, code: str, message: str
 ) -> None:
     request_id = str(uuid.uuid4()).upper()
-    body, content_type = error_body(code, message, request_id, xml=_wants_xml(query))
+    # The meter's own rule, so the gateway's refusals and the proxy's failures agree
+    # (only the query is read: a streamed form body is gone by now).
+    xml = wants_xml(query, scope["headers"])
+    body, content_type = error_body(code, message, request_id, xml=xml)
     response = Response(body, status_code=status)
     response.raw_headers = [
         (b"content-type", content_type),

@@ -81,19 +81,27 @@ def _read_secret(args: argparse.Namespace) -> str | None:
 async def _accounts_add(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
     manager = CredentialManager(store, SecretBox.from_env(), SystemClock())
     row, secret = await manager.add(args.name, _read_secret(args))
-    print(f"created AccessKey {row.access_key_id} for {row.account}; "
-          "the secret is shown once, store it now", file=sys.stderr)
-    return [{"account": row.account, "access_key_id": row.access_key_id,
-             "access_key_secret": secret}]
+    print(
+        f"created AccessKey {row.access_key_id} for {row.account}; "
+        "the secret is shown once, store it now",
+        file=sys.stderr,
+    )
+    return [
+        {"account": row.account, "access_key_id": row.access_key_id, "access_key_secret": secret}
+    ]
 
 
 async def _accounts_list(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
     manager = CredentialManager(store, SecretBox.from_env(), SystemClock())
     rows = await manager.list(args.account)
     return [
-        {"account": r.account, "access_key_id": r.access_key_id, "enabled": r.enabled,
-         "created_at": r.created_at.astimezone(args.tz),
-         "disabled_at": r.disabled_at.astimezone(args.tz) if r.disabled_at else None}
+        {
+            "account": r.account,
+            "access_key_id": r.access_key_id,
+            "enabled": r.enabled,
+            "created_at": r.created_at.astimezone(args.tz),
+            "disabled_at": r.disabled_at.astimezone(args.tz) if r.disabled_at else None,
+        }
         for r in rows
     ]
 
@@ -112,10 +120,19 @@ async def _ledger_calls(store: LedgerStore, args: argparse.Namespace) -> list[di
         account=args.account, since=args.since, until=args.until, limit=args.limit
     )
     return [
-        {"id": r.id, "occurred_at": r.occurred_at.astimezone(args.tz), "account": r.account,
-         "access_key_id": r.access_key_id, "category": r.category, "action": r.action,
-         "item": r.item, "status": r.status, "error_code": r.error_code,
-         "request_id": r.request_id, "latency_ms": r.latency_ms}
+        {
+            "id": r.id,
+            "occurred_at": r.occurred_at.astimezone(args.tz),
+            "account": r.account,
+            "access_key_id": r.access_key_id,
+            "category": r.category,
+            "action": r.action,
+            "item": r.item,
+            "status": r.status,
+            "error_code": r.error_code,
+            "request_id": r.request_id,
+            "latency_ms": r.latency_ms,
+        }
         for r in records
     ]
 
@@ -123,9 +140,15 @@ async def _ledger_calls(store: LedgerStore, args: argparse.Namespace) -> list[di
 async def _ledger_summary(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = await store.summary(account=args.account, since=args.since, until=args.until)
     return [
-        {"account": r.account, "category": r.category, "action": r.action, "item": r.item,
-         "calls": r.calls, "first": r.first.astimezone(args.tz),
-         "last": r.last.astimezone(args.tz)}
+        {
+            "account": r.account,
+            "category": r.category,
+            "action": r.action,
+            "item": r.item,
+            "calls": r.calls,
+            "first": r.first.astimezone(args.tz),
+            "last": r.last.astimezone(args.tz),
+        }
         for r in rows
     ]
 
@@ -136,8 +159,14 @@ async def _ledger_outcomes(store: LedgerStore, args: argparse.Namespace) -> list
         key = (c.account, c.category, c.action, c.outcome.value, c.detail)
         totals[key] = totals.get(key, 0) + c.count
     return [
-        {"account": k[0], "category": k[1], "action": k[2], "outcome": k[3], "detail": k[4],
-         "calls": n}
+        {
+            "account": k[0],
+            "category": k[1],
+            "action": k[2],
+            "outcome": k[3],
+            "detail": k[4],
+            "calls": n,
+        }
         for k, n in sorted(totals.items())
     ]
 
@@ -146,8 +175,19 @@ COLUMNS = {
     _accounts_add: ["account", "access_key_id", "access_key_secret"],
     _accounts_list: ["account", "access_key_id", "enabled", "created_at", "disabled_at"],
     _accounts_disable: ["disabled"],
-    _ledger_calls: ["id", "occurred_at", "account", "access_key_id", "category", "action",
-                    "item", "status", "error_code", "request_id", "latency_ms"],
+    _ledger_calls: [
+        "id",
+        "occurred_at",
+        "account",
+        "access_key_id",
+        "category",
+        "action",
+        "item",
+        "status",
+        "error_code",
+        "request_id",
+        "latency_ms",
+    ],
     _ledger_summary: ["account", "category", "action", "item", "calls", "first", "last"],
     _ledger_outcomes: ["account", "category", "action", "outcome", "detail", "calls"],
 }
@@ -156,14 +196,23 @@ Handler = Callable[[LedgerStore, argparse.Namespace], Awaitable[list[dict[str, A
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                        help="how results are printed on stdout (default: table)")
-    common.add_argument("--tz", type=_zone, default=BEIJING,
-                        help="zone for displayed and naive input times (default: +08:00)")
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="how results are printed on stdout (default: table)",
+    )
+    common.add_argument(
+        "--tz",
+        type=_zone,
+        default=BEIJING,
+        help="zone for displayed and naive input times (default: +08:00)",
+    )
     parser = _Parser(prog="metering", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--db", default=None,
-                        help=f"ledger URL (default: ${DB_ENV} or {DEFAULT_DB})")
+    parser.add_argument(
+        "--db", default=None, help=f"ledger URL (default: ${DB_ENV} or {DEFAULT_DB})"
+    )
     groups = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
 
     accounts = groups.add_parser("accounts", help="AccessKeys of the accounts served")
@@ -171,8 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     add = acts.add_parser("add", parents=[common], help="create an AccessKey for an account")
     add.add_argument("name", help="account name")
     src = add.add_mutually_exclusive_group()
-    src.add_argument("--secret-stdin", action="store_true",
-                     help="read the AccessKey secret from stdin instead of generating one")
+    src.add_argument(
+        "--secret-stdin",
+        action="store_true",
+        help="read the AccessKey secret from stdin instead of generating one",
+    )
     src.add_argument("--secret-file", help="read the AccessKey secret from this file")
     add.set_defaults(handler=_accounts_add)
     lst = acts.add_parser("list", parents=[common], help="list AccessKeys (never secrets)")

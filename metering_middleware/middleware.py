@@ -91,7 +91,7 @@ class MeteringMiddleware:
 
     def _passes_through(self, path: str) -> bool:
         for prefix in self._prefixes:
-            if path == prefix or path.startswith(prefix) and path[len(prefix)] == "/":
+            if path == prefix or (path.startswith(prefix) and path[len(prefix)] == "/"):
                 return True
         return False
 
@@ -171,6 +171,7 @@ class _MeteredCall:
 
     __slots__ = (
         "arrival",
+        "body",
         "complete",
         "content_length",
         "content_type",
@@ -179,9 +180,11 @@ class _MeteredCall:
         "encoding",
         "future",
         "identity",
+        "latency_ms",
         "meter",
         "receive",
         "received",
+        "record_id",
         "request_id",
         "rt",
         "scope",
@@ -191,9 +194,6 @@ class _MeteredCall:
         "status",
         "submitted",
         "tee",
-        "latency_ms",
-        "record_id",
-        "body",
     )
 
     def __init__(self, meter: MeteringMiddleware, scope: Scope, receive: Receive, send: Send):
@@ -290,8 +290,10 @@ class _MeteredCall:
         category = identity.category if identity else ""
         action = identity.action if identity else ""
         self._count(Outcome.REFUSED, exc.reason)
-        xml = identity.wants_xml if identity else wants_xml(
-            self.scope["query_string"], self.scope["headers"], self.body or b""
+        xml = (
+            identity.wants_xml
+            if identity
+            else wants_xml(self.scope["query_string"], self.scope["headers"], self.body or b"")
         )
         request_id = new_record_id()
         body, content_type = error_body(exc.code, exc.message, request_id, xml=xml)
@@ -397,7 +399,9 @@ class _MeteredCall:
         # complete on it) and the final message (a chunked client on that).
         if chunk:
             if len(chunk) > 1:
-                await self.send({"type": "http.response.body", "body": chunk[:-1], "more_body": True})
+                await self.send(
+                    {"type": "http.response.body", "body": chunk[:-1], "more_body": True}
+                )
             await future
             await self.send({"type": "http.response.body", "body": chunk[-1:], "more_body": more})
         else:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import unquote, urlsplit
 from types import TracebackType
+from urllib.parse import unquote, urlsplit
 
 from .catalog import Catalog, default_catalog, load_catalog
 from .clock import Clock, SystemClock
@@ -60,7 +60,9 @@ class MeteringRuntime:
         self.config = config = config or MeteringConfig()
         self.clock: Clock = clock or SystemClock()
         if catalog is None:
-            catalog = load_catalog(config.catalog_path) if config.catalog_path else default_catalog()
+            catalog = (
+                load_catalog(config.catalog_path) if config.catalog_path else default_catalog()
+            )
         self.catalog = catalog
         self.resolver = IdentityResolver(catalog, category_overrides=config.category_overrides)
         self.store: LedgerStore = store if store is not None else open_store(config.ledger_url)

@@ -45,7 +45,10 @@ def test_published_figures() -> None:
     plate = catalog.lookup("ocr", "RecognizeLicensePlate")
     assert plate is not None and not plate.estimated
     assert [t.price for t in plate.prices[0].tiers] == [
-        Decimal("0.15"), Decimal("0.10"), Decimal("0.06"), Decimal("0.02")
+        Decimal("0.15"),
+        Decimal("0.10"),
+        Decimal("0.06"),
+        Decimal("0.02"),
     ]
     assert plate.default_qps == 1  # OCR
     assert face.default_qps == 2 and face.max_qps == 50
@@ -60,7 +63,12 @@ def test_tier_positions() -> None:
     assert plate is not None
     schedule = plate.prices[0]
     assert [schedule.tier_index(n) for n in (1, 10_000, 10_001, 100_000, 100_001, 10**9)] == [
-        0, 0, 1, 1, 2, 3
+        0,
+        0,
+        1,
+        1,
+        2,
+        3,
     ]
 
 

@@ -94,9 +94,7 @@ def _tiers(doc: Any, where: str) -> tuple[Tier, ...]:
     return tuple(tiers)
 
 
-def _item(
-    raw: Any, where: str, versions: dict[str, str], point_value: Decimal
-) -> BillableItem:
+def _item(raw: Any, where: str, versions: dict[str, str], point_value: Decimal) -> BillableItem:
     doc = _table(raw, where)
     category = _str(doc, "category", where)
     if category not in versions:

@@ -84,9 +84,7 @@ class Catalog:
     #: Product code -> its API version, for every known category.
     category_versions: Mapping[str, str]
     _by_api: Mapping[tuple[str, str], BillableItem] = field(default_factory=dict, repr=False)
-    _by_action: Mapping[tuple[str, str], tuple[str, ...]] = field(
-        default_factory=dict, repr=False
-    )
+    _by_action: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         by_api: dict[tuple[str, str], BillableItem] = {}

@@ -43,6 +43,7 @@ __all__ = ["deduct"]
 
 _TIME_KEY = attrgetter("occurred_at", "id")
 _ACCOUNT_KEY = attrgetter("account")
+_FIRST_WINDOW = 4096
 _PLAN_KIND = {PlanKind.SINGLE: SourceKind.SINGLE, PlanKind.GENERAL: SourceKind.GENERAL}
 
 
@@ -246,14 +247,20 @@ class _Engine:
             [p for p in active if p.kind is PlanKind.GENERAL],
             qps,
         )
-        pos = s
+        pos, window = s, _FIRST_WINDOW
         while pos < e:
-            chunk = self.item_of[pos:e]
+            # Windows double while no capacity runs out, and start small again after one
+            # does, so a long segment with many exhaustions is not recounted to its end
+            # for each of them.
+            chunk = self.item_of[pos : min(e, pos + window)]
             counts = Counter(chunk)
             routes = {item: self.route(seg, item) for item in counts}
             cut = self.first_exhaustion(chunk, counts, routes)
             if cut < len(chunk):
                 counts = Counter(islice(chunk, cut))
+                window = _FIRST_WINDOW
+            else:
+                window *= 2
             self.commit(seg, counts, routes)
             codes = {item: r.code for item, r in routes.items()}
             if len(set(codes.values())) == 1:

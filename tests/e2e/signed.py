@@ -9,7 +9,12 @@ from metering_middleware.signing import sign_v3
 
 
 def v3_headers(
-    key: str, secret: str, body: bytes, *, action: str = "DetectFace", extra: dict[str, str] | None = None
+    key: str,
+    secret: str,
+    body: bytes,
+    *,
+    action: str = "DetectFace",
+    extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
     headers = {
         "host": "facebody.cn-shanghai.aliyuncs.com",
@@ -20,8 +25,15 @@ def v3_headers(
     }
     headers.update(
         sign_v3(
-            "POST", "/", [], headers, body, key, secret,
-            now=datetime.now(UTC), nonce=uuid.uuid4().hex,
+            "POST",
+            "/",
+            [],
+            headers,
+            body,
+            key,
+            secret,
+            now=datetime.now(UTC),
+            nonce=uuid.uuid4().hex,
         )
     )
     return headers

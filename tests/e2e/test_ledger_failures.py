@@ -89,11 +89,18 @@ async def test_restart_with_a_non_empty_journal(tmp_path: Path) -> None:
     journal_path = Path(str(db) + ".journal")
     records = [
         CallRecord(
-            id=new_record_id(), request_id=f"journaled-{i}", account="acme",
-            access_key_id="LTAIx", category="facebody", action="DetectFace",
-            version="2019-12-30", item="facebody.DetectFace",
-            occurred_at=datetime(2026, 11, 1, 8, 0, i, tzinfo=UTC), status=200,
-            error_code=None, latency_ms=1.0,
+            id=new_record_id(),
+            request_id=f"journaled-{i}",
+            account="acme",
+            access_key_id="LTAIx",
+            category="facebody",
+            action="DetectFace",
+            version="2019-12-30",
+            item="facebody.DetectFace",
+            occurred_at=datetime(2026, 11, 1, 8, 0, i, tzinfo=UTC),
+            status=200,
+            error_code=None,
+            latency_ms=1.0,
         )
         for i in range(5)
     ]

@@ -29,7 +29,10 @@ async def test_v3_sdk_every_outcome(
     gateway: Gateway, word: str, ok: bool, code: str | None, charged: bool
 ) -> None:
     result = await asyncio.to_thread(
-        detect_face_v3, gateway.endpoint, gateway.access_key_id, gateway.secret,
+        detect_face_v3,
+        gateway.endpoint,
+        gateway.access_key_id,
+        gateway.secret,
         f"https://img.example.com/{word}.jpg",
     )
     assert (result.ok, result.code) == (ok, code)
@@ -48,8 +51,12 @@ async def test_v1_sdk_every_outcome_json_and_xml(
     gateway: Gateway, word: str, ok: bool, code: str | None, charged: bool, fmt: str
 ) -> None:
     result = await asyncio.to_thread(
-        call_v1, gateway.endpoint, gateway.access_key_id, gateway.secret,
-        f"https://img.example.com/{word}.jpg", fmt=fmt,
+        call_v1,
+        gateway.endpoint,
+        gateway.access_key_id,
+        gateway.secret,
+        f"https://img.example.com/{word}.jpg",
+        fmt=fmt,
     )
     assert (result.ok, result.code) == (ok, code)
     rows = gateway.rows()
@@ -60,8 +67,13 @@ async def test_v1_sdk_every_outcome_json_and_xml(
 
 async def test_v1_post_with_form_body(gateway: Gateway) -> None:
     result = await asyncio.to_thread(
-        call_v1, gateway.endpoint, gateway.access_key_id, gateway.secret,
-        "https://img.example.com/plate.jpg", action="RecognizeLicensePlate", method="POST",
+        call_v1,
+        gateway.endpoint,
+        gateway.access_key_id,
+        gateway.secret,
+        "https://img.example.com/plate.jpg",
+        action="RecognizeLicensePlate",
+        method="POST",
         form=True,
     )
     assert result.ok
@@ -71,11 +83,17 @@ async def test_v1_post_with_form_body(gateway: Gateway) -> None:
 
 async def test_sdk_sees_refusals_with_precise_codes(gateway: Gateway) -> None:
     wrong = await asyncio.to_thread(
-        detect_face_v3, gateway.endpoint, gateway.access_key_id, "wrong-secret-0123456789",
+        detect_face_v3,
+        gateway.endpoint,
+        gateway.access_key_id,
+        "wrong-secret-0123456789",
         "https://img.example.com/people.jpg",
     )
     unknown = await asyncio.to_thread(
-        call_v1, gateway.endpoint, "LTAIunknown000", "secret-0123456789abc",
+        call_v1,
+        gateway.endpoint,
+        "LTAIunknown000",
+        "secret-0123456789abc",
         "https://img.example.com/people.jpg",
     )
     assert (wrong.code, wrong.status) == ("SignatureDoesNotMatch", 400)
@@ -87,11 +105,17 @@ async def test_sdk_sees_refusals_with_precise_codes(gateway: Gateway) -> None:
 async def test_every_call_is_counted_by_outcome(gateway: Gateway) -> None:
     for word in ("people", "people", "noface", "badurl"):
         await asyncio.to_thread(
-            detect_face_v3, gateway.endpoint, gateway.access_key_id, gateway.secret,
+            detect_face_v3,
+            gateway.endpoint,
+            gateway.access_key_id,
+            gateway.secret,
             f"https://img.example.com/{word}.jpg",
         )
     await asyncio.to_thread(
-        detect_face_v3, gateway.endpoint, gateway.access_key_id, "wrong-secret-0123456789",
+        detect_face_v3,
+        gateway.endpoint,
+        gateway.access_key_id,
+        "wrong-secret-0123456789",
         "https://img.example.com/people.jpg",
     )
     await gateway.runtime.writer.flush_now()

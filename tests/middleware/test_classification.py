@@ -27,7 +27,9 @@ async def test_a_200_is_charged_once_with_its_identity(env: Env) -> None:
     [record] = await env.store.calls()
     assert (record.account, record.access_key_id) == ("acme", env.access_key_id)
     assert (record.category, record.action, record.version) == (
-        "facebody", "DetectFace", "2019-12-30"
+        "facebody",
+        "DetectFace",
+        "2019-12-30",
     )
     assert record.item == "facebody.DetectFace"
     assert record.status == 200 and record.error_code is None
@@ -97,9 +99,7 @@ async def test_chargeable_codes_are_configuration() -> None:
 
 
 async def test_free_actions_pass_without_a_record(env: Env) -> None:
-    response = await env.request(
-        **env.v3("GetAsyncJobResult", host="ocr.cn-shanghai.aliyuncs.com")
-    )
+    response = await env.request(**env.v3("GetAsyncJobResult", host="ocr.cn-shanghai.aliyuncs.com"))
     assert response.status == 200
     assert await env.store.calls() == []
     assert (await counts(env))[("acme", "free", "free_action")] == 1

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import metering_middleware.rating.deduction as deduction_module
 from metering_middleware.catalog import parse_catalog
 from metering_middleware.ledger.records import CallRecord
 from metering_middleware.rating import (
@@ -285,3 +287,17 @@ def test_many_incremental_passes_equal_one_pass(world: World, cuts: list[int]) -
     assert merged_lines(*parts) == merged_lines(whole)
     assert state == whole.state
     assert DeductionState.from_plain(state.to_plain()) == whole.state
+
+
+@PROPERTY
+@given(worlds(), st.integers(1, 6))
+def test_window_size_changes_nothing(world: World, window: int) -> None:
+    # Deduction works through long segments in doubling windows; tiny windows make the
+    # small worlds above cross window edges everywhere.
+    whole = deduct(world.calls, world.plans, world.subs, CATALOG)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(deduction_module, "_FIRST_WINDOW", window)
+        windowed = deduct(world.calls, world.plans, world.subs, CATALOG)
+    assert sources_by_id(windowed) == sources_by_id(whole)
+    assert windowed.lines == whole.lines
+    assert windowed.state == whole.state

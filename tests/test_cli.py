@@ -1,0 +1,164 @@
+"""``metering``: results on stdout, messages on stderr, exit 0 / 1 / 2, secrets never echoed."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from metering_middleware.cli import main
+from metering_middleware.ledger import CallRecord, Outcome, OutcomeCount
+from metering_middleware.ledger.urls import open_store
+
+
+def run(
+    *argv: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "metering_middleware.cli", *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+
+
+def test_add_prints_the_secret_once_and_list_never(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--db", db, "accounts", "add", "acme", "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    [created] = json.loads(out)
+    assert created["account"] == "acme" and len(created["access_key_secret"]) >= 16
+    assert "shown once" in err and created["access_key_secret"] not in err
+    assert main(["--db", db, "accounts", "list", "--format", "json"]) == 0
+    out, _ = capsys.readouterr()
+    [listed] = json.loads(out)
+    assert listed["access_key_id"] == created["access_key_id"] and listed["enabled"] is True
+    assert created["access_key_secret"] not in out
+
+
+def test_secret_from_stdin_and_file(db: str, tmp_path: Path) -> None:
+    result = run(
+        "--db",
+        db,
+        "accounts",
+        "add",
+        "globex",
+        "--secret-stdin",
+        "--format",
+        "csv",
+        stdin="a-secret-from-stdin-123\n",
+    )
+    assert result.returncode == 0, result.stderr
+    [row] = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert row["access_key_secret"] == "a-secret-from-stdin-123"
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("a-secret-from-a-file-456\n")
+    result = run("--db", db, "accounts", "add", "initech", "--secret-file", str(secret_file))
+    assert result.returncode == 0 and "a-secret-from-a-file-456" in result.stdout
+    short = run("--db", db, "accounts", "add", "x", "--secret-stdin", stdin="short\n")
+    assert short.returncode == 1 and short.stderr.count("\n") == 1 and "16" in short.stderr
+
+
+def test_secrets_are_encrypted_at_rest_with_a_key(db: str, tmp_path: Path) -> None:
+    key = Fernet.generate_key().decode()
+    result = run(
+        "--db", db, "accounts", "add", "acme", "--format", "json", env={"METERING_SECRET_KEY": key}
+    )
+    secret = json.loads(result.stdout)[0]["access_key_secret"]
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as conn:
+        [(stored,)] = conn.execute("SELECT secret FROM credentials").fetchall()
+    assert stored.startswith("fernet:") and secret not in stored
+
+
+def test_disable(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--db", db, "accounts", "add", "acme"])
+    capsys.readouterr()
+    assert main(["--db", db, "accounts", "disable", "acme"]) == 0
+    assert main(["--db", db, "accounts", "disable", "acme"]) == 1
+    _, err = capsys.readouterr()
+    assert err.strip().splitlines()[-1].startswith("metering: no enabled")
+    main(["--db", db, "accounts", "list", "--format", "json"])
+    assert json.loads(capsys.readouterr().out)[0]["enabled"] is False
+
+
+def _seed(db: str) -> None:
+    async def seed() -> None:
+        store = open_store(db)
+        await store.open()
+        t = datetime(2026, 11, 1, 0, 30, tzinfo=UTC)
+        records = [
+            CallRecord(
+                id=f"01REC{i:021d}",
+                request_id=f"r{i}",
+                account=acct,
+                access_key_id="LTAIx",
+                category="facebody",
+                action="DetectFace",
+                version="2019-12-30",
+                item="facebody.DetectFace",
+                occurred_at=t,
+                status=200,
+                error_code=None,
+                latency_ms=2.0,
+            )
+            for i, acct in enumerate(["acme", "acme", "globex"])
+        ]
+        counts = [
+            OutcomeCount(t, "acme", "facebody", "DetectFace", Outcome.CHARGED, "", 2),
+            OutcomeCount(t, "acme", "facebody", "DetectFace", Outcome.FREE, "InvalidParameter", 4),
+        ]
+        await store.write(records, counts)
+        await store.close()
+
+    asyncio.run(seed())
+
+
+def test_ledger_views(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _seed(db)
+    assert main(["--db", db, "ledger", "summary", "--format", "json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {(s["account"], s["calls"]) for s in summary} == {("acme", 2), ("globex", 1)}
+    assert main(["--db", db, "ledger", "calls", "--account", "acme", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["request_id"] for r in rows] == ["r0", "r1"]
+    assert rows[0]["occurred_at"].endswith("+08:00")  # displayed in UTC+8 by default
+    assert main(["--db", db, "ledger", "calls", "--tz", "UTC", "--until", "2026-11-01"]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:2] == ["id", "occurred_at"]
+    assert len(table.splitlines()) == 2  # 00:30Z is after 2026-11-01T00:00Z: none before
+    assert main(["--db", db, "ledger", "outcomes", "--format", "json"]) == 0
+    outcomes = json.loads(capsys.readouterr().out)
+    assert {(o["outcome"], o["detail"], o["calls"]) for o in outcomes} == {
+        ("charged", "", 2),
+        ("free", "InvalidParameter", 4),
+    }
+
+
+def test_bad_usage_and_bad_input() -> None:
+    assert run("ledger").returncode == 2
+    assert run("ledger", "calls", "--format", "yaml").returncode == 2
+    bad_time = run("--db", "memory://", "ledger", "calls", "--since", "yesterday")
+    assert bad_time.returncode == 2 and "--since" in bad_time.stderr
+    bad_db = run("--db", "oracle://x", "ledger", "calls")
+    assert bad_db.returncode == 1
+    assert bad_db.stderr.count("\n") == 1 and "oracle" in bad_db.stderr
+    assert "Traceback" not in bad_db.stderr
