@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 UPSTREAM_BODY = json.dumps(
     {"RequestId": "5B3E-BENCH", "Data": {"FaceCount": 1, "FaceRectangles": [120, 80, 200, 240]}}
@@ -51,7 +51,7 @@ async def upstream_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": UPSTREAM_BODY})
 
 
-def serve(app: Any, port: int, lifespan: str) -> None:
+def serve(app: Any, port: int, lifespan: Literal["on", "off"]) -> None:
     import uvicorn
 
     uvicorn.run(

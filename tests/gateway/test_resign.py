@@ -49,11 +49,11 @@ class FakeResigner:
 
 @asynccontextmanager
 async def resigning_gateway(
-    resign: Resigner, **options: int
+    resign: Resigner, max_body: int = 1024 * 1024
 ) -> AsyncIterator[tuple[MockUpstream, str, httpx.AsyncClient]]:
     mock = create_mock_upstream()
     async with run_server(mock) as upstream:
-        app = create_proxy_app(upstream, resign=resign, **options)
+        app = create_proxy_app(upstream, resign=resign, max_resign_body=max_body)
         async with run_server(app) as proxy, httpx.AsyncClient(base_url=proxy) as client:
             yield mock, upstream, client
 
@@ -133,7 +133,7 @@ async def test_v3_resigner_signs_what_a_verifier_accepts(form: bool) -> None:
 
 
 async def test_resigning_bounds_the_body() -> None:
-    async with resigning_gateway(FakeResigner(), max_resign_body=100) as (mock, _, client):
+    async with resigning_gateway(FakeResigner(), max_body=100) as (mock, _, client):
         r = await client.post("/", content=b"x" * 101)  # an RPC caller: the answer is XML
         assert r.status_code == 413
         assert "<Code>RequestEntityTooLarge</Code>" in r.text

@@ -46,11 +46,11 @@ class Permits:
 
 @asynccontextmanager
 async def gateway(
-    mock: MockUpstream, kind: TransportKind, **options: float
+    mock: MockUpstream, kind: TransportKind, upstream_timeout: float = 30.0
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         run_server(mock, graceful_shutdown=1) as upstream,
-        run_server(create_proxy_app(upstream, transport=kind, **options)) as proxy,
+        run_server(create_proxy_app(upstream, transport=kind, timeout=upstream_timeout)) as proxy,
         httpx.AsyncClient(base_url=proxy) as client,
     ):
         yield client
@@ -129,7 +129,7 @@ async def test_upstream_breaking_off_mid_body_aborts_the_answer(kind: TransportK
 async def test_upstream_timeout_is_504(kind: TransportKind, xml: bool) -> None:
     mock = create_mock_upstream(slow_seconds=60)
     params, headers = (V1_PARAMS, {}) if xml else ({}, V3_AUTH)
-    async with gateway(mock, kind, timeout=0.2) as client, asyncio.timeout(PATIENCE):
+    async with gateway(mock, kind, upstream_timeout=0.2) as client, asyncio.timeout(PATIENCE):
         r = await client.get("/", params=params, headers={"x-mock-outcome": "slow", **headers})
         assert r.status_code == 504
         request_id = r.headers["x-acs-request-id"]
