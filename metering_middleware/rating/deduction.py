@@ -13,8 +13,10 @@ segment each item has one *route* (its first source with room), so the segment i
 with ``Counter`` and a few multiplications. A route only changes when a capacity runs out:
 a plan's points, or the room left in an item's current tier. The exact call where the first
 one runs out is found with a running sum and a binary search (both in C), the prefix before
-it is committed in bulk, and the rest is routed again. Work per segment is O(items + plans)
-Python operations plus a few C passes over its calls; points are scaled integers.
+it is committed in bulk, and the rest is routed again. Long segments are taken in windows
+that double while nothing runs out, so an exhaustion never recounts a segment to its end.
+Work per segment is O(items + plans) Python operations per window plus a few C passes over
+its calls; points are scaled integers (one common scale), so nothing is rounded.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ def deduct(
     than ones already deducted (a late record) is settled against the state as it is now:
     plans valid at its ``occurred_at`` with points left, else the next tier position of
     its own month (billing rules section 7).
+
+    A call's catalog item (``record.item``) decides its category and API. Raises
+    ``DeductionError`` for an item the catalog lacks or without a price at the call's
+    time, and ``PlanError`` for a plan or subscription the catalog cannot serve.
     """
     return _Engine(list(plans), list(subscriptions), catalog, state or DeductionState()).run(calls)
 
@@ -317,7 +323,8 @@ class _Engine:
             cost = {item: (r.cost if r.limit == limit else 0) for item, r in routes.items()}
             running = list(accumulate(map(cost.__getitem__, islice(chunk, cut))))
             cut = min(cut, bisect_right(running, capacity[limit]))
-        assert cut > 0, "a route always has room for its first call"
+        if cut == 0:  # cannot happen: a route is only chosen with room for one call
+            raise RuntimeError("deduction made no progress")
         return cut
 
     def commit(self, seg: _Segment, counts: Counter[str], routes: dict[str, _Route]) -> None:

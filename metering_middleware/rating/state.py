@@ -45,8 +45,8 @@ class DeductionState:
         for key, n in self.positions.items():
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise DeductionError(f"state: position {key!r} must be an int >= 0, got {n!r}")
-            if not isinstance(key[2], Month):
-                raise DeductionError(f"state: position {key!r} needs a Month")
+            if not (isinstance(key, tuple) and len(key) == 3 and isinstance(key[2], Month)):
+                raise DeductionError(f"state: position {key!r} is not (account, item, Month)")
         object.__setattr__(self, "remaining", _frozen(self.remaining))
         object.__setattr__(self, "positions", _frozen(self.positions))
 

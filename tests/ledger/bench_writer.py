@@ -8,7 +8,10 @@ WAL file with synchronous=FULL:
 - ``writer``: LedgerWriter strict (group commit), 64 concurrent submitters, each
   awaiting its record's commit before submitting the next;
 - ``plain``: sqlite3 ``executemany`` of the same rows in transactions of 1000
-  rows (the best case of the performance notes), no asyncio.
+  rows (the best case of the performance notes), no asyncio;
+- ``plain-64``: the same in transactions of 64 rows, the batch size 64
+  submitters can reach (each has one record in flight): this separates the
+  writer's own overhead from the cost of committing smaller batches.
 
 It also times ``submit()`` alone (batched mode, nothing committed meanwhile).
 Not collected by pytest: this measures, it does not assert.
@@ -73,14 +76,14 @@ async def run_writer(path: Path, records: list[CallRecord]) -> tuple[float, floa
         return wall, cpu, store.writes
 
 
-def run_plain(path: Path, records: list[CallRecord]) -> tuple[float, float]:
+def run_plain(path: Path, records: list[CallRecord], batch: int) -> tuple[float, float]:
     migrate_file(path)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous = FULL")
     wall, cpu = time.perf_counter(), time.process_time()
     recorded_at = format_time(datetime.now(UTC))
-    for start in range(0, len(records), 1000):
-        rows = [record_to_row(r, recorded_at) for r in records[start : start + 1000]]
+    for start in range(0, len(records), batch):
+        rows = [record_to_row(r, recorded_at) for r in records[start : start + batch]]
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(_INSERT_CALL, rows)
         conn.execute("COMMIT")
@@ -106,27 +109,34 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     records = make_records(args.records)
-    writer_rates, plain_rates, ratios, commits = [], [], [], []
+    rates: dict[str, list[float]] = {"writer": [], "plain": [], "plain-64": []}
+    cpu: dict[str, list[float]] = {name: [] for name in rates}
+    commits: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(args.rounds):
-            w_wall, w_cpu, w_commits = asyncio.run(run_writer(Path(tmp, f"w{n}.db"), records))
-            p_wall, p_cpu = run_plain(Path(tmp, f"p{n}.db"), records)
-            writer_rates.append(len(records) / w_wall)
-            plain_rates.append(len(records) / p_wall)
-            ratios.append(p_wall / w_wall)
-            commits.append(w_commits)
+            wall, used, made = asyncio.run(run_writer(Path(tmp, f"w{n}.db"), records))
+            results = {"writer": (wall, used)}
+            commits.append(made)
+            results["plain"] = run_plain(Path(tmp, f"p{n}.db"), records, 1000)
+            results["plain-64"] = run_plain(Path(tmp, f"q{n}.db"), records, SUBMITTERS)
+            for name, (wall, used) in results.items():
+                rates[name].append(len(records) / wall)
+                cpu[name].append(used / len(records) * 1e6)
             print(
-                f"round {n + 1}: writer {len(records) / w_wall:>9,.0f} rows/s "
-                f"(cpu {w_cpu / len(records) * 1e6:.1f} us/row, {w_commits} commits) | "
-                f"plain {len(records) / p_wall:>9,.0f} rows/s "
-                f"(cpu {p_cpu / len(records) * 1e6:.1f} us/row) | ratio {p_wall / w_wall:.2f}"
+                f"round {n + 1}: "
+                + " | ".join(
+                    f"{name} {rates[name][-1]:>8,.0f} rows/s, cpu {cpu[name][-1]:4.1f} us/row"
+                    for name in rates
+                )
+                + f" | writer commits {made}"
             )
+    median = {name: statistics.median(values) for name, values in rates.items()}
     submit_us = asyncio.run(time_submit(records))
     print(
-        f"median: writer {statistics.median(writer_rates):,.0f} rows/s, "
-        f"plain {statistics.median(plain_rates):,.0f} rows/s, "
-        f"writer/plain {statistics.median(ratios):.2f}, "
-        f"rows/commit {len(records) / statistics.median(commits):.0f}; "
+        f"median rows/s: writer {median['writer']:,.0f}, plain {median['plain']:,.0f}, "
+        f"plain-64 {median['plain-64']:,.0f}; writer/plain {median['writer'] / median['plain']:.2f}, "
+        f"writer/plain-64 {median['writer'] / median['plain-64']:.2f}; "
+        f"rows per writer commit {len(records) / statistics.median(commits):.0f}; "
         f"submit() {submit_us:.2f} us"
     )
 

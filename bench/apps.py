@@ -1,0 +1,123 @@
+"""The servers the meter benchmark runs, one per process (see ``meter_bench.py``).
+
+Variants (``VARIANTS``):
+
+- ``trivial``: a VIAPI-like raw ASGI app (reads the body, answers a fixed
+  DetectFace-like JSON with ``x-acs-request-id``), the floor of the stack;
+- ``trivial+strict`` / ``trivial+batched``: the same app inside
+  ``MeteringMiddleware`` (signatures verified, nonces claimed, one ledger record
+  per call);
+- ``proxy``: ``example_gateway.proxy.create_proxy_app`` with its defaults;
+- ``gateway+strict`` / ``gateway+batched``: ``create_gateway_app``, i.e. the same
+  proxy with the meter mounted (the example gateway as shipped);
+- ``mock``: the example's mock VIAPI, upstream of the proxy variants.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final, Literal
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["VARIANTS", "Variant", "build_app", "is_metered", "serve", "trivial_app"]
+
+Variant = Literal[
+    "trivial",
+    "trivial+strict",
+    "trivial+batched",
+    "proxy",
+    "gateway+strict",
+    "gateway+batched",
+]
+VARIANTS: Final[tuple[Variant, ...]] = (
+    "trivial",
+    "trivial+strict",
+    "trivial+batched",
+    "proxy",
+    "gateway+strict",
+    "gateway+batched",
+)
+
+_REQUEST_ID: Final = b"5B3E0C4A-BENCH-4A1F-9C2B-000000000000"
+_BODY: Final = json.dumps(
+    {
+        "RequestId": _REQUEST_ID.decode(),
+        "Data": {"FaceCount": 1, "FaceRectangles": [120, 80, 200, 240], "FaceProbabilityList": [1]},
+    }
+).encode()
+_HEADERS: Final = [
+    (b"content-type", b"application/json;charset=utf-8"),
+    (b"content-length", b"%d" % len(_BODY)),
+    (b"x-acs-request-id", _REQUEST_ID),
+]
+
+
+async def trivial_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """About the least an ASGI app answering a VIAPI call can do."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+    await send({"type": "http.response.body", "body": _BODY})
+
+
+def is_metered(variant: str) -> bool:
+    return "+" in variant
+
+
+def build_app(variant: str, *, ledger_url: str | None = None, upstream: str | None = None) -> Any:
+    """The ASGI app of one variant (``mock`` too); imports only what the variant needs."""
+    if variant == "mock":
+        from example_gateway.mock_upstream import create_mock_upstream
+
+        return create_mock_upstream()
+    if variant == "trivial":
+        return trivial_app
+    if variant == "proxy":
+        from example_gateway.proxy import create_proxy_app
+
+        assert upstream is not None, "the proxy needs --upstream"
+        return create_proxy_app(upstream)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}")
+
+    from metering_middleware import MeteringMiddleware, MeteringRuntime
+    from metering_middleware.config import MeteringConfig
+
+    assert ledger_url is not None, "a metered variant needs --ledger"
+    mode: Literal["strict", "batched"] = "strict" if variant.endswith("strict") else "batched"
+    runtime = MeteringRuntime(MeteringConfig(ledger_url=ledger_url, mode=mode))
+    if variant.startswith("trivial"):
+        app: ASGIApp = MeteringMiddleware(trivial_app, runtime=runtime)
+        return app
+    from example_gateway.app import create_gateway_app
+    from example_gateway.config import GatewayConfig
+
+    assert upstream is not None, "the gateway needs --upstream"
+    return create_gateway_app(GatewayConfig(upstream=upstream), runtime)
+
+
+def serve(app: Any, port: int) -> None:
+    """One uvicorn worker, uvloop + httptools, as the performance notes measured."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )

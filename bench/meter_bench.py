@@ -1,0 +1,211 @@
+"""The meter's cost: a trivial VIAPI-like app and the example proxy, bare vs metered.
+
+    .venv/bin/python bench/meter_bench.py                 # 5 rounds x ~3 s per variant
+    .venv/bin/python bench/meter_bench.py --rounds 7 --seconds 5 --variants trivial,trivial+strict
+
+Each server runs in its own process (``bench/apps.py``): uvicorn, one worker,
+uvloop + httptools, on its own CPU when there are two; the mock VIAPI (upstream
+of the proxy variants) and the load generator share the other CPU. A server is
+started afresh for every measurement, on a fresh SQLite ledger when metered.
+
+Requests are signed before the timed window (``bench/loadgen.py``) and fired by
+wrk (``bench/replay.lua``; ``apt-get install wrk``) or, without it, by aiohttp,
+over 32 keep-alive connections. Bare variants get the very same signed requests.
+A first calibration pass (not reported) sets each variant's request count to
+about ``--seconds`` of its own throughput; every round then warms the server up
+(``--warmup`` of that count) and times the count. Every response must be a 200,
+and a metered server's ledger must hold exactly one record per 200 it answered,
+or the bench stops: a run that measured refusals would be worthless.
+
+CPU per request is the server process's utime + stime (all its threads, the
+ledger's SQLite thread included) from ``/proc/<pid>/stat`` over the timed
+window, divided by the requests in it. Rounds interleave the variants (the order
+rotates each round) and the report gives medians and min-max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from apps import VARIANTS, is_metered
+from loadgen import ACCESS_KEY_ID, SECRET, Replay, RequestPool, replay_wrk
+
+HERE = Path(__file__).resolve()
+CALIBRATION = (500, 2000)  # warm-up, timed: enough to estimate each variant's rate
+MIN_COUNT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    rps: float
+    cpu_us: float
+    p50_ms: float
+    charged: int | None  # ledger records after the run (metered variants)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.tmp = tmp
+        two = (os.cpu_count() or 1) >= 2 and not args.no_pin
+        self.server_cpu, self.other_cpu = (0, 1) if two else (None, None)
+        self.pool = RequestPool(tmp / "requests.bin")
+        self.upstream: str | None = None
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def pinned(self, cpu: int | None) -> Callable[[], None] | None:
+        if cpu is None:
+            return None
+        return lambda: os.sched_setaffinity(0, {cpu})
+
+    def spawn(self, role_args: list[str], cpu: int | None) -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        command = [sys.executable, str(HERE), "--role", "serve", "--port", str(port), *role_args]
+        process = subprocess.Popen(command, preexec_fn=self.pinned(cpu))
+        self.processes.append(process)
+        wait_listening(port, process)
+        return process, port
+
+    def start_mock(self) -> None:
+        _, port = self.spawn(["--variant", "mock"], self.other_cpu)
+        self.upstream = f"http://127.0.0.1:{port}"
+
+    def replay(self, url: str, first: int, count: int) -> Replay:
+        self.pool.ensure(first + count)
+        if self.args.client == "wrk":
+            return replay_wrk(
+                url,
+                self.pool,
+                first,
+                count,
+                concurrency=self.args.concurrency,
+                preexec=self.pinned(self.other_cpu),
+            )
+        command = [sys.executable, str(HERE), "--role", "load", "--url", url]
+        command += ["--pool", str(self.pool.path), "--size", str(self.pool.size)]
+        command += ["--first", str(first), "--count", str(count)]
+        command += ["--concurrency", str(self.args.concurrency)]
+        out = subprocess.run(
+            command, check=True, capture_output=True, preexec_fn=self.pinned(self.other_cpu)
+        ).stdout
+        return Replay(**json.loads(out))
+
+    def run(self, variant: str, warm: int, count: int, tag: str) -> Run:
+        role = ["--variant", variant]
+        ledger: Path | None = None
+        if is_metered(variant):
+            ledger = self.tmp / f"{tag}-{variant}.sqlite"
+            asyncio.run(create_ledger(ledger))
+            role += ["--ledger", f"sqlite:///{ledger}"]
+        if self.upstream is not None:
+            role += ["--upstream", self.upstream]
+        process, port = self.spawn(role, self.server_cpu)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            warmup = self.replay(url, 0, warm)
+            check(warmup, warm, f"{variant} warm-up")
+            before = cpu_seconds(process.pid)
+            timed = self.replay(url, warm, count)
+            used = cpu_seconds(process.pid) - before
+            check(timed, count, variant)
+        finally:
+            stop(process)  # a metered server flushes its ledger on the way out
+            self.processes.remove(process)
+        charged = None
+        if ledger is not None:
+            charged = ledger_calls(ledger)
+            if charged != warm + count:
+                raise SystemExit(
+                    f"{variant}: the ledger holds {charged} records for {warm + count} 200s"
+                )
+            for path in ledger.parent.glob(ledger.name + "*"):
+                path.unlink()
+        return Run(count / timed.seconds, used * 1e6 / count, timed.p50_ms, charged)
+
+    def close(self) -> None:
+        for process in self.processes:
+            stop(process)
+
+
+async def create_ledger(path: Path) -> None:
+    from metering_middleware.clock import SystemClock
+    from metering_middleware.credentials import CredentialManager, SecretBox
+    from metering_middleware.ledger.urls import open_store
+
+    # The bench's throwaway key is stored in plain text on purpose: no warning about it.
+    logging.getLogger("metering_middleware").setLevel(logging.ERROR)
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    try:
+        manager = CredentialManager(store, SecretBox(None), SystemClock())
+        await manager.add("acme", SECRET, access_key_id=ACCESS_KEY_ID)
+    finally:
+        await store.close()
+
+
+def ledger_calls(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        (total,) = db.execute("SELECT count(*) FROM calls WHERE status = 200").fetchone()
+    return int(total)
+
+
+def check(replay: Replay, count: int, what: str) -> None:
+    if replay.sent != count or replay.ok != count:
+        raise SystemExit(
+            f"{what}: {replay.ok} of {count} answered 200 (sent {replay.sent}); "
+            f"other statuses: {replay.statuses or '-'}"
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    # uvicorn binds only after the lifespan startup (the ledger opened): listening means ready.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server on port {port} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"server on port {port} did not start")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        # After the parenthesised command name; utime and stime are fields 14 and 15.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
