@@ -65,7 +65,8 @@ class Bench:
         self.args = args
         self.tmp = tmp
         two = (os.cpu_count() or 1) >= 2 and not args.no_pin
-        self.server_cpu, self.other_cpu = (0, 1) if two else (None, None)
+        self.server_cpu: int | None = 0 if two else None
+        self.other_cpu: int | None = 1 if two else None
         self.pool = RequestPool(tmp / "requests.bin")
         self.upstream: str | None = None
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -209,3 +210,134 @@ def cpu_seconds(pid: int) -> float:
         # After the parenthesised command name; utime and stime are fields 14 and 15.
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- the bench -----------------------------------------------------------------------------
+
+
+def bare_of(variant: str) -> str:
+    return "trivial" if variant.startswith("trivial") else "proxy"
+
+
+def orchestrate(args: argparse.Namespace) -> None:
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    began = time.monotonic()
+    print(machine_line(args), flush=True)
+    with tempfile.TemporaryDirectory(prefix="meter-bench-") as tmp:
+        bench = Bench(args, Path(tmp))
+        if bench.other_cpu is not None:
+            os.sched_setaffinity(0, {bench.other_cpu})  # keep the orchestrator off the server's CPU
+        try:
+            if any(bare_of(v) == "proxy" for v in variants):
+                bench.start_mock()
+            counts: dict[str, int] = {}
+            for variant in variants:
+                warm, count = CALIBRATION
+                rps = bench.run(variant, warm, count, "calibration").rps
+                counts[variant] = max(MIN_COUNT, round(rps * args.seconds))
+            print("requests per run: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
+            runs: dict[str, list[Run]] = {v: [] for v in variants}
+            for n in range(args.rounds):
+                shift = n % len(variants)
+                for variant in variants[shift:] + variants[:shift]:
+                    count = counts[variant]
+                    warm = max(CALIBRATION[0], round(count * args.warmup))
+                    run = bench.run(variant, warm, count, f"r{n}")
+                    runs[variant].append(run)
+                    charged = f"  ledger={run.charged}" if run.charged is not None else ""
+                    print(
+                        f"round {n + 1} {variant:16s} {run.rps:8.0f} req/s "
+                        f"{run.cpu_us:7.1f} us CPU/req  p50 {run.p50_ms:6.2f} ms{charged}",
+                        flush=True,
+                    )
+        finally:
+            bench.close()
+    print(f"\n{report(runs, args)}")
+    print(f"\nwall time {time.monotonic() - began:.0f} s")
+
+
+def machine_line(args: argparse.Namespace) -> str:
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; nproc {os.cpu_count()} ({model}); "
+        f"Python {platform.python_version()}; client {args.client}, c={args.concurrency}; "
+        f"{args.rounds} rounds, ~{args.seconds:g} s per run"
+    )
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    return f"{format(min(values), fmt)}-{format(max(values), fmt)}"
+
+
+def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> str:
+    """Markdown: medians with min-max, and each metered variant against its bare one."""
+    lines = [
+        "| variant | req/s (median) | req/s min-max | CPU µs/req (median) | CPU min-max "
+        "| req/s vs bare | CPU vs bare | meter's CPU µs/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    medians = {
+        v: (statistics.median(r.rps for r in rs), statistics.median(r.cpu_us for r in rs))
+        for v, rs in runs.items()
+    }
+    for variant, rs in runs.items():
+        rps, cpu = medians[variant]
+        ratio = ratio_cpu = added = "-"
+        bare = medians.get(bare_of(variant))
+        if is_metered(variant) and bare is not None:
+            ratio = f"{rps / bare[0]:.2f}"
+            ratio_cpu = f"{cpu / bare[1]:.2f}"
+            added = f"+{cpu - bare[1]:.0f}"
+        lines.append(
+            f"| {variant} | {rps:,.0f} | {_spread([r.rps for r in rs], ',.0f')} | {cpu:.0f} "
+            f"| {_spread([r.cpu_us for r in rs], '.0f')} | {ratio} | {ratio_cpu} | {added} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0, help="about this long per run")
+    parser.add_argument(
+        "--warmup", type=float, default=0.2, help="warm-up requests, as a share of a run"
+    )
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--client", choices=["wrk", "aiohttp"], default=None)
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    # The processes the bench starts itself:
+    parser.add_argument("--role", choices=["orchestrate", "serve", "load"], default="orchestrate")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ledger", help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--pool", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--first", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "serve":
+        from apps import build_app, serve
+
+        serve(build_app(args.variant, ledger_url=args.ledger, upstream=args.upstream), args.port)
+    elif args.role == "load":
+        from loadgen import load_main
+
+        load_main(args.url, args.pool, args.size, args.first, args.count, args.concurrency)
+    else:
+        args.client = args.client or ("wrk" if shutil.which("wrk") else "aiohttp")
+        orchestrate(args)
+
+
+if __name__ == "__main__":
+    main()

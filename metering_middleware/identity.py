@@ -206,6 +206,14 @@ def _missing(name: str) -> ApiError:
     )
 
 
+def _no_action(name: str) -> ApiError:
+    # A request naming no action cannot be identified as a VIAPI call at all.
+    return ApiError(
+        INVALID_ACTION,
+        f'The request names no VIAPI action (no "{name}"): it cannot be identified.',
+    )
+
+
 def _conflict(name: str) -> ApiError:
     return ApiError(
         INVALID_PARAMETER, f'The parameter "{name}" is given twice with different values.'
@@ -294,7 +302,7 @@ class IdentityResolver:
             raise _missing("AccessKeyId (Credential= in the Authorization header)")
         action = hdrs.get("x-acs-action", "")
         if not action:
-            raise _missing("x-acs-action")
+            raise _no_action("x-acs-action")
         version = hdrs.get("x-acs-version", "")
         if not version:
             raise _missing("x-acs-version")
@@ -322,7 +330,9 @@ class IdentityResolver:
         for key, value in params:
             if key in _V1_KEYS and found.setdefault(key, value) != value:
                 raise _conflict(key)
-        for name in ("AccessKeyId", "Action", "Version", "Signature"):
+        if not found.get("Action"):
+            raise _no_action("Action")
+        for name in ("AccessKeyId", "Version", "Signature"):
             if not found.get(name):
                 raise _missing(name)
         access_key_id = found["AccessKeyId"]

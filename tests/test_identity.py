@@ -144,7 +144,7 @@ def test_form_is_ignored_unless_the_body_is_a_form(resolver: IdentityResolver) -
     query = v1_query(Action="<drop>")
     body = b"Action=DetectFace"
     err = refusal(resolver, "POST", "/", query, [(b"content-type", b"application/json")], body)
-    assert err.code == "MissingParameter"
+    assert err.code == "InvalidAction.NotFound"
     assert '"Action"' in err.message
 
 
@@ -196,14 +196,15 @@ def test_conflicting_duplicates_are_refused(resolver: IdentityResolver) -> None:
 @pytest.mark.parametrize("how", ["<drop>", ""])
 def test_v1_missing_parameters(resolver: IdentityResolver, name: str, how: str) -> None:
     err = refusal(resolver, "GET", "/", v1_query(**{name: how}), [], b"")
-    assert err.code == "MissingParameter"
+    # No action at all: not identifiable as a VIAPI call; otherwise name what is missing.
+    assert err.code == ("InvalidAction.NotFound" if name == "Action" else "MissingParameter")
     assert err.status == 400
     assert f'"{name}"' in err.message
 
 
-def test_nothing_at_all_is_a_missing_parameter(resolver: IdentityResolver) -> None:
+def test_nothing_at_all_is_not_identifiable(resolver: IdentityResolver) -> None:
     err = refusal(resolver, "GET", "/", b"", [], b"")
-    assert err.code == "MissingParameter"
+    assert (err.code, err.status) == ("InvalidAction.NotFound", 400)
 
 
 # --- V3 ---------------------------------------------------------------------
@@ -248,7 +249,8 @@ def test_v3_missing_parameters(
     resolver: IdentityResolver, change: dict[str, str], named: str
 ) -> None:
     err = refusal(resolver, "POST", "/", b"", v3_headers(**change), b"")
-    assert err.code == "MissingParameter"
+    expected = "InvalidAction.NotFound" if named == "x-acs-action" else "MissingParameter"
+    assert err.code == expected
     assert named in err.message
 
 

@@ -64,9 +64,13 @@ async def test_unknown_action_and_missing_parameters(env: Env) -> None:
     response = await env.request(method="POST", body=b"")
     assert response.status == 400
     # No V3 headers and no Format: an RPC caller, answered in XML as VIAPI does.
-    assert ElementTree.fromstring(response.body).findtext("Code") == "MissingParameter"
+    assert ElementTree.fromstring(response.body).findtext("Code") == "InvalidAction.NotFound"
+    kwargs = env.v1()
+    kwargs["query"] = kwargs["query"].replace(b"Version=", b"Versio=")
+    response = await env.request(**kwargs)
+    assert response.json()["Code"] == "MissingParameter"
     counted = await refused(env)
-    assert sum(counted.values()) == 2
+    assert counted["unknown_action"] == 2 and counted["bad_request"] == 1
 
 
 async def test_v1_without_format_gets_xml_errors(env: Env) -> None:
