@@ -121,8 +121,12 @@ def test_percent_encode_follows_alibaba_rules() -> None:
     assert percent_encode("é") == "%C3%A9"
 
 
-@given(st.dictionaries(names, texts, max_size=6), st.sampled_from(["GET", "POST"]))
+@given(
+    st.dictionaries(names.filter(lambda n: n != "Signature"), texts, max_size=6),
+    st.sampled_from(["GET", "POST"]),
+)
 def test_v1_string_to_sign_equals_the_sdk_for_any_params(params: dict[str, str], m: str) -> None:
+    # The SDK composes before it adds Signature; ours leaves Signature out by design.
     assert v1_string_to_sign(m, params) == sdk_compose(m, dict(params))
 
 

@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Literal
 
 from ..clock import Clock, SystemClock
+from ._sink import Batch, BatchSink, LedgerUnavailable, SharedFuture
 from .codec import CountKey, minute_of
 from .journal import Journal
 from .records import CallRecord, Outcome, OutcomeCount
@@ -56,13 +56,6 @@ __all__ = ["LedgerUnavailable", "LedgerWriter", "WriterStats"]
 
 _NEW, _RUNNING, _STOPPING, _STOPPED = "new", "running", "stopping", "stopped"
 _MAX_WAIT = 1.0  # real seconds between re-reading the clock when nothing wakes the task
-
-
-class LedgerUnavailable(Exception):
-    """Neither the store nor the journal could make a batch durable.
-
-    The records are kept in memory and retried; the writer stops ``accepting``.
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,20 +68,6 @@ class WriterStats:
     commits: int  # store write transactions
     store_failures: int
     journal_failures: int
-
-
-class _SharedFuture(asyncio.Future[None]):
-    """A batch's future: awaited by many, so no single awaiter may cancel it."""
-
-    def cancel(self, msg: Any | None = None) -> bool:
-        return False
-
-
-@dataclass(slots=True)
-class _Batch:
-    records: list[CallRecord]
-    counts: list[OutcomeCount]
-    future: _SharedFuture | None
 
 
 class LedgerWriter:
@@ -111,15 +90,21 @@ class LedgerWriter:
             raise ValueError("flush_interval, retry_interval and count_interval must be > 0")
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
-        self._store = store
         self._journal = journal
         self._strict = mode == "strict"
         self._flush_interval = flush_interval
         self._max_batch = max_batch
-        self._retry_interval = retry_interval
         self._count_delay = count_interval if self._strict else min(count_interval, flush_interval)
         self._clock: Clock = clock or SystemClock()
         self._log = logger or logging.getLogger("metering_middleware.ledger")
+        self._sink = BatchSink(
+            store,
+            journal,
+            retry_interval=retry_interval,
+            replay_chunk=max(max_batch, 1000),
+            clock=self._clock,
+            log=self._log,
+        )
         self._state = _NEW
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -127,20 +112,10 @@ class LedgerWriter:
         self._requests: list[tuple[asyncio.Future[bool], bool, bool]] = []
         # The open batch.
         self._pending: list[CallRecord] = []
-        self._future: _SharedFuture | None = None
+        self._future: SharedFuture | None = None
         self._first_at = 0.0
         self._counts: dict[CountKey, int] = {}
         self._counts_first_at = 0.0
-        # Failure state.
-        self._held: list[_Batch] = []
-        self._store_down = False
-        self._journal_dirty = False
-        self._journal_applied = 0  # bytes of the journal already replayed (truncate failed)
-        self._next_retry = 0.0
-        self._n = dict.fromkeys(
-            ("committed", "journaled", "replayed", "commits", "store_failures", "journal_failures"),
-            0,
-        )
 
     # -- the hot path ----------------------------------------------------------------------
 
@@ -150,7 +125,7 @@ class LedgerWriter:
         if future is None:
             if self._state is not _RUNNING and self._state is not _STOPPING:
                 raise RuntimeError(f"ledger writer is {self._state}, not running")
-            future = self._future = _SharedFuture(loop=self._loop)
+            future = self._future = SharedFuture(loop=self._loop)
             self._first_at = self._clock.time()
             self._wake.set()
         pending = self._pending
@@ -183,17 +158,17 @@ class LedgerWriter:
     @property
     def healthy(self) -> bool:
         """True while batches go to the store (not to the journal or memory)."""
-        return self._state is _RUNNING and not self._store_down and not self._held
+        return self._state is _RUNNING and not self._sink.store_down and not self._sink.held
 
     @property
     def accepting(self) -> bool:
         """False while records are only in memory: the middleware answers 503 then."""
-        return self._state is _RUNNING and not self._held
+        return self._state is _RUNNING and not self._sink.held
 
     @property
     def stats(self) -> WriterStats:
-        held = sum(len(b.records) for b in self._held)
-        return WriterStats(pending=len(self._pending) + held, held=held, **self._n)
+        held = self._sink.held_records
+        return WriterStats(pending=len(self._pending) + held, held=held, **self._sink.n)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -204,8 +179,8 @@ class LedgerWriter:
         self._loop = asyncio.get_running_loop()
         self._state = _RUNNING
         if self._journal is not None and self._journal.size() > 0:
-            self._journal_dirty = True
-            await self._recover()
+            self._sink.journal_dirty = True
+            await self._sink.recover()
         self._task = self._loop.create_task(self._run(), name="ledger-writer")
 
     async def stop(self) -> None:
@@ -219,7 +194,7 @@ class LedgerWriter:
         assert self._task is not None
         await self._task
         self._state = _STOPPED
-        held = sum(len(b.records) for b in self._held)
+        held = self._sink.held_records
         if held:
             self._log.critical(
                 "ledger writer stopped with %d records neither committed nor journaled", held
@@ -295,18 +270,16 @@ class LedgerWriter:
             deadlines.append(self._first_at + self._flush_interval)
         if self._counts:
             deadlines.append(self._counts_first_at + self._count_delay)
-        if self._store_down or self._held or self._journal_dirty:
-            deadlines.append(self._next_retry)
+        if self._sink.needs_recovery:
+            deadlines.append(self._sink.next_retry)
         if not deadlines:
             return None
         return min(max(0.0, min(deadlines) - self._clock.time()), _MAX_WAIT)
 
     async def _step(self, *, force_flush: bool, force_retry: bool) -> None:
         now = self._clock.time()
-        if (self._store_down or self._held or self._journal_dirty) and (
-            force_retry or now >= self._next_retry
-        ):
-            await self._recover()
+        if self._sink.needs_recovery and (force_retry or now >= self._sink.next_retry):
+            await self._sink.recover()
         if force_flush or self._batch_due(now):
             await self._flush()
 
@@ -325,154 +298,4 @@ class LedgerWriter:
         counts = [OutcomeCount(*key, count=n) for key, n in self._counts.items()]
         self._counts = {}
         if records or counts:
-            await self._persist(_Batch(records, counts, future))
-
-    async def _persist(self, batch: _Batch) -> None:
-        if not self._store_down:
-            try:
-                await self._store.write(batch.records, batch.counts)
-            except Exception as exc:
-                self._store_failed(exc)
-            else:
-                self._n["committed"] += len(batch.records)
-                self._n["commits"] += 1
-                _resolve(batch.future)
-                return
-        await self._journal_or_hold([batch])
-
-    async def _journal_or_hold(self, new: list[_Batch]) -> None:
-        """Journal the held batches and ``new``; hold them if the journal fails too."""
-        if self._journal is not None:
-            batches = self._held + new
-            records = [r for b in batches for r in b.records]
-            try:
-                await self._journal.append(records, _merge([c for b in batches for c in b.counts]))
-            except Exception as exc:
-                self._n["journal_failures"] += 1
-                if not self._held:
-                    self._log.error(
-                        "ledger journal %s failed too (%s): holding records in memory, "
-                        "refusing new calls",
-                        self._journal.path,
-                        exc,
-                    )
-            else:
-                self._n["journaled"] += len(records)
-                self._journal_dirty = True
-                for b in batches:
-                    _resolve(b.future)
-                if self._held:
-                    self._log.warning("ledger journal writable again: accepting calls")
-                    self._held = []
-                return
-        elif not self._held:
-            self._log.error("ledger store failed and there is no journal: refusing new calls")
-        for b in new:
-            _fail(b.future)
-        self._held.extend(new)
-
-    def _store_failed(self, exc: BaseException) -> None:
-        self._n["store_failures"] += 1
-        if not self._store_down:
-            self._store_down = True
-            self._next_retry = self._clock.time() + self._retry_interval
-            self._log.warning("ledger store failed (%s): journaling until it recovers", exc)
-
-    async def _recover(self) -> None:
-        """Bring the store back, then give it the held records and the journal."""
-        self._next_retry = self._clock.time() + self._retry_interval
-        was_down = self._store_down
-        if was_down:
-            try:
-                await self._revive_store()
-            except Exception as exc:
-                self._log.debug("ledger store still down: %s", exc)
-                if self._held:
-                    await self._journal_or_hold([])
-                return
-        if self._held:
-            held = self._held
-            records = [r for b in held for r in b.records]
-            try:
-                await self._store.write(records, _merge([c for b in held for c in b.counts]))
-            except Exception as exc:
-                self._store_failed(exc)
-                await self._journal_or_hold([])
-                return
-            self._held = []
-            self._n["committed"] += len(records)
-            self._n["commits"] += 1
-            self._log.warning("ledger store took %d held records: accepting calls", len(records))
-        if self._journal_dirty and self._journal is not None and not await self._replay():
-            return
-        self._store_down = False
-        if was_down:
-            self._log.warning("ledger store recovered")
-
-    async def _revive_store(self) -> None:
-        try:
-            await self._store.check()
-        except Exception:
-            reopen = getattr(self._store, "reopen", None)
-            if reopen is None:
-                raise
-            await reopen()
-            await self._store.check()
-
-    async def _replay(self) -> bool:
-        """Replay the journal into the store and truncate it; False if the store failed."""
-        assert self._journal is not None
-        try:
-            # From where an earlier replay stopped if its truncate failed: those records
-            # are committed, and replaying their counters again would count them twice.
-            records, counts = await self._journal.replay(self._journal_applied)
-        except OSError as exc:  # the store is fine; keep the journal and try again later
-            self._log.error("cannot read ledger journal %s: %s", self._journal.path, exc)
-            return True
-        if records or counts:
-            merged = _merge(counts)
-            # Records in chunks (each chunk is idempotent); counts, which are not, go with
-            # the last chunk so they are added all at once or not at all.
-            chunk = max(self._max_batch, 1000)
-            starts = range(0, len(records), chunk) if records else range(1)
-            try:
-                for start in starts:
-                    last = start + chunk >= len(records)
-                    await self._store.write(records[start : start + chunk], merged if last else ())
-                    self._n["commits"] += 1
-            except Exception as exc:
-                self._store_failed(exc)
-                return False
-            self._n["committed"] += len(records)
-            self._n["replayed"] += len(records)
-            self._log.warning("ledger journal replayed: %d records", len(records))
-        self._journal_applied = self._journal.replayed_to
-        try:
-            await self._journal.truncate()
-        except OSError as exc:
-            self._log.error("cannot truncate ledger journal %s: %s", self._journal.path, exc)
-            return True
-        self._journal_dirty = False
-        self._journal_applied = 0
-        return True
-
-
-def _merge(counts: Sequence[OutcomeCount]) -> list[OutcomeCount]:
-    if len(counts) < 2:
-        return list(counts)
-    summed: dict[CountKey, int] = {}
-    for c in counts:
-        key = (c.minute, c.account, c.category, c.action, c.outcome, c.detail)
-        summed[key] = summed.get(key, 0) + c.count
-    return [OutcomeCount(*key, count=n) for key, n in summed.items()]
-
-
-def _resolve(future: _SharedFuture | None) -> None:
-    if future is not None and not future.done():
-        future.set_result(None)
-
-
-def _fail(future: _SharedFuture | None) -> None:
-    if future is not None and not future.done():
-        future.set_exception(LedgerUnavailable("ledger store and journal both failed"))
-        future.exception()  # marks it retrieved: batched callers may never await it
+            await self._sink.persist(Batch(records, counts, future))

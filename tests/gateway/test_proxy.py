@@ -14,10 +14,10 @@ import pytest_asyncio
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from support.servers import run_server
 
 from example_gateway.mock_upstream import BIG_SIZE, MockRequest, MockUpstream, create_mock_upstream
 from example_gateway.proxy import create_proxy_app
+from tests.support.servers import run_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

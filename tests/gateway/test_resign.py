@@ -9,13 +9,13 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
-from support.servers import run_server
 
 from example_gateway.mock_upstream import MockRequest, MockUpstream, create_mock_upstream
 from example_gateway.proxy import Resigner, V3Resigner, create_proxy_app
 from metering_middleware.clock import ManualClock
 from metering_middleware.nonces import MemoryNonceStore
 from metering_middleware.signing import SignatureVerifier, SignedCall
+from tests.support.servers import run_server
 
 CALLER_V1 = {
     "AccessKeyId": "caller-key",

@@ -1,4 +1,4 @@
-"""``support.servers.run_server``: the helper every server test stands on."""
+"""``tests.support.servers.run_server``: the helper every server test stands on."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from support.servers import run_server
+
+from tests.support.servers import run_server
 
 
 async def hello(request: Request) -> Response:

@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from support.servers import free_port, run_server
 
 from example_gateway.mock_upstream import BIG_SIZE, MockUpstream, create_mock_upstream
 from example_gateway.proxy import create_proxy_app
 from example_gateway.transport import TransportKind
+from tests.support.servers import free_port, run_server
 
 V3_HEADERS = {"x-acs-action": "DetectFace", "x-acs-version": "2019-12-30"}
 V1_PARAMS = {"Action": "DetectFace", "AccessKeyId": "key", "Signature": "sig"}

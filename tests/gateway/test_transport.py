@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from support.servers import free_port, run_server
 
 from example_gateway.mock_upstream import create_mock_upstream
 from example_gateway.transport import TransportKind, make_client
+from tests.support.servers import free_port, run_server
 
 LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=4)
 KINDS: list[TransportKind] = ["aiohttp", "httpx"]

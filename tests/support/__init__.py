@@ -1,1 +1,1 @@
-"""Helpers shared by test packages (pytest puts ``tests/`` on ``sys.path``: import ``support``)."""
+"""Helpers shared by test packages: ``from tests.support.servers import run_server``."""

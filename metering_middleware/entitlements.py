@@ -1,0 +1,257 @@
+"""Each account's QPS entitlement per API, and the request path's cached view of it.
+
+Billing rules section 4, for (account, API = (category, action)) at time t:
+
+1. an active QPS subscription for that API: its level, capped at the catalog's
+   ``max_qps`` (several active: the highest);
+2. else, while a resource plan covering the category is valid at t, not refunded and
+   not exhausted: ``plan_qps`` (5). Exhausted means fewer points left (at the last
+   settlement) than the category's smallest coefficient: no call of the category
+   could be paid from it;
+3. else the catalog's ``default_qps`` (2; OCR 1).
+
+``EntitlementView`` answers from a snapshot of the subscriptions, plans and points
+left, reloaded in the background at most once per ``refresh_interval``: never a
+database query per call. It follows ``CredentialCache``: the first lookup waits for
+the first load; a stale snapshot answers at once and starts one reload; a failed
+reload is logged and the old snapshot kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+from .catalog import Catalog
+from .clock import Clock
+from .rating.plans import QpsSubscription, ResourcePlan
+
+__all__ = [
+    "DEFAULT_PLAN_QPS",
+    "Entitlement",
+    "EntitlementInputs",
+    "EntitlementSource",
+    "EntitlementView",
+    "QpsSource",
+    "entitlement",
+    "smallest_coefficients",
+]
+
+log = logging.getLogger(__name__)
+
+#: QPS while a resource plan covers the category (billing rules section 4).
+DEFAULT_PLAN_QPS = 5
+#: An API the catalog does not know (the resolver refuses those before admission).
+_UNKNOWN_API_QPS = 2
+
+
+class QpsSource(StrEnum):
+    SUBSCRIPTION = "subscription"
+    RESOURCE_PLAN = "resource_plan"
+    DEFAULT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Entitlement:
+    qps: int
+    source: QpsSource
+
+
+@dataclass(frozen=True, slots=True)
+class EntitlementInputs:
+    """What the view is built from: every account's subscriptions and plans, and the
+    points each plan had left at the last settlement (plan id -> points; a plan not
+    listed has never been drawn on)."""
+
+    subscriptions: tuple[QpsSubscription, ...] = ()
+    plans: tuple[ResourcePlan, ...] = ()
+    remaining_points: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+class EntitlementSource(Protocol):
+    """Where the inputs come from (the plan store); one call per refresh."""
+
+    async def load_entitlement_inputs(self) -> EntitlementInputs: ...
+
+
+def smallest_coefficients(catalog: Catalog) -> dict[str, Decimal]:
+    """Category -> the smallest positive deduction coefficient of its billable items."""
+    out: dict[str, Decimal] = {}
+    for item in catalog.items:
+        if item.free or item.coefficient <= 0:
+            continue
+        best = out.get(item.category)
+        if best is None or item.coefficient < best:
+            out[item.category] = item.coefficient
+    return out
+
+
+def _plan_usable(
+    plan: ResourcePlan, category: str, remaining: Mapping[str, Decimal], smallest: Decimal
+) -> bool:
+    return category in plan.categories and remaining.get(plan.id, plan.points) >= smallest
+
+
+def _capped(sub: QpsSubscription, catalog: Catalog) -> int:
+    item = catalog.lookup(sub.category, sub.action)
+    if item is None or item.max_qps is None:
+        return sub.qps
+    return min(sub.qps, item.max_qps)
+
+
+def _default(catalog: Catalog, category: str, action: str) -> int:
+    item = catalog.lookup(category, action)
+    return item.default_qps if item is not None and item.default_qps > 0 else _UNKNOWN_API_QPS
+
+
+def entitlement(
+    catalog: Catalog,
+    inputs: EntitlementInputs,
+    account: str,
+    category: str,
+    action: str,
+    when: datetime,
+    *,
+    plan_qps: int = DEFAULT_PLAN_QPS,
+) -> Entitlement:
+    """The rules, straight from the inputs (the reference ``EntitlementView`` must match)."""
+    levels = [
+        _capped(s, catalog)
+        for s in inputs.subscriptions
+        if s.account == account and s.api == (category, action) and s.active_at(when)
+    ]
+    if levels:
+        return Entitlement(max(levels), QpsSource.SUBSCRIPTION)
+    smallest = smallest_coefficients(catalog).get(category, Decimal(0))
+    for plan in inputs.plans:
+        if (
+            plan.account == account
+            and plan.active_at(when)
+            and _plan_usable(plan, category, inputs.remaining_points, smallest)
+        ):
+            return Entitlement(plan_qps, QpsSource.RESOURCE_PLAN)
+    return Entitlement(_default(catalog, category, action), QpsSource.DEFAULT)
+
+
+# (start, end) as epoch seconds: the request path compares floats, not datetimes.
+_Span = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    subscriptions: Mapping[tuple[str, str, str], tuple[tuple[float, float, int], ...]]
+    plans: Mapping[tuple[str, str], tuple[_Span, ...]]
+
+
+def _index(catalog: Catalog, inputs: EntitlementInputs) -> _Snapshot:
+    subs: dict[tuple[str, str, str], list[tuple[float, float, int]]] = {}
+    for s in inputs.subscriptions:
+        level = (s.start.timestamp(), s.effective_end.timestamp(), _capped(s, catalog))
+        subs.setdefault((s.account, s.category, s.action), []).append(level)
+    smallest = smallest_coefficients(catalog)
+    left = inputs.remaining_points
+    plans: dict[tuple[str, str], list[_Span]] = {}
+    for p in inputs.plans:
+        for category in p.categories:
+            # Exhaustion is per category: a general plan may still pay for a cheap one.
+            if _plan_usable(p, category, left, smallest.get(category, Decimal(0))):
+                span = (p.start.timestamp(), p.effective_end.timestamp())
+                plans.setdefault((p.account, category), []).append(span)
+    return _Snapshot(
+        {k: tuple(v) for k, v in subs.items()}, {k: tuple(v) for k, v in plans.items()}
+    )
+
+
+class EntitlementView:
+    """The request path's entitlements: ``await view.qps(account, category, action)``."""
+
+    __slots__ = (
+        "_attempted_at",
+        "_catalog",
+        "_clock",
+        "_inflight",
+        "_interval",
+        "_loaded",
+        "_plan_qps",
+        "_snapshot",
+        "_source",
+        "loads",
+    )
+
+    def __init__(
+        self,
+        source: EntitlementSource,
+        catalog: Catalog,
+        clock: Clock,
+        *,
+        refresh_interval: float = 1.0,
+        plan_qps: int = DEFAULT_PLAN_QPS,
+    ) -> None:
+        if refresh_interval <= 0:
+            raise ValueError("refresh_interval must be positive")
+        self._source = source
+        self._catalog = catalog
+        self._clock = clock
+        self._interval = refresh_interval
+        self._plan_qps = plan_qps
+        self._snapshot = _Snapshot({}, {})
+        self._loaded = False
+        self._attempted_at = -math.inf
+        self._inflight: asyncio.Future[None] | None = None
+        #: Completed loads since start (a metric; tests count reloads with it).
+        self.loads = 0
+
+    async def qps(self, account: str, category: str, action: str) -> int:
+        return (await self.entitlement(account, category, action)).qps
+
+    async def entitlement(self, account: str, category: str, action: str) -> Entitlement:
+        if not self._loaded:
+            await self.refresh()
+        now = self._clock.time()
+        if now - self._attempted_at >= self._interval and self._inflight is None:
+            self._start()  # stale: answer from the snapshot, reload behind
+        snap = self._snapshot
+        best = 0
+        for start, end, level in snap.subscriptions.get((account, category, action), ()):
+            if start <= now < end and level > best:
+                best = level
+        if best:
+            return Entitlement(best, QpsSource.SUBSCRIPTION)
+        for start, end in snap.plans.get((account, category), ()):
+            if start <= now < end:
+                return Entitlement(self._plan_qps, QpsSource.RESOURCE_PLAN)
+        return Entitlement(_default(self._catalog, category, action), QpsSource.DEFAULT)
+
+    async def refresh(self) -> None:
+        """Reload now (or join the reload already running); raise what it raised."""
+        await asyncio.shield(self._inflight or self._start())
+
+    async def join(self) -> None:
+        """Wait for a background reload, if one is running (tests, shutdown); never raises."""
+        if self._inflight is not None:
+            await asyncio.wait([self._inflight])
+
+    def _start(self) -> asyncio.Future[None]:
+        self._attempted_at = self._clock.time()
+        task = asyncio.ensure_future(self._load())
+        task.add_done_callback(self._finished)
+        self._inflight = task
+        return task
+
+    def _finished(self, task: asyncio.Future[None]) -> None:
+        self._inflight = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("entitlement reload failed, keeping the previous snapshot: %r", exc)
+
+    async def _load(self) -> None:
+        inputs = await self._source.load_entitlement_inputs()
+        self._snapshot = _index(self._catalog, inputs)
+        self._loaded = True
+        self.loads += 1

@@ -1,0 +1,232 @@
+"""Where the ledger writer's batches go: the store, else the journal, else memory.
+
+The writer (``writer.py``) decides when a batch is cut; this module makes it
+durable and brings the store back after a failure. See ``writer.py`` for the
+failure policy as a whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..clock import Clock
+from .codec import CountKey
+from .journal import Journal
+from .records import CallRecord, OutcomeCount
+from .store import LedgerStore
+
+__all__ = ["Batch", "BatchSink", "LedgerUnavailable", "SharedFuture", "fail", "merge", "resolve"]
+
+
+class LedgerUnavailable(Exception):
+    """Neither the store nor the journal could make a batch durable.
+
+    The records are kept in memory and retried; the writer stops ``accepting``.
+    """
+
+
+class SharedFuture(asyncio.Future[None]):
+    """A batch's future: awaited by many, so no single awaiter may cancel it."""
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        return False
+
+
+@dataclass(slots=True)
+class Batch:
+    records: list[CallRecord]
+    counts: list[OutcomeCount]
+    future: SharedFuture | None
+
+
+class BatchSink:
+    """Owns the store on behalf of the writer task, and the state of its failures."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        journal: Journal | None,
+        *,
+        retry_interval: float,
+        replay_chunk: int,
+        clock: Clock,
+        log: logging.Logger,
+    ) -> None:
+        self._store = store
+        self._journal = journal
+        self._retry_interval = retry_interval
+        self._replay_chunk = replay_chunk
+        self._clock = clock
+        self._log = log
+        self.held: list[Batch] = []  # failed batches, only in memory
+        self.store_down = False
+        self.journal_dirty = False  # the journal may hold records the store lacks
+        self._journal_applied = 0  # bytes of the journal already replayed (truncate failed)
+        self.next_retry = 0.0
+        self.n = dict.fromkeys(
+            ("committed", "journaled", "replayed", "commits", "store_failures", "journal_failures"),
+            0,
+        )
+
+    @property
+    def needs_recovery(self) -> bool:
+        return self.store_down or bool(self.held) or self.journal_dirty
+
+    @property
+    def held_records(self) -> int:
+        return sum(len(b.records) for b in self.held)
+
+    async def persist(self, batch: Batch) -> None:
+        """Make ``batch`` durable: in the store, else the journal, else hold it."""
+        if not self.store_down:
+            try:
+                await self._store.write(batch.records, batch.counts)
+            except Exception as exc:
+                self._store_failed(exc)
+            else:
+                self.n["committed"] += len(batch.records)
+                self.n["commits"] += 1
+                resolve(batch.future)
+                return
+        await self._journal_or_hold([batch])
+
+    async def _journal_or_hold(self, new: list[Batch]) -> None:
+        """Journal the held batches and ``new``; hold them if the journal fails too."""
+        if self._journal is not None:
+            batches = self.held + new
+            records = [r for b in batches for r in b.records]
+            try:
+                await self._journal.append(records, merge([c for b in batches for c in b.counts]))
+            except Exception as exc:
+                self.n["journal_failures"] += 1
+                if not self.held:
+                    self._log.error(
+                        "ledger journal %s failed too (%s): holding records in memory, "
+                        "refusing new calls",
+                        self._journal.path,
+                        exc,
+                    )
+            else:
+                self.n["journaled"] += len(records)
+                self.journal_dirty = True
+                for b in batches:
+                    resolve(b.future)
+                if self.held:
+                    self._log.warning("ledger journal writable again: accepting calls")
+                    self.held = []
+                return
+        elif not self.held:
+            self._log.error("ledger store failed and there is no journal: refusing new calls")
+        for b in new:
+            fail(b.future)
+        self.held.extend(new)
+
+    def _store_failed(self, exc: BaseException) -> None:
+        self.n["store_failures"] += 1
+        if not self.store_down:
+            self.store_down = True
+            self.next_retry = self._clock.time() + self._retry_interval
+            self._log.warning("ledger store failed (%s): journaling until it recovers", exc)
+
+    async def recover(self) -> None:
+        """Bring the store back, then give it the held records and the journal."""
+        self.next_retry = self._clock.time() + self._retry_interval
+        was_down = self.store_down
+        if was_down:
+            try:
+                await self._revive_store()
+            except Exception as exc:
+                self._log.debug("ledger store still down: %s", exc)
+                if self.held:
+                    await self._journal_or_hold([])
+                return
+        if self.held:
+            held = self.held
+            records = [r for b in held for r in b.records]
+            try:
+                await self._store.write(records, merge([c for b in held for c in b.counts]))
+            except Exception as exc:
+                self._store_failed(exc)
+                await self._journal_or_hold([])
+                return
+            self.held = []
+            self.n["committed"] += len(records)
+            self.n["commits"] += 1
+            self._log.warning("ledger store took %d held records: accepting calls", len(records))
+        if self.journal_dirty and self._journal is not None and not await self._replay():
+            return
+        self.store_down = False
+        if was_down:
+            self._log.warning("ledger store recovered")
+
+    async def _revive_store(self) -> None:
+        try:
+            await self._store.check()
+        except Exception:
+            reopen = getattr(self._store, "reopen", None)
+            if reopen is None:
+                raise
+            await reopen()
+            await self._store.check()
+
+    async def _replay(self) -> bool:
+        """Replay the journal into the store and truncate it; False if the store failed."""
+        assert self._journal is not None
+        try:
+            # From where an earlier replay stopped if its truncate failed: those records
+            # are committed, and replaying their counters again would count them twice.
+            records, counts = await self._journal.replay(self._journal_applied)
+        except OSError as exc:  # the store is fine; keep the journal and try again later
+            self._log.error("cannot read ledger journal %s: %s", self._journal.path, exc)
+            return True
+        if records or counts:
+            merged = merge(counts)
+            # Records in chunks (each chunk is idempotent); counts, which are not, go with
+            # the last chunk so they are added all at once or not at all.
+            chunk = self._replay_chunk
+            starts = range(0, len(records), chunk) if records else range(1)
+            try:
+                for start in starts:
+                    last = start + chunk >= len(records)
+                    await self._store.write(records[start : start + chunk], merged if last else ())
+                    self.n["commits"] += 1
+            except Exception as exc:
+                self._store_failed(exc)
+                return False
+            self.n["committed"] += len(records)
+            self.n["replayed"] += len(records)
+            self._log.warning("ledger journal replayed: %d records", len(records))
+        self._journal_applied = self._journal.replayed_to
+        try:
+            await self._journal.truncate()
+        except OSError as exc:
+            self._log.error("cannot truncate ledger journal %s: %s", self._journal.path, exc)
+            return True
+        self.journal_dirty = False
+        self._journal_applied = 0
+        return True
+
+
+def merge(counts: Sequence[OutcomeCount]) -> list[OutcomeCount]:
+    if len(counts) < 2:
+        return list(counts)
+    summed: dict[CountKey, int] = {}
+    for c in counts:
+        key = (c.minute, c.account, c.category, c.action, c.outcome, c.detail)
+        summed[key] = summed.get(key, 0) + c.count
+    return [OutcomeCount(*key, count=n) for key, n in summed.items()]
+
+
+def resolve(future: SharedFuture | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+def fail(future: SharedFuture | None) -> None:
+    if future is not None and not future.done():
+        future.set_exception(LedgerUnavailable("ledger store and journal both failed"))
+        future.exception()  # marks it retrieved: batched callers may never await it

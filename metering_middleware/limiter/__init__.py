@@ -1,0 +1,49 @@
+"""QPS admission: exact per-(account, API) limits over a one-second sliding window.
+
+Backends by URL (``open_limiter``): ``memory://`` for one gateway process,
+``redis://host:port/db`` shared by many. ``admit`` also claims the signature nonce,
+so with Redis a replay to any gateway process is refused in the same round trip.
+See ``docs/limiter.md``.
+"""
+
+from .base import (
+    WINDOW_SECONDS,
+    AdmitStatus,
+    Decision,
+    DeferredNonceStore,
+    Limiter,
+    LimiterError,
+    NonceClaim,
+)
+from .factory import LimiterSettings, open_limiter
+from .headers import (
+    DEFAULT_POLICY_NAME,
+    THROTTLING_CODE,
+    THROTTLING_MESSAGE,
+    rate_limit_headers,
+    refusal,
+)
+from .memory import MemoryLimiter
+from .policy import BreakerState, CircuitBreaker, FailurePolicy, local_share
+
+__all__ = [
+    "DEFAULT_POLICY_NAME",
+    "THROTTLING_CODE",
+    "THROTTLING_MESSAGE",
+    "WINDOW_SECONDS",
+    "AdmitStatus",
+    "BreakerState",
+    "CircuitBreaker",
+    "Decision",
+    "DeferredNonceStore",
+    "FailurePolicy",
+    "Limiter",
+    "LimiterError",
+    "LimiterSettings",
+    "MemoryLimiter",
+    "NonceClaim",
+    "local_share",
+    "open_limiter",
+    "rate_limit_headers",
+    "refusal",
+]

@@ -1,0 +1,98 @@
+"""What a ``Decision`` looks like on the wire: the refusal and the RateLimit headers.
+
+Headers follow draft-ietf-httpapi-ratelimit-headers-11 (the syntax is unchanged since
+-08): both fields are Structured Field Lists of one Item whose value is the policy
+name, a String, with Integer parameters::
+
+    RateLimit-Policy: "qps";q=5;w=1
+    RateLimit: "qps";r=3;t=1
+
+``q`` is the quota (N), ``w`` the window in seconds, ``r`` the quota left and ``t``
+the seconds until more quota frees (delay-seconds: rounded up, never sub-second).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..errors import SERVICE_UNAVAILABLE, SIGNATURE_NONCE_USED, ApiError, ErrorKind
+from .base import AdmitStatus, Decision
+
+__all__ = [
+    "DEFAULT_POLICY_NAME",
+    "THROTTLING_CODE",
+    "THROTTLING_MESSAGE",
+    "rate_limit_headers",
+    "refusal",
+]
+
+THROTTLING_CODE = "Throttling.User"
+#: Alibaba Cloud's own message for this code.
+THROTTLING_MESSAGE = "Request was denied due to user flow control."
+DEFAULT_POLICY_NAME = "qps"
+
+_THROTTLED = {
+    429: ErrorKind(THROTTLING_CODE, 429, "throttled"),
+    400: ErrorKind(THROTTLING_CODE, 400, "throttled"),  # what VIAPI itself answers
+}
+
+
+def _sf_string(value: str) -> str:
+    if not value.isascii() or not value.isprintable():
+        raise ValueError(f"a structured-field string must be printable ASCII: {value!r}")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _seconds(value: float) -> int:
+    # delay-seconds: whole, non-negative, rounded up so a client never retries early.
+    return max(0, math.ceil(value - 1e-9))
+
+
+def rate_limit_headers(
+    decision: Decision, *, policy: str = DEFAULT_POLICY_NAME
+) -> list[tuple[bytes, bytes]]:
+    """The response header pairs (lower-case names, ASGI style) for ``decision``.
+
+    Admitted and throttled calls get ``ratelimit-policy`` and, when the remaining quota
+    is known, ``ratelimit``; throttled and unavailable ones add ``retry-after``. A
+    nonce refusal gets none (the call was never counted).
+    """
+    if decision.status is AdmitStatus.NONCE_REUSED:
+        return []
+    out: list[tuple[bytes, bytes]] = []
+    name = _sf_string(policy)
+    if decision.status is not AdmitStatus.UNAVAILABLE:
+        window = max(1, _seconds(decision.window))
+        out.append((b"ratelimit-policy", f"{name};q={decision.limit};w={window}".encode()))
+        if decision.remaining is not None:
+            reset = _seconds(decision.reset)
+            out.append((b"ratelimit", f"{name};r={decision.remaining};t={reset}".encode()))
+    if decision.status in (AdmitStatus.THROTTLED, AdmitStatus.UNAVAILABLE):
+        out.append((b"retry-after", str(max(1, _seconds(decision.retry_after))).encode()))
+    return out
+
+
+def refusal(decision: Decision, *, throttle_status: int = 429) -> ApiError | None:
+    """The ``ApiError`` to answer with, or ``None`` when the call is admitted.
+
+    ``throttle_status`` is 429 (the default, what HTTP clients expect) or 400 (what
+    VIAPI answers). Send ``rate_limit_headers(decision)`` with the error body.
+    """
+    status = decision.status
+    if status is AdmitStatus.ADMITTED:
+        return None
+    if status is AdmitStatus.THROTTLED:
+        kind = _THROTTLED.get(throttle_status)
+        if kind is None:
+            raise ValueError(f"throttle_status must be 429 or 400, not {throttle_status}")
+        return ApiError(kind, THROTTLING_MESSAGE)
+    if status is AdmitStatus.NONCE_REUSED:
+        return ApiError(
+            SIGNATURE_NONCE_USED,
+            "Specified signature nonce was used already within the time window.",
+        )
+    return ApiError(
+        SERVICE_UNAVAILABLE,
+        "The QPS limiter's shared store is unavailable; retry later.",
+        reason="limiter_unavailable",
+    )

@@ -1,0 +1,176 @@
+"""``memory://``: an exact sliding log per (account, API), in one gateway process.
+
+The log holds the admission times of the last window (at most N of them, N <= ~100),
+so the check is exact: admit at ``t`` iff fewer than N admissions lie in
+``(t - window, t]``. Times are integer microseconds, as in the Redis script, so both
+backends draw the window's edge at the same place.
+
+One process only: two processes with separate logs would each admit N. ``start``
+takes an exclusive ``flock`` on a lock file beside the ledger and refuses to start
+when another process holds it (use ``redis://`` for several processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections import deque
+from collections.abc import Hashable
+
+from ..clock import Clock
+from ..nonces import MemoryNonceStore
+from .base import WINDOW_SECONDS, AdmitStatus, Decision, LimiterError, NonceClaim
+
+__all__ = ["MemoryLimiter", "SlidingLogs"]
+
+_US = 1_000_000
+#: Logs idle this long (microseconds) are dropped by the next sweep.
+_SWEEP_EVERY_US = 10 * _US
+
+
+class SlidingLogs:
+    """Admission logs keyed by anything hashable; each call is atomic (no await inside).
+
+    ``admit`` returns ``(admitted, count, reset_at, retry_at, now)`` in microseconds:
+    ``count`` admissions in the window after the decision, ``reset_at`` when the
+    oldest of them leaves it, ``retry_at`` (throttled) when a slot frees.
+    """
+
+    __slots__ = ("_logs", "_max_window", "_swept_at")
+
+    def __init__(self) -> None:
+        # Newest at the right; a deque per key costs ~600 bytes plus 28 per entry.
+        self._logs: dict[Hashable, deque[int]] = {}
+        self._swept_at = 0
+        self._max_window = 0
+
+    def __len__(self) -> int:
+        return len(self._logs)
+
+    def admit(
+        self, key: Hashable, limit: int, window_us: int, now_us: int
+    ) -> tuple[bool, int, int, int, int]:
+        if window_us > self._max_window:
+            self._max_window = window_us
+        if now_us - self._swept_at >= _SWEEP_EVERY_US:
+            self._sweep(now_us)
+        log = self._logs.get(key)
+        if log is None:
+            log = self._logs[key] = deque()
+        elif log:
+            # A clock stepped back must not reorder the log (its order is the invariant).
+            if log[-1] > now_us:
+                now_us = log[-1]
+            cutoff = now_us - window_us
+            while log and log[0] <= cutoff:
+                log.popleft()
+        count = len(log)
+        if count < limit:
+            log.append(now_us)
+            return True, count + 1, log[0] + window_us, 0, now_us
+        # Throttled: count - limit + 1 admissions must leave; the last of them is this one.
+        return False, count, log[0] + window_us, log[count - limit] + window_us, now_us
+
+    def _sweep(self, now_us: int) -> None:
+        self._swept_at = now_us
+        cutoff = now_us - self._max_window
+        idle = [k for k, log in self._logs.items() if not log or log[-1] <= cutoff]
+        for k in idle:
+            del self._logs[k]
+
+
+def _decision(
+    result: tuple[bool, int, int, int, int], limit: int, window: float, *, degraded: bool = False
+) -> Decision:
+    admitted, count, reset_at, retry_at, now_us = result
+    return Decision(
+        status=AdmitStatus.ADMITTED if admitted else AdmitStatus.THROTTLED,
+        limit=limit,
+        remaining=max(0, limit - count),
+        reset=(reset_at - now_us) / _US,
+        retry_after=0.0 if admitted else (retry_at - now_us) / _US,
+        at=now_us / _US,
+        degraded=degraded,
+        window=window,
+    )
+
+
+class MemoryLimiter:
+    """The ``memory://`` backend. Nonces go to ``nonces`` (shared with the verifier if
+    it still claims them; give it a ``DeferredNonceStore`` then)."""
+
+    __slots__ = ("_allow_explicit", "_clock", "_lock_fd", "_lock_path", "_logs", "nonces")
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        nonces: MemoryNonceStore | None = None,
+        lock_path: str | None = None,
+        allow_explicit_time: bool = False,
+    ) -> None:
+        self._clock = clock
+        self.nonces = nonces if nonces is not None else MemoryNonceStore(clock)
+        self._lock_path = lock_path
+        self._lock_fd: int | None = None
+        self._allow_explicit = allow_explicit_time
+        self._logs = SlidingLogs()
+
+    async def start(self) -> None:
+        if self._lock_path is None or self._lock_fd is not None:
+            return
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LimiterError(
+                f"another gateway process (pid {holder}) already limits calls with "
+                f"memory:// on this ledger (lock {self._lock_path}); a second one would "
+                "double every QPS limit: use limiter_url = redis://host:port/db"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    async def close(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    async def admit(
+        self,
+        account: str,
+        category: str,
+        action: str,
+        limit: int,
+        *,
+        nonce: NonceClaim | None = None,
+        now: float | None = None,
+    ) -> Decision:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        if now is not None and not self._allow_explicit:
+            raise ValueError("an explicit time needs allow_explicit_time=True (tests only)")
+        t = self._clock.time() if now is None else now
+        # MemoryNonceStore.claim never suspends: the claim and the log check stay atomic.
+        if nonce is not None and not await self.nonces.claim(
+            nonce.access_key_id, nonce.nonce, nonce.expires_at
+        ):
+            return Decision(AdmitStatus.NONCE_REUSED, limit, None, 0.0, 0.0, t)
+        result = self._logs.admit(
+            (account, category, action), limit, int(WINDOW_SECONDS * _US), round(t * _US)
+        )
+        return _decision(result, limit, WINDOW_SECONDS)
+
+    def admit_local(self, key: Hashable, limit: int, window: float, now: float) -> Decision:
+        """A degraded decision on this process's log (the Redis ``local`` policy)."""
+        result = self._logs.admit(key, limit, round(window * _US), round(now * _US))
+        return _decision(result, limit, window, degraded=True)

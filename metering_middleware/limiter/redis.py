@@ -1,0 +1,239 @@
+"""``redis://host:port/db``: one exact sliding log per (account, API), shared by every
+gateway process, decided by one Lua script on Redis's own clock.
+
+One ``EVALSHA`` per admission claims the nonce and checks the log (``lua/admit.lua``).
+Keys carry the account as a Redis Cluster hash tag, ``<prefix>{<account>}:...``, so all
+of an account's keys live in one slot. After Redis loses its script cache (restart,
+``SCRIPT FLUSH``, failover) the ``NOSCRIPT`` answer reloads the script and retries once.
+
+While Redis fails, a ``FailurePolicy`` decides and a ``CircuitBreaker`` keeps the dead
+server from costing each call a timeout; nonces then go to an in-process store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from importlib.resources import files
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from ..clock import Clock
+from ..nonces import MemoryNonceStore
+from .base import WINDOW_SECONDS, AdmitStatus, Decision, LimiterError, NonceClaim
+from .memory import MemoryLimiter
+from .policy import BreakerState, CircuitBreaker, FailurePolicy, local_share
+
+__all__ = ["SCRIPT", "RedisLimiter", "key_prefix_ok", "log_key", "nonce_key"]
+
+log = logging.getLogger("metering_middleware.limiter")
+
+#: The admission script, shipped as package data.
+SCRIPT = files("metering_middleware.limiter").joinpath("lua/admit.lua").read_text("utf-8")
+
+_US = 1_000_000
+_WINDOW_US = int(WINDOW_SECONDS * _US)
+#: A log key outlives its newest entry by one window (+1 ms: PEXPIRE is whole ms).
+_TTL_MS = int(WINDOW_SECONDS * 1000) + 1
+#: With explicit (test) time the script's clock is not Redis's, so keep logs longer.
+_EXPLICIT_TTL_MS = 600_000
+_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+
+def _escape(part: str) -> str:
+    # '{' and '}' would move the hash tag, ':' would make keys ambiguous.
+    if "%" in part or "{" in part or "}" in part or ":" in part:
+        part = part.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+        part = part.replace(":", "%3A")
+    return part
+
+
+def key_prefix_ok(prefix: str) -> bool:
+    return "{" not in prefix and "}" not in prefix
+
+
+def log_key(prefix: str, account: str, category: str, action: str) -> str:
+    return f"{prefix}{{{_escape(account)}}}:q:{_escape(category)}:{_escape(action)}"
+
+
+def nonce_key(prefix: str, account: str, access_key_id: str, nonce: str) -> str:
+    return f"{prefix}{{{_escape(account)}}}:n:{_escape(access_key_id)}:{nonce}"
+
+
+class RedisLimiter:
+    """The shared backend. ``url`` is anything ``redis.asyncio.Redis.from_url`` takes.
+
+    ``processes`` (P) only matters for the ``local`` policy. ``socket_timeout`` bounds
+    each round trip; a timed-out admission is a failure (it may still have been counted
+    by Redis: the conservative side). Commands are never retried: the script is not
+    idempotent.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        clock: Clock,
+        *,
+        failure_policy: FailurePolicy | str = FailurePolicy.LOCAL,
+        processes: int = 1,
+        socket_timeout: float = 0.05,
+        connect_timeout: float | None = None,
+        breaker_threshold: int = 3,
+        breaker_cooldown: float = 5.0,
+        key_prefix: str = "mm:",
+        allow_explicit_time: bool = False,
+        client: aioredis.Redis | None = None,
+    ) -> None:
+        try:
+            self.policy = FailurePolicy(failure_policy)
+        except ValueError:
+            raise LimiterError(
+                f"failure policy {failure_policy!r} is not one of open, closed, local"
+            ) from None
+        if processes < 1:
+            raise LimiterError("processes must be at least 1")
+        if socket_timeout <= 0:
+            raise LimiterError("socket_timeout must be positive")
+        if not key_prefix_ok(key_prefix):
+            raise LimiterError("key_prefix must not contain '{' or '}' (the hash tag)")
+        self.url = url
+        self._clock = clock
+        self.processes = processes
+        self._prefix = key_prefix
+        self._allow_explicit = allow_explicit_time
+        self._ttl = str(_EXPLICIT_TTL_MS if allow_explicit_time else _TTL_MS)
+        self.breaker = CircuitBreaker(clock, threshold=breaker_threshold, cooldown=breaker_cooldown)
+        # Nonces while Redis is down, and the ``local`` policy's own logs.
+        self.local = MemoryLimiter(clock, nonces=MemoryNonceStore(clock))
+        self._own_client = client is None
+        self._client: aioredis.Redis = client or aioredis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout or socket_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._sha: str | None = None
+        #: Round trips that failed (connection, timeout, Redis error), since start.
+        self.failures = 0
+        #: Decisions the failure policy made, since start.
+        self.degraded = 0
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
+
+    async def start(self) -> None:
+        """Load the script. A Redis that is down now is not fatal: the policy decides
+        until it answers (logged)."""
+        try:
+            await self._load()
+        except _FAILURES as exc:
+            self._failed(exc)
+
+    async def close(self) -> None:
+        if self._own_client:
+            await self._client.aclose()
+
+    async def admit(
+        self,
+        account: str,
+        category: str,
+        action: str,
+        limit: int,
+        *,
+        nonce: NonceClaim | None = None,
+        now: float | None = None,
+    ) -> Decision:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        if now is not None and not self._allow_explicit:
+            raise ValueError("an explicit time needs allow_explicit_time=True (tests only)")
+        if not self.breaker.allow():
+            return await self._fallback(account, category, action, limit, nonce)
+        keys = [log_key(self._prefix, account, category, action)]
+        explicit = "" if now is None else str(round(now * _US))
+        args = [str(limit), str(_WINDOW_US), self._ttl, explicit]
+        if nonce is not None:
+            keys.append(nonce_key(self._prefix, account, nonce.access_key_id, nonce.nonce))
+            args.append(str(round(nonce.expires_at * 1000)))
+        settled = False
+        try:
+            reply = await self._run(keys, args)
+            settled = True
+        except _FAILURES as exc:
+            settled = True
+            self._failed(exc)
+            return await self._fallback(account, category, action, limit, nonce)
+        finally:
+            if not settled:  # cancelled mid-flight: it tells nothing about Redis
+                self.breaker.abandon()
+        if self.breaker.record_success():
+            log.warning("limiter: Redis answers again at %s; shared limits resumed", self.url)
+        return _decision(reply, limit)
+
+    async def _run(self, keys: list[str], args: list[str]) -> list[Any]:
+        if self._sha is None:
+            await self._load()
+        assert self._sha is not None
+        try:
+            reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Redis restarted or flushed its scripts: reload once, run again.
+            await self._load()
+            reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
+        return list(reply)
+
+    async def _load(self) -> None:
+        self._sha = str(await self._client.script_load(SCRIPT))
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        if self.breaker.record_failure():
+            log.error(
+                "limiter: Redis at %s failed %r; policy %s until it answers (probe every %.1f s)",
+                self.url,
+                exc,
+                self.policy.value,
+                self.breaker.retry_in(),
+            )
+        elif self.breaker.state is BreakerState.CLOSED:
+            log.warning("limiter: Redis round trip failed: %r", exc)
+
+    async def _fallback(
+        self, account: str, category: str, action: str, limit: int, nonce: NonceClaim | None
+    ) -> Decision:
+        self.degraded += 1
+        now = self._clock.time()
+        if self.policy is FailurePolicy.CLOSED:
+            # Refused before anything is claimed: the client's retry may reuse its nonce.
+            wait = max(1.0, self.breaker.retry_in())
+            return Decision(AdmitStatus.UNAVAILABLE, limit, None, 0.0, wait, now, degraded=True)
+        # Weaker than Redis: a replay to another process during the outage is not seen.
+        if nonce is not None and not await self.local.nonces.claim(
+            nonce.access_key_id, nonce.nonce, nonce.expires_at
+        ):
+            return Decision(AdmitStatus.NONCE_REUSED, limit, None, 0.0, 0.0, now, degraded=True)
+        if self.policy is FailurePolicy.OPEN:
+            return Decision(AdmitStatus.ADMITTED, limit, None, 0.0, 0.0, now, degraded=True)
+        share, window = local_share(limit, self.processes)
+        return self.local.admit_local((account, category, action), share, window, now)
+
+
+def _decision(reply: list[Any], limit: int) -> Decision:
+    status, count, reset_at, retry_at, now_us = (int(v) for v in reply)
+    at = now_us / _US
+    if status == 2:
+        return Decision(AdmitStatus.NONCE_REUSED, limit, None, 0.0, 0.0, at)
+    admitted = status == 1
+    return Decision(
+        status=AdmitStatus.ADMITTED if admitted else AdmitStatus.THROTTLED,
+        limit=limit,
+        remaining=max(0, limit - count),
+        reset=(reset_at - now_us) / _US,
+        retry_after=0.0 if admitted else (retry_at - now_us) / _US,
+        at=at,
+    )
