@@ -57,6 +57,7 @@ class Run:
     rps: float
     cpu_us: float
     p50_ms: float
+    busy: float  # server CPU over the window's wall time: near 1.0 when it was the bottleneck
     charged: int | None  # ledger records after the run (metered variants)
 
 
@@ -138,7 +139,9 @@ class Bench:
                 )
             for path in ledger.parent.glob(ledger.name + "*"):
                 path.unlink()
-        return Run(count / timed.seconds, used * 1e6 / count, timed.p50_ms, charged)
+        return Run(
+            count / timed.seconds, used * 1e6 / count, timed.p50_ms, used / timed.seconds, charged
+        )
 
     def close(self) -> None:
         for process in self.processes:
@@ -250,13 +253,14 @@ def orchestrate(args: argparse.Namespace) -> None:
                     charged = f"  ledger={run.charged}" if run.charged is not None else ""
                     print(
                         f"round {n + 1} {variant:16s} {run.rps:8.0f} req/s "
-                        f"{run.cpu_us:7.1f} us CPU/req  p50 {run.p50_ms:6.2f} ms{charged}",
+                        f"{run.cpu_us:7.1f} us CPU/req  busy {run.busy:4.0%}  "
+                        f"p50 {run.p50_ms:6.2f} ms{charged}",
                         flush=True,
                     )
         finally:
             bench.close()
     print(f"\n{report(runs, args)}")
-    print(f"\nwall time {time.monotonic() - began:.0f} s")
+    print(f"\nwall time {time.monotonic() - began:.0f} s; load average {load_average()}")
 
 
 def machine_line(args: argparse.Namespace) -> str:
@@ -269,8 +273,13 @@ def machine_line(args: argparse.Namespace) -> str:
     return (
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; nproc {os.cpu_count()} ({model}); "
         f"Python {platform.python_version()}; client {args.client}, c={args.concurrency}; "
-        f"{args.rounds} rounds, ~{args.seconds:g} s per run"
+        f"{args.rounds} rounds, ~{args.seconds:g} s per run; load average {load_average()}"
     )
+
+
+def load_average() -> str:
+    # The machine is shared: a high load average means other work competed for the CPUs.
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _spread(values: list[float], fmt: str) -> str:
@@ -281,8 +290,8 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> str:
     """Markdown: medians with min-max, and each metered variant against its bare one."""
     lines = [
         "| variant | req/s (median) | req/s min-max | CPU µs/req (median) | CPU min-max "
-        "| req/s vs bare | CPU vs bare | meter's CPU µs/req |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server busy | req/s vs bare | CPU vs bare | meter's CPU µs/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     medians = {
         v: (statistics.median(r.rps for r in rs), statistics.median(r.cpu_us for r in rs))
@@ -298,7 +307,8 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> str:
             added = f"+{cpu - bare[1]:.0f}"
         lines.append(
             f"| {variant} | {rps:,.0f} | {_spread([r.rps for r in rs], ',.0f')} | {cpu:.0f} "
-            f"| {_spread([r.cpu_us for r in rs], '.0f')} | {ratio} | {ratio_cpu} | {added} |"
+            f"| {_spread([r.cpu_us for r in rs], '.0f')} "
+            f"| {statistics.median(r.busy for r in rs):.0%} | {ratio} | {ratio_cpu} | {added} |"
         )
     return "\n".join(lines)
 

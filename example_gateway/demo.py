@@ -24,7 +24,7 @@ from metering_middleware.ledger.urls import open_store
 from .app import create_gateway_app
 from .config import GatewayConfig
 from .mock_upstream import create_mock_upstream
-from .serving import serve_in_background
+from .serving import run_server
 
 __all__ = ["run_demo"]
 
@@ -122,9 +122,9 @@ async def run_demo(db_path: Path | None = None, out: TextIO = sys.stdout) -> int
     await store.close()
 
     runtime = MeteringRuntime(MeteringConfig(ledger_url=url, mode="strict"))
-    async with serve_in_background(create_mock_upstream()) as upstream:
+    async with run_server(create_mock_upstream()) as upstream:
         app = create_gateway_app(GatewayConfig(upstream=upstream, port=0), runtime)
-        async with serve_in_background(app) as gateway:
+        async with run_server(app) as gateway:
             print(f"mock VIAPI at {upstream}, gateway at {gateway}", file=sys.stderr)
             sent = await asyncio.to_thread(_traffic, gateway, keys)
     # The gateway has shut down: its lifespan flushed the ledger. Read it back.
