@@ -1,6 +1,6 @@
 """The meter's cost: a trivial VIAPI-like app and the example proxy, bare vs metered.
 
-    .venv/bin/python bench/meter_bench.py                 # 5 rounds x ~3 s per variant
+    .venv/bin/python bench/meter_bench.py                 # 7 rounds x ~3 s per variant
     .venv/bin/python bench/meter_bench.py --rounds 7 --seconds 5 --variants trivial,trivial+strict
 
 Each server runs in its own process (``bench/apps.py``): uvicorn, one worker,
@@ -259,7 +259,7 @@ def orchestrate(args: argparse.Namespace) -> None:
                     )
         finally:
             bench.close()
-    print(f"\n{report(runs, args)}")
+    print(f"\n{report(runs)}")
     print(f"\nwall time {time.monotonic() - began:.0f} s; load average {load_average()}")
 
 
@@ -286,25 +286,28 @@ def _spread(values: list[float], fmt: str) -> str:
     return f"{format(min(values), fmt)}-{format(max(values), fmt)}"
 
 
-def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> str:
-    """Markdown: medians with min-max, and each metered variant against its bare one."""
+def report(runs: dict[str, list[Run]]) -> str:
+    """Markdown: medians with min-max, and each metered variant against its bare one.
+
+    The comparisons are medians of per-round pairs (a metered run against the bare run of
+    the same round, minutes apart at most), so a slow spell of the shared machine that
+    hits a whole round cancels out instead of widening the spread.
+    """
     lines = [
         "| variant | req/s (median) | req/s min-max | CPU µs/req (median) | CPU min-max "
         "| server busy | req/s vs bare | CPU vs bare | meter's CPU µs/req |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    medians = {
-        v: (statistics.median(r.rps for r in rs), statistics.median(r.cpu_us for r in rs))
-        for v, rs in runs.items()
-    }
     for variant, rs in runs.items():
-        rps, cpu = medians[variant]
+        rps = statistics.median(r.rps for r in rs)
+        cpu = statistics.median(r.cpu_us for r in rs)
         ratio = ratio_cpu = added = "-"
-        bare = medians.get(bare_of(variant))
+        bare = runs.get(bare_of(variant))
         if is_metered(variant) and bare is not None:
-            ratio = f"{rps / bare[0]:.2f}"
-            ratio_cpu = f"{cpu / bare[1]:.2f}"
-            added = f"+{cpu - bare[1]:.0f}"
+            pairs = list(zip(rs, bare, strict=True))
+            ratio = f"{statistics.median(m.rps / b.rps for m, b in pairs):.2f}"
+            ratio_cpu = f"{statistics.median(m.cpu_us / b.cpu_us for m, b in pairs):.2f}"
+            added = f"+{statistics.median(m.cpu_us - b.cpu_us for m, b in pairs):.0f}"
         lines.append(
             f"| {variant} | {rps:,.0f} | {_spread([r.rps for r in rs], ',.0f')} | {cpu:.0f} "
             f"| {_spread([r.cpu_us for r in rs], '.0f')} "
@@ -315,7 +318,7 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=3.0, help="about this long per run")
     parser.add_argument(
         "--warmup", type=float, default=0.2, help="warm-up requests, as a share of a run"

@@ -1,4 +1,4 @@
-"""``metering``: accounts and the ledger from the command line.
+"""``metering``: accounts, the ledger, plans, settlement and bills from the command line.
 
 Results go to stdout (``--format table|json|csv``), messages to stderr. Exit
 codes: 0 success, 1 failure, 2 bad usage. Secrets are never taken as
@@ -20,6 +20,8 @@ from .clock import BEIJING, SystemClock
 from .credentials import CredentialManager, SecretBox
 from .ledger import LedgerStore, StoreError
 from .ledger.urls import open_store
+from .rating import LockLost, SettleBusy
+from .rating._commands import RATING_COLUMNS, add_rating_commands
 
 __all__ = ["main"]
 
@@ -190,9 +192,11 @@ COLUMNS = {
     ],
     _ledger_summary: ["account", "category", "action", "item", "calls", "first", "last"],
     _ledger_outcomes: ["account", "category", "action", "outcome", "detail", "calls"],
+    **RATING_COLUMNS,
 }
 
-Handler = Callable[[LedgerStore, argparse.Namespace], Awaitable[list[dict[str, Any]]]]
+#: A handler returns rows to render, or (the bill) text already rendered.
+Handler = Callable[[LedgerStore, argparse.Namespace], Awaitable[list[dict[str, Any]] | str]]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,10 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "calls":
             p.add_argument("--limit", type=int, default=None)
         p.set_defaults(handler=handler)
+    add_rating_commands(groups, common, _Parser)
     return parser
 
 
-async def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
+async def _run(args: argparse.Namespace) -> list[dict[str, Any]] | str:
     url = args.db or os.environ.get(DB_ENV) or DEFAULT_DB
     try:
         store = open_store(url)
@@ -271,20 +276,23 @@ async def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("since", "until"):
+    for name in ("since", "until", "ordered_at"):
         if getattr(args, name, None) is not None:
             try:
                 setattr(args, name, _instant(args.tz)(getattr(args, name)))
             except argparse.ArgumentTypeError as exc:
-                parser.error(f"--{name}: {exc}")
+                parser.error(f"--{name.replace('_', '-')}: {exc}")
     try:
         rows = asyncio.run(_run(args))
-    except (CliError, StoreError, ValueError) as exc:
+    except (CliError, StoreError, ValueError, SettleBusy, LockLost) as exc:
         print(f"metering: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 1
-    render(rows, COLUMNS[args.handler], args.format, sys.stdout)
+    if isinstance(rows, str):
+        sys.stdout.write(rows)
+    else:
+        render(rows, COLUMNS[args.handler], args.format, sys.stdout)
     return 0
 
 

@@ -30,7 +30,9 @@ class LimiterSettings:
     #: P, the number of gateway processes sharing the limits (``local`` policy only).
     processes: int = 1
     #: Seconds one Redis round trip may take before it counts as a failure.
-    socket_timeout: float = 0.05
+    socket_timeout: float = 0.1
+    #: Seconds a new connection to Redis may take.
+    connect_timeout: float = 0.5
     #: Consecutive failures that open the circuit breaker.
     breaker_threshold: int = 3
     #: Seconds the breaker stays open before one call probes Redis again.
@@ -55,7 +57,7 @@ class LimiterSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise LimiterError(f"{name}: must be a positive integer")
-        for name in ("socket_timeout", "breaker_cooldown"):
+        for name in ("socket_timeout", "connect_timeout", "breaker_cooldown"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise LimiterError(f"{name}: must be a positive number of seconds")
@@ -101,6 +103,7 @@ def open_limiter(
         failure_policy=settings.failure_policy,
         processes=settings.processes,
         socket_timeout=settings.socket_timeout,
+        connect_timeout=settings.connect_timeout,
         breaker_threshold=settings.breaker_threshold,
         breaker_cooldown=settings.breaker_cooldown,
         key_prefix=settings.key_prefix,

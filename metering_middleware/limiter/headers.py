@@ -65,7 +65,10 @@ def rate_limit_headers(
         window = max(1, _seconds(decision.window))
         out.append((b"ratelimit-policy", f"{name};q={decision.limit};w={window}".encode()))
         if decision.remaining is not None:
-            reset = _seconds(decision.reset)
+            # Throttled: ``t`` names the same instant as Retry-After (draft -08 asks for
+            # that; -11 only that Retry-After is not earlier).
+            throttled = decision.status is AdmitStatus.THROTTLED
+            reset = _seconds(decision.retry_after if throttled else decision.reset)
             out.append((b"ratelimit", f"{name};r={decision.remaining};t={reset}".encode()))
     if decision.status in (AdmitStatus.THROTTLED, AdmitStatus.UNAVAILABLE):
         out.append((b"retry-after", str(max(1, _seconds(decision.retry_after))).encode()))

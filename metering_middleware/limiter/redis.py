@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from importlib.resources import files
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -70,7 +69,8 @@ class RedisLimiter:
     ``processes`` (P) only matters for the ``local`` policy. ``socket_timeout`` bounds
     each round trip; a timed-out admission is a failure (it may still have been counted
     by Redis: the conservative side). Commands are never retried: the script is not
-    idempotent.
+    idempotent. A ``client`` given by the caller is used as is (its own timeouts and
+    retries; give it none) and is not closed by ``close``.
     """
 
     def __init__(
@@ -80,8 +80,8 @@ class RedisLimiter:
         *,
         failure_policy: FailurePolicy | str = FailurePolicy.LOCAL,
         processes: int = 1,
-        socket_timeout: float = 0.05,
-        connect_timeout: float | None = None,
+        socket_timeout: float = 0.1,
+        connect_timeout: float = 0.5,
         breaker_threshold: int = 3,
         breaker_cooldown: float = 5.0,
         key_prefix: str = "mm:",
@@ -96,8 +96,8 @@ class RedisLimiter:
             ) from None
         if processes < 1:
             raise LimiterError("processes must be at least 1")
-        if socket_timeout <= 0:
-            raise LimiterError("socket_timeout must be positive")
+        if socket_timeout <= 0 or connect_timeout <= 0:
+            raise LimiterError("socket_timeout and connect_timeout must be positive")
         if not key_prefix_ok(key_prefix):
             raise LimiterError("key_prefix must not contain '{' or '}' (the hash tag)")
         self.url = url
@@ -113,7 +113,7 @@ class RedisLimiter:
         self._client: aioredis.Redis = client or aioredis.Redis.from_url(
             url,
             socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout or socket_timeout,
+            socket_connect_timeout=connect_timeout,
             retry=Retry(NoBackoff(), 0),
         )
         self._sha: str | None = None
@@ -175,7 +175,7 @@ class RedisLimiter:
             log.warning("limiter: Redis answers again at %s; shared limits resumed", self.url)
         return _decision(reply, limit)
 
-    async def _run(self, keys: list[str], args: list[str]) -> list[Any]:
+    async def _run(self, keys: list[str], args: list[str]) -> bytes:
         if self._sha is None:
             await self._load()
         assert self._sha is not None
@@ -185,7 +185,7 @@ class RedisLimiter:
             # Redis restarted or flushed its scripts: reload once, run again.
             await self._load()
             reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
-        return list(reply)
+        return reply if isinstance(reply, bytes) else str(reply).encode()
 
     async def _load(self) -> None:
         self._sha = str(await self._client.script_load(SCRIPT))
@@ -223,8 +223,8 @@ class RedisLimiter:
         return self.local.admit_local((account, category, action), share, window, now)
 
 
-def _decision(reply: list[Any], limit: int) -> Decision:
-    status, count, reset_at, retry_at, now_us = (int(v) for v in reply)
+def _decision(reply: bytes, limit: int) -> Decision:
+    status, count, reset_at, retry_at, now_us = map(int, reply.split())
     at = now_us / _US
     if status == 2:
         return Decision(AdmitStatus.NONCE_REUSED, limit, None, 0.0, 0.0, at)

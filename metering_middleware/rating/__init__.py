@@ -1,10 +1,14 @@
-"""Rating's pure core: billing months, plans, pay-as-you-go pricing and deduction.
+"""Rating: the pure core (billing months, plans, pay-as-you-go pricing, deduction) and,
+built on it, plans kept beside the ledger, settlement and bills.
 
-No I/O here: settlement (storage, the settle loop) and the CLI build on these functions.
+The core modules do no I/O; ``store``/``sqlite_store`` keep plans and settlement results,
+``settlement`` runs passes over the ledger, ``bills``/``export`` present the results.
 """
 
+from .bills import Bill, PlanBalance, build_bill
 from .deduction import deduct
 from .errors import DeductionError, MonthError, PlanError, RatingError
+from .export import BILL_COLUMNS, EXTRA_COLUMNS, bill_document, export_rows, render_bill
 from .money import CHARGED_PLACES, RECORDED_PLACES, exact_mul, exact_sum, round_down
 from .months import Month, add_months, billing_month, format_month, parse_month
 from .plans import (
@@ -17,42 +21,115 @@ from .plans import (
     validate_subscription,
 )
 from .pricing import MonthTotal, PricePiece, month_total, month_totals, price_run, tier_room
+from .purchases import (
+    PlanView,
+    buy_qps_subscription,
+    buy_resource_plan,
+    image_categories,
+    list_plans,
+    refund_plan,
+    show_plan,
+)
 from .results import DeductionResult, Line, SettledRun, Source, SourceKind
+from .settlement import (
+    DEFAULT_GRACE,
+    DEFAULT_LAG,
+    DEFAULT_LOCK_TTL,
+    SettleBusy,
+    SettleProgress,
+    SettleReport,
+    rerate,
+    settle,
+)
+from .sqlite_store import SqliteRatingStore, rating_store_for
 from .state import DeductionState, PositionKey
+from .store import (
+    AccountProgress,
+    AccountWrite,
+    Adjustment,
+    BillLine,
+    CallBatch,
+    LockLost,
+    Plan,
+    PlanBook,
+    PlanChange,
+    Progress,
+    RatingStore,
+    SettledKey,
+    SettlementWrites,
+)
 
 __all__ = [
+    "BILL_COLUMNS",
     "CHARGED_PLACES",
+    "DEFAULT_GRACE",
+    "DEFAULT_LAG",
+    "DEFAULT_LOCK_TTL",
     "DEFAULT_VALIDITY_MONTHS",
+    "EXTRA_COLUMNS",
     "LOW_BALANCE_SHARE",
     "RECORDED_PLACES",
+    "AccountProgress",
+    "AccountWrite",
+    "Adjustment",
+    "Bill",
+    "BillLine",
+    "CallBatch",
     "DeductionError",
     "DeductionResult",
     "DeductionState",
     "Line",
+    "LockLost",
     "Month",
     "MonthError",
     "MonthTotal",
+    "Plan",
+    "PlanBalance",
+    "PlanBook",
+    "PlanChange",
     "PlanError",
     "PlanKind",
+    "PlanView",
     "PositionKey",
     "PricePiece",
+    "Progress",
     "QpsSubscription",
     "RatingError",
+    "RatingStore",
     "ResourcePlan",
+    "SettleBusy",
+    "SettleProgress",
+    "SettleReport",
+    "SettledKey",
     "SettledRun",
+    "SettlementWrites",
     "Source",
     "SourceKind",
+    "SqliteRatingStore",
     "add_months",
+    "bill_document",
     "billing_month",
+    "build_bill",
+    "buy_qps_subscription",
+    "buy_resource_plan",
     "deduct",
     "exact_mul",
     "exact_sum",
+    "export_rows",
     "format_month",
+    "image_categories",
+    "list_plans",
     "month_total",
     "month_totals",
     "parse_month",
     "price_run",
+    "rating_store_for",
+    "refund_plan",
+    "render_bill",
+    "rerate",
     "round_down",
+    "settle",
+    "show_plan",
     "tier_room",
     "validate_plan",
     "validate_subscription",

@@ -13,6 +13,7 @@ import pytest
 
 from metering_middleware.clock import ManualClock
 from metering_middleware.ledger import Outcome, OutcomeCount, SqliteStore, StoreError
+from metering_middleware.ledger.migrate import load_migrations
 
 from .support import T0, make_record, make_records
 
@@ -44,10 +45,13 @@ async def test_times_are_fixed_width_utc_text(tmp_path: Path) -> None:
 
 
 async def test_file_is_wal_and_migrated(sqlite_store: SqliteStore) -> None:
-    assert sqlite_store.applied_migrations == (1,)
+    versions = tuple(m.version for m in load_migrations())
+    assert sqlite_store.applied_migrations == versions
     assert _rows(sqlite_store.path, "PRAGMA journal_mode") == [("wal",)]
-    assert _rows(sqlite_store.path, "SELECT version FROM schema_migrations") == [(1,)]
-    assert _rows(sqlite_store.path, "PRAGMA user_version") == [(1,)]
+    assert _rows(sqlite_store.path, "SELECT version FROM schema_migrations") == [
+        (v,) for v in versions
+    ]
+    assert _rows(sqlite_store.path, "PRAGMA user_version") == [(versions[-1],)]
 
 
 async def test_reopening_a_migrated_file_applies_nothing(tmp_path: Path) -> None:
@@ -86,7 +90,8 @@ async def test_a_removed_file_is_detected_and_reopen_starts_a_new_one(
 
     await sqlite_store.reopen()
     await sqlite_store.check()
-    assert sqlite_store.applied_migrations == (1,)  # a new, empty, migrated file
+    # A new, empty, migrated file.
+    assert sqlite_store.applied_migrations == tuple(m.version for m in load_migrations())
     record = make_record()
     await sqlite_store.write([record], [])
     assert await sqlite_store.calls() == [record]

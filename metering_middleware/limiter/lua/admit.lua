@@ -9,12 +9,17 @@
 -- ARGV[4]  explicit time in microseconds, or '' for Redis's own clock (TIME)
 -- ARGV[5]  with KEYS[2]: the nonce's expiry, epoch milliseconds
 --
--- Returns {status, count, reset_at, retry_at, now}: status 1 admitted, 0 throttled,
--- 2 nonce reused; count = admissions in (now - window, now] after the decision;
--- reset_at = when the oldest of them leaves the window; retry_at (throttled) = when a
--- slot frees. Times in microseconds.
+-- Returns "status count reset_at retry_at now" as one string (one bulk reply parses
+-- faster than an array of five): status 1 admitted, 0 throttled, 2 nonce reused;
+-- count = admissions in (now - window, now] after the decision; reset_at = when the
+-- oldest of them leaves the window; retry_at (throttled) = when a slot frees.
+-- Times in integer microseconds.
 
 if redis.replicate_commands then redis.replicate_commands() end  -- TIME before writes, Redis < 5
+
+local function reply(status, count, reset_at, retry_at, now)
+  return string.format('%d %d %.0f %.0f %.0f', status, count, reset_at, retry_at, now)
+end
 
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -34,7 +39,7 @@ if KEYS[2] then
   local now_ms = math.floor(now / 1000)
   local held = redis.call('GET', KEYS[2])
   if held and tonumber(held) > now_ms then
-    return {2, 0, 0, 0, now}
+    return reply(2, 0, 0, 0, now)
   end
   if expires > now_ms then
     redis.call('SET', KEYS[2], string.format('%.0f', expires), 'PX', expires - now_ms)
@@ -61,7 +66,7 @@ if kept < limit then
   redis.call('PEXPIRE', key, tonumber(ARGV[3]))
   local oldest = now
   if kept > 0 then oldest = tonumber(log[kept]) end
-  return {1, kept + 1, oldest + window, 0, now}
+  return reply(1, kept + 1, oldest + window, 0, now)
 end
 -- Throttled: kept - limit + 1 admissions must leave; the newest of them is log[limit].
-return {0, kept, tonumber(log[kept]) + window, tonumber(log[limit]) + window, now}
+return reply(0, kept, tonumber(log[kept]) + window, tonumber(log[limit]) + window, now)

@@ -1,0 +1,150 @@
+"""Per-account pieces of a settlement pass (private): states, lines, routing marks."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from operator import attrgetter
+
+from ..ledger.records import CallRecord
+from .money import exact_sum
+from .months import Month
+from .plans import ResourcePlan
+from .results import Line, Source
+from .state import DeductionState, PositionKey
+from .store import Adjustment, BillLine, SettledKey
+
+__all__: list[str] = []
+
+LineKey = tuple[Month, Month, str, Source]  # billed, origin, item, source
+_ACCOUNT = attrgetter("account")
+
+
+@dataclass(slots=True)
+class Account:
+    """One account in a pass: its marks, where it starts from, what the pass produced."""
+
+    name: str
+    seen: int  # ledger seq its last pass saw
+    horizon: datetime | None  # what was settled (None: nothing yet)
+    target: datetime  # this pass settles what is effective before it
+    frontier: SettledKey | None
+    state: DeductionState  # the stored state after the frontier
+    own_reads: bool = False  # read by itself, not with the bulk of accounts
+    replay_from: Month | None = None
+    start: Month | None = None  # replay: the checkpoint month it restarts from
+    month: Month | None = None  # latest month with a checkpoint (written or stored)
+    adj: dict[int, Adjustment] = field(default_factory=dict)  # by ledger seq
+    lines: dict[LineKey, Tally] = field(default_factory=dict)
+    checkpoints: list[tuple[Month, DeductionState]] = field(default_factory=list)
+    reached: SettledKey | None = None  # the last key deducted in this pass
+    calls: int = 0
+
+    @property
+    def replaying(self) -> bool:
+        return self.start is not None
+
+    def settled(self, seq: int, effective: datetime) -> bool:
+        return seq <= self.seen and self.horizon is not None and effective < self.horizon
+
+    def reach(self, key: SettledKey) -> None:
+        if self.reached is None or key > self.reached:
+            self.reached = key
+
+    def add_line(self, billed: Month, line: Line) -> None:
+        key = (billed, line.month, line.item, line.source)
+        found = self.lines.get(key)
+        if found is None:
+            self.lines[key] = Tally(line.category, line.calls, line.points, line.amount)
+        else:
+            found.add(line.calls, line.points, line.amount)
+        self.calls += line.calls
+
+    def bill_lines(self, existing: Iterable[BillLine] = ()) -> tuple[BillLine, ...]:
+        """This pass's lines, added to ``existing`` ones of the same key."""
+        merged: dict[LineKey, Tally] = {}
+        for old in existing:
+            merged[(old.billed, old.origin, old.item, old.source)] = Tally(
+                old.category, old.calls, old.points, old.amount
+            )
+        for key, tally in self.lines.items():
+            found = merged.get(key)
+            if found is None:
+                merged[key] = Tally(tally.category, tally.calls, tally.points, tally.amount)
+            else:
+                found.add(tally.calls, tally.points, tally.amount)
+        out = [
+            BillLine(
+                self.name, billed, origin, t.category, item, source, t.calls, t.points, t.amount
+            )
+            for (billed, origin, item, source), t in merged.items()
+        ]
+        return tuple(sorted(out, key=_line_order))
+
+
+@dataclass(slots=True)
+class Tally:
+    """A line being added up: exact sums, never rounded."""
+
+    category: str
+    calls: int
+    points: Decimal
+    amount: Decimal
+
+    def add(self, calls: int, points: Decimal, amount: Decimal) -> None:
+        self.calls += calls
+        self.points = exact_sum((self.points, points))
+        self.amount = exact_sum((self.amount, amount))
+
+
+def _line_order(line: BillLine) -> tuple[Month, Month, str, tuple[int, str, int, Decimal]]:
+    return (line.billed, line.origin, line.item, line.source.sort_key)
+
+
+def split_state(
+    state: DeductionState,
+    accounts: Iterable[str],
+    plans_of: Mapping[str, list[ResourcePlan]],
+) -> dict[str, DeductionState]:
+    """Each account's part of ``state``; plans with all their points are left out (the
+    state's own convention), so what is stored stays small."""
+    wanted = set(accounts)
+    positions: dict[str, dict[PositionKey, int]] = {name: {} for name in wanted}
+    for key, n in state.positions.items():
+        mine = positions.get(key[0])
+        if mine is not None:
+            mine[key] = n
+    remaining = state.remaining
+    out: dict[str, DeductionState] = {}
+    for name in wanted:
+        left = {
+            p.id: remaining[p.id]
+            for p in plans_of.get(name, ())
+            if p.id in remaining and remaining[p.id] != p.points
+        }
+        out[name] = DeductionState(left, positions[name])
+    return out
+
+
+def merge_states(states: Iterable[DeductionState]) -> DeductionState:
+    """One state for accounts that share nothing (their keys never collide)."""
+    remaining: dict[str, Decimal] = {}
+    positions: dict[PositionKey, int] = {}
+    for state in states:
+        remaining.update(state.remaining)
+        positions.update(state.positions)
+    return DeductionState(remaining, positions)
+
+
+def last_keys(records: Sequence[CallRecord], month: Month) -> dict[str, SettledKey]:
+    """The last key per account of records sorted by (account, occurred_at, id)."""
+    out: dict[str, SettledKey] = {}
+    end = len(records)
+    while end > 0:
+        r = records[end - 1]
+        out[r.account] = (month, r.occurred_at, r.occurred_at, r.id)
+        end = bisect_left(records, r.account, 0, end - 1, key=_ACCOUNT)  # previous block
+    return out

@@ -1,0 +1,275 @@
+"""The rating commands of ``metering``: plans, settle, rerate, bill (private).
+
+Thin: argument parsing and output rows; the work is in :mod:`metering_middleware.rating`.
+Failures are ``ValueError``s (the CLI prints them in one line, exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta, tzinfo
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ..catalog import Catalog, default_catalog, load_catalog
+from ..clock import SystemClock
+from ..ledger import LedgerStore
+from .bills import build_bill
+from .export import render_bill
+from .months import Month, parse_month
+from .plans import QpsSubscription
+from .purchases import PlanView, buy_qps_subscription, buy_resource_plan, list_plans, show_plan
+from .settlement import SettleProgress, SettleReport, rerate, settle
+from .sqlite_store import SqliteRatingStore, rating_store_for
+
+__all__ = ["CATALOG_ENV", "RATING_COLUMNS", "add_rating_commands"]
+
+CATALOG_ENV = "METERING_CATALOG_PATH"
+
+
+def _month(text: str) -> Month:
+    try:
+        return parse_month(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal number") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a non-negative amount")
+    return value
+
+
+def _catalog(args: argparse.Namespace) -> Catalog:
+    path = args.catalog or os.environ.get(CATALOG_ENV)
+    return load_catalog(path) if path else default_catalog()
+
+
+@asynccontextmanager
+async def _rating(store: LedgerStore) -> AsyncIterator[SqliteRatingStore]:
+    async with rating_store_for(store) as ratings:
+        yield ratings
+
+
+def _plan_row(view: PlanView, zone: tzinfo) -> dict[str, Any]:
+    plan = view.plan
+    if isinstance(plan, QpsSubscription):
+        covers, qps, points = f"{plan.category}/{plan.action}", plan.qps, None
+    else:
+        covers, qps, points = ",".join(sorted(plan.categories)), None, plan.points
+    return {
+        "id": plan.id,
+        "account": plan.account,
+        "kind": view.kind,
+        "covers": covers,
+        "qps": qps,
+        "points": points,
+        "remaining": view.remaining,
+        "start": plan.start.astimezone(zone),
+        "end": plan.end.astimezone(zone),
+        "ordered_at": plan.ordered_at.astimezone(zone),
+        "price_paid": plan.price_paid,
+        "refunded_at": plan.refunded_at.astimezone(zone) if plan.refunded_at else None,
+    }
+
+
+async def _plans_buy(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    catalog = _catalog(args)
+    ordered_at = args.ordered_at or SystemClock().now()
+    async with _rating(store) as ratings:
+        if args.kind == "qps":
+            sub = await buy_qps_subscription(
+                ratings,
+                catalog,
+                account=args.account,
+                category=args.category,
+                action=args.action,
+                qps=args.qps,
+                ordered_at=ordered_at,
+                price_paid=args.price,
+                months=args.months,
+                subscription_id=args.id,
+            )
+            view = PlanView(sub, None)
+        else:
+            categories = None
+            if args.kind == "single":
+                categories = {args.category}
+            elif args.categories:
+                categories = {c.strip() for c in args.categories.split(",") if c.strip()}
+            plan = await buy_resource_plan(
+                ratings,
+                catalog,
+                account=args.account,
+                kind=args.kind,
+                points=args.points,
+                ordered_at=ordered_at,
+                price_paid=args.price,
+                categories=categories,
+                validity_months=args.validity_months,
+                plan_id=args.id,
+            )
+            view = PlanView(plan, plan.points)
+    print(f"bought {view.plan.id} for {view.plan.account}", file=sys.stderr)
+    return [_plan_row(view, args.tz)]
+
+
+async def _plans_list(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    async with _rating(store) as ratings:
+        return [_plan_row(v, args.tz) for v in await list_plans(ratings, account=args.account)]
+
+
+async def _plans_show(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    async with _rating(store) as ratings:
+        return [_plan_row(await show_plan(ratings, args.id), args.tz)]
+
+
+def _progress(step: SettleProgress) -> None:
+    print(
+        f"settled {step.month}: {step.records:,} records ({step.total:,} in this pass)",
+        file=sys.stderr,
+    )
+
+
+def _report_row(report: SettleReport, zone: tzinfo) -> dict[str, Any]:
+    return {
+        "horizon": report.horizon.astimezone(zone) if report.horizon else None,
+        "accounts": report.accounts,
+        "records": report.records,
+        "adjustments": report.adjustments,
+        "deferred": report.deferred,
+        "rerated": ",".join(report.rerated),
+    }
+
+
+async def _settle(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    async with _rating(store) as ratings:
+        report = await settle(
+            ratings,
+            _catalog(args),
+            SystemClock(),
+            lag=timedelta(seconds=args.lag),
+            grace=timedelta(days=args.grace),
+            account=args.account,
+            month=args.month,
+            progress=_progress,
+        )
+    return [_report_row(report, args.tz)]
+
+
+async def _rerate(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    async with _rating(store) as ratings:
+        report = await rerate(
+            ratings,
+            _catalog(args),
+            SystemClock(),
+            month=args.month,
+            account=args.account,
+            progress=_progress,
+        )
+    return [_report_row(report, args.tz)]
+
+
+async def _bill(store: LedgerStore, args: argparse.Namespace) -> str:
+    catalog = _catalog(args)
+    async with _rating(store) as ratings:
+        bill = await build_bill(ratings, args.account, args.month, grace=timedelta(days=args.grace))
+    return render_bill(bill, args.format, point_value=catalog.point_value, tz=args.tz)
+
+
+PLAN_COLUMNS = [
+    "id",
+    "account",
+    "kind",
+    "covers",
+    "qps",
+    "points",
+    "remaining",
+    "start",
+    "end",
+    "ordered_at",
+    "price_paid",
+    "refunded_at",
+]
+REPORT_COLUMNS = ["horizon", "accounts", "records", "adjustments", "deferred", "rerated"]
+
+#: Output columns of each handler that returns rows (``bill`` renders its own text).
+RATING_COLUMNS: dict[Callable[..., Any], list[str]] = {
+    _plans_buy: PLAN_COLUMNS,
+    _plans_list: PLAN_COLUMNS,
+    _plans_show: PLAN_COLUMNS,
+    _settle: REPORT_COLUMNS,
+    _rerate: REPORT_COLUMNS,
+}
+
+
+def add_rating_commands(
+    groups: Any, common: argparse.ArgumentParser, parser_class: type[argparse.ArgumentParser]
+) -> None:
+    """Add ``plans``, ``settle``, ``rerate`` and ``bill`` to the CLI's subcommands."""
+    rating = parser_class(add_help=False)
+    rating.add_argument(
+        "--catalog", help=f"catalog file (default: ${CATALOG_ENV} or the packaged one)"
+    )
+    parents = [common, rating]
+
+    plans = groups.add_parser("plans", help="QPS subscriptions and resource plans")
+    pacts = plans.add_subparsers(dest="command", required=True, parser_class=parser_class)
+    buy = pacts.add_parser("buy", help="buy a plan (entries are immutable once bought)")
+    kinds = buy.add_subparsers(dest="kind", required=True, parser_class=parser_class)
+    for kind, text in (
+        ("single", "a single-category resource plan"),
+        ("general", "a general-purpose resource plan (default: every image category)"),
+        ("qps", "a QPS subscription for one API (a renewal starts when the current one ends)"),
+    ):
+        p = kinds.add_parser(kind, parents=parents, help=text)
+        p.add_argument("account")
+        p.add_argument("--price", type=_decimal, required=True, help="price paid, CNY")
+        p.add_argument("--ordered-at", help="when it was bought (ISO 8601; default: now)")
+        p.add_argument("--id", help="plan id (default: generated)")
+        if kind == "qps":
+            p.add_argument("--category", required=True)
+            p.add_argument("--action", required=True)
+            p.add_argument("--qps", type=int, required=True)
+            p.add_argument("--months", type=int, default=1, help="period (default: 1)")
+        else:
+            if kind == "single":
+                p.add_argument("--category", required=True)
+            else:
+                p.add_argument("--categories", help="comma-separated categories")
+            p.add_argument("--points", type=_decimal, required=True)
+            p.add_argument("--validity-months", type=int, default=12, help="validity (default: 12)")
+        p.set_defaults(handler=_plans_buy)
+    lst = pacts.add_parser("list", parents=parents, help="plans with their points left")
+    lst.add_argument("--account")
+    lst.set_defaults(handler=_plans_list)
+    show = pacts.add_parser("show", parents=parents, help="one plan")
+    show.add_argument("id")
+    show.set_defaults(handler=_plans_show)
+
+    grace = {"type": float, "default": 2.0, "help": "days a month stays open (default: 2)"}
+    st = groups.add_parser("settle", parents=parents, help="settle new ledger records")
+    st.add_argument("--account", help="settle this account only")
+    st.add_argument("--month", type=_month, help="settle no further than this month's end")
+    st.add_argument(
+        "--lag", type=float, default=60.0, help="seconds behind now to settle (default: 60)"
+    )
+    st.add_argument("--grace", **grace)
+    st.set_defaults(handler=_settle)
+    rr = groups.add_parser("rerate", parents=parents, help="re-rate settled months")
+    rr.add_argument("--month", type=_month, required=True, help="re-rate from this month on")
+    rr.add_argument("--account")
+    rr.set_defaults(handler=_rerate)
+    bill = groups.add_parser("bill", parents=parents, help="an account's bill for a month")
+    bill.add_argument("account")
+    bill.add_argument("--month", type=_month, required=True)
+    bill.add_argument("--grace", **grace)
+    bill.set_defaults(handler=_bill)

@@ -1,0 +1,492 @@
+"""One settlement (or re-rating) pass: which records, in which order, from which state.
+
+Private to :mod:`.settlement`, whose docstring explains the model. The pass reads the
+ledger month by month (so a month's records are in memory at once, not the ledger's),
+deducts every account of the month together, and keeps per account: lines, the state at
+each month's start (a checkpoint), the last key it deducted and its new state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import groupby
+from operator import attrgetter
+
+from ..catalog import Catalog
+from ..ledger.records import CallRecord
+from ._accounts import Account, last_keys, merge_states, split_state
+from ._rows import gc_paused
+from .deduction import deduct
+from .months import Month, billing_month
+from .plans import ResourcePlan
+from .state import DeductionState
+from .store import (
+    AccountProgress,
+    AccountWrite,
+    Adjustment,
+    BillLine,
+    CallBatch,
+    PlanBook,
+    Progress,
+    RatingStore,
+    SettledKey,
+    SettlementWrites,
+)
+
+__all__: list[str] = []
+
+_TIME = attrgetter("occurred_at", "id")
+_OCCURRED = attrgetter("occurred_at")
+_US = timedelta(microseconds=1)
+Candidate = tuple[SettledKey, CallRecord, Adjustment | None]
+
+
+@dataclass(frozen=True, slots=True)
+class SettleProgress:
+    """Reported after each month a pass deducts (the CLI prints it on stderr)."""
+
+    month: Month
+    records: int  # deducted in that month
+    total: int  # deducted so far in the pass
+
+
+@dataclass(frozen=True, slots=True)
+class SettleReport:
+    horizon: datetime | None  # what is settled now: records effective before it
+    accounts: int  # accounts with records deducted
+    records: int  # records deducted (re-rated ones included)
+    adjustments: int  # records newly classified as adjustments
+    deferred: int  # records past the horizon, left for a later pass
+    rerated: tuple[str, ...]  # accounts re-rated from a checkpoint
+
+
+class Pass:
+    def __init__(
+        self,
+        store: RatingStore,
+        catalog: Catalog,
+        *,
+        now: datetime,
+        horizon: datetime | None,  # None: re-rate what is settled, settle nothing new
+        grace: timedelta,
+        account: str | None,
+        rerate_from: Month | None,
+        owner: str,
+        renew: Callable[[], Awaitable[None]],
+        progress: Callable[[SettleProgress], None] | None,
+    ) -> None:
+        self.store, self.catalog, self.now, self.grace = store, catalog, now, grace
+        self.horizon, self.account, self.rerate_from = horizon, account, rerate_from
+        self.rerating = rerate_from is not None
+        self.owner, self.renew, self.progress = owner, renew, progress
+        self.accounts: dict[str, Account] = {}
+        self.regular: dict[Month, list[CallRecord]] = {}
+        self.extra: dict[Month, list[tuple[Adjustment, CallRecord]]] = {}
+        self.placed: set[int] = set()
+        self.known: dict[int, Adjustment] = {}
+        self.new_adjustments: dict[int, Adjustment] = {}
+        self.deferred: set[int] = set()
+        self.book = PlanBook((), (), 0, 0)
+        self.plans_of: dict[str, list[ResourcePlan]] = {}
+        self.working = DeductionState()
+        self.max_seq = 0
+        self.low: tuple[int, datetime | None] = (0, None)  # marks shared by the bulk
+        self.target = now  # the bulk's target
+        self.bulk = False  # whether accounts are read together (a full settle)
+        self.global_marks: Progress | None = None
+        self.total = 0
+
+    # -- setting up ------------------------------------------------------------------------
+
+    async def run(self) -> SettleReport:
+        await self._load()
+        cands = {} if self.rerating else await self._collect()
+        await self._decide(cands)
+        # Replaying accounts hold their checkpoint's state by now, the others their latest.
+        self.working = merge_states(a.state for a in self.accounts.values())
+        first, last = await self._month_span()
+        month = first
+        while month is not None and (month <= last or any(m >= month for m in self.extra)):
+            await self._month(month)
+            month = month.next()
+        return await self._finish()
+
+    async def _load(self) -> None:
+        self.book = await self.store.plan_book(account=self.account)
+        for plan in self.book.plans:
+            self.plans_of.setdefault(plan.account, []).append(plan)
+        g = self.global_marks = await self.store.progress()
+        rows = await self.store.accounts(account=self.account)
+        self.max_seq = await self.store.max_seq()
+        self.low = (g.seen, g.horizon) if g is not None else (0, None)
+        self.bulk = self.account is None and not self.rerating
+        base = self.horizon if self.horizon is not None else self.now
+        self.target = base if self.low[1] is None else max(self.low[1], base)
+        for name, row in rows.items():
+            seen, horizon = (row.seen, row.horizon) if g is None or row.seen >= g.seen else self.low
+            if self.rerating:
+                if row.frontier is None or row.frontier[0] < self.rerate_from:  # type: ignore[operator]
+                    continue
+                target = horizon
+            else:
+                target = base if horizon is None else max(horizon, base)
+            a = Account(name, seen, horizon, target or base, row.frontier, row.state)
+            a.own_reads = not self.bulk or (seen, horizon) != self.low
+            a.month = None if row.frontier is None else row.frontier[0]
+            if self.rerating:
+                a.replay_from = self.rerate_from
+            self.accounts[name] = a
+        if self.account is not None and self.account not in self.accounts and not self.rerating:
+            a = self._account(self.account)
+            a.own_reads = True
+
+    def _account(self, name: str) -> Account:
+        a = self.accounts.get(name)
+        if a is None:
+            a = Account(name, self.low[0], self.low[1], self.target, None, DeductionState())
+            self.accounts[name] = a
+        return a
+
+    async def _collect(self) -> dict[str, dict[int, Candidate]]:
+        """Records that landed behind the marks, and adjustments left pending."""
+        horizons = [a.horizon for a in self.accounts.values() if a.own_reads and a.horizon]
+        if self.bulk and self.low[1] is not None:
+            horizons.append(self.low[1])
+        cands: dict[str, dict[int, Candidate]] = {}
+        if not horizons:
+            return cands
+        pending = await self.store.adjustments(account=self.account, effective_from=min(horizons))
+        self.known = {adj.seq: adj for adj in pending}
+        read: set[int] = set()
+        if self.bulk and self.low[1] is not None:
+            batch = await self.store.read_new(self.low[0], self.max_seq, self.low[1])
+            read.update(self._route_batch(batch, cands, skip_own=True))
+        for a in [a for a in self.accounts.values() if a.own_reads and a.horizon is not None]:
+            assert a.horizon is not None
+            batch = await self.store.read_new(a.seen, self.max_seq, a.horizon, account=a.name)
+            read.update(self._route_batch(batch, cands))
+        missing = [seq for seq in self.known if seq not in read]
+        if missing:
+            self._route_batch(await self.store.read_seqs(missing), cands)
+        return cands
+
+    def _route_batch(
+        self, batch: CallBatch, cands: dict[str, dict[int, Candidate]], *, skip_own: bool = False
+    ) -> list[int]:
+        for i, record in enumerate(batch.records):
+            a = self._account(record.account)
+            if skip_own and a.own_reads:
+                continue
+            found = self._route(a, record, batch.seqs[i], batch.arrived.get(i), None)
+            if found is not None:
+                cands.setdefault(a.name, {})[batch.seqs[i]] = found
+        return list(batch.seqs)
+
+    def _route(
+        self,
+        a: Account,
+        record: CallRecord,
+        seq: int,
+        arrived: datetime | None,
+        month: Month | None,
+    ) -> Candidate | None:
+        """Where ``record`` goes in ``a``'s order, or None if this pass leaves it alone."""
+        adj = a.adj.get(seq) or self.known.get(seq)
+        # A record is classified once, when first settled: a settled one keeps its class.
+        if adj is None and arrived is not None and not self.rerating:
+            adj = (
+                None
+                if a.settled(seq, record.occurred_at)
+                else self._classify(a, record, seq, arrived)
+            )
+        if adj is not None:
+            a.adj[seq] = adj
+            key, effective = adj.key, adj.effective_at
+        else:
+            effective = record.occurred_at
+            key = (month or billing_month(effective), effective, effective, record.id)
+        if a.settled(seq, effective):
+            return (key, record, adj) if self.rerating or a.replaying else None
+        if self.rerating:
+            return None
+        if effective >= a.target:
+            self.deferred.add(seq)
+            return None
+        return key, record, adj
+
+    def _classify(
+        self, a: Account, record: CallRecord, seq: int, arrived: datetime
+    ) -> Adjustment | None:
+        """An adjustment if it arrived after its month closed (billing rules section 7)."""
+        origin = billing_month(record.occurred_at)
+        if arrived < origin.end + self.grace:
+            return None
+        # Billed in the earliest month still open when it arrived.
+        billed = billing_month(arrived - self.grace)
+        adj = Adjustment(seq, record.id, a.name, record.occurred_at, origin, billed, arrived)
+        self.new_adjustments[seq] = adj
+        return adj
+
+    async def _decide(self, cands: dict[str, dict[int, Candidate]]) -> None:
+        """Continue each account from its state, or re-rate it from a checkpoint."""
+        for name, found in cands.items():
+            a = self.accounts[name]
+            for key, _, _ in found.values():
+                if a.frontier is not None and key < a.frontier:
+                    a.replay_from = key[0] if a.replay_from is None else min(a.replay_from, key[0])
+        g = self.global_marks
+        if not self.rerating:
+            changes = await self.store.plan_changes(
+                g.plan_seq if g else 0, g.refund_seq if g else 0
+            )
+            for change in changes:
+                changed = self.accounts.get(change.account)
+                if changed is None or changed.frontier is None or changed.horizon is None:
+                    continue
+                month = billing_month(change.at)
+                if change.at < changed.horizon and month <= changed.frontier[0]:
+                    old = changed.replay_from
+                    changed.replay_from = month if old is None else min(old, month)
+        for a in self.accounts.values():
+            if a.replay_from is not None:
+                await self._start_replay(a, cands.get(a.name, {}))
+        for name, found in cands.items():
+            a = self.accounts[name]
+            if not a.replaying:
+                for candidate in found.values():
+                    self._place(candidate, self.regular.setdefault(candidate[0][0], []))
+
+    async def _start_replay(self, a: Account, found: dict[int, Candidate]) -> None:
+        assert a.replay_from is not None
+        checkpoint = await self.store.checkpoint(a.name, a.replay_from)
+        if checkpoint is None:
+            a.start, a.state, a.month = a.replay_from, DeductionState(), None
+        else:
+            a.start, a.state = checkpoint
+            a.month = a.start
+        a.own_reads = True
+        a.lines.clear()
+        records = {seq: c[1] for seq, c in found.items() if c[2] is not None}
+        place: dict[int, Adjustment] = {}
+        for adj in await self.store.adjustments(account=a.name, billed_from=a.start):
+            a.adj[adj.seq] = adj  # so reads of its months never take it for a regular record
+            due = (
+                a.settled(adj.seq, adj.effective_at)
+                if self.rerating
+                else adj.effective_at < a.target
+            )
+            if due:
+                place[adj.seq] = adj
+        for seq, (_, _, new) in found.items():
+            if new is not None and new.billed >= a.start:
+                place[seq] = new
+        missing = [seq for seq in place if seq not in records]
+        if missing:
+            batch = await self.store.read_seqs(missing)
+            records.update(zip(batch.seqs, batch.records, strict=True))
+        for seq, adj in place.items():
+            self._place((adj.key, records[seq], adj), [])
+
+    def _place(self, candidate: Candidate, regular: list[CallRecord]) -> None:
+        _, record, adj = candidate
+        if adj is None:
+            regular.append(record)
+        elif adj.seq not in self.placed:
+            self.placed.add(adj.seq)
+            self.extra.setdefault(adj.billed, []).append((adj, record))
+
+    async def _month_span(self) -> tuple[Month | None, Month]:
+        firsts: list[Month] = [*self.regular, *self.extra]
+        lasts: list[Month] = [*self.regular, *self.extra]
+        if self.bulk:
+            low = self.low[1] or await self.store.first_occurred()
+            if low is not None:
+                firsts.append(billing_month(low))
+                lasts.append(billing_month(self.target - _US))
+        for a in self.accounts.values():
+            if not a.own_reads:
+                continue
+            low = a.start.start if a.start else a.horizon
+            low = low or await self.store.first_occurred(account=a.name)
+            if low is not None:
+                firsts.append(billing_month(low))
+                lasts.append(billing_month(max(a.target, low + _US) - _US))
+        if not firsts:
+            return None, Month(2, 1)
+        return min(firsts), max(lasts)
+
+    # -- the month loop --------------------------------------------------------------------
+
+    async def _month(self, m: Month) -> None:
+        regular = self.regular.pop(m, [])
+        arrived_from = m.end + self.grace  # only records flagged by it can be adjustments
+        if self.bulk:
+            lo = m.start if self.low[1] is None else max(self.low[1], m.start)
+            hi = min(self.target, m.end)
+            if lo < hi:
+                batch = await self.store.read_range(
+                    lo, hi, max_seq=self.max_seq, arrived_from=arrived_from
+                )
+                self._route_bulk(m, batch, regular)
+        for a in [a for a in self.accounts.values() if a.own_reads]:
+            if a.start is not None:
+                if m < a.start:
+                    continue
+                lo = m.start
+            else:
+                lo = m.start if a.horizon is None else max(a.horizon, m.start)
+            hi = min(a.target, m.end)
+            if lo < hi:
+                seq = a.seen if self.rerating else self.max_seq
+                batch = await self.store.read_range(
+                    lo, hi, max_seq=seq, account=a.name, arrived_from=arrived_from
+                )
+                for i, record in enumerate(batch.records):
+                    if batch.seqs[i] in self.placed:
+                        continue
+                    found = self._route(a, record, batch.seqs[i], batch.arrived.get(i), m)
+                    if found is not None:
+                        self._place(found, regular)
+        adjust = self.extra.pop(m, [])
+        if regular or adjust:
+            n = await asyncio.to_thread(self._deduct, m, regular, adjust)
+            self.total += n
+            if self.progress is not None:
+                self.progress(SettleProgress(m, n, self.total))
+            await self.renew()
+
+    def _route_bulk(self, m: Month, batch: CallBatch, regular: list[CallRecord]) -> None:
+        """Most rows go straight to deduction; only flagged ones are looked at one by one."""
+        records, seqs = batch.records, batch.seqs
+        picks = set(batch.arrived)
+        if self.known or self.placed:
+            picks.update(i for i, s in enumerate(seqs) if s in self.known or s in self.placed)
+        own = {a.name for a in self.accounts.values() if a.own_reads}
+        if own:
+            picks.update(i for i, r in enumerate(records) if r.account in own)
+        prev = 0
+        for i in sorted(picks):
+            regular.extend(records[prev:i])
+            prev = i + 1
+            record = records[i]
+            a = self._account(record.account)
+            if a.own_reads or seqs[i] in self.placed:
+                continue
+            found = self._route(a, record, seqs[i], batch.arrived.get(i), m)
+            if found is not None:
+                self._place(found, regular)
+        regular.extend(records[prev:])
+
+    def _deduct(
+        self, m: Month, regular: list[CallRecord], adjust: list[tuple[Adjustment, CallRecord]]
+    ) -> int:
+        """Deduct month ``m``: regular records, with each arrival's adjustments cut in at
+        their place (deduction sorts by time, adjustments go by arrival)."""
+        before = self.working
+        segments: list[tuple[list[CallRecord], list[Adjustment] | None]] = []
+        if not adjust:
+            segments.append((regular, None))
+        else:
+            regular.sort(key=_TIME)
+            adjust.sort(key=lambda pair: pair[0].key)
+            pos = 0
+            for effective, group in groupby(adjust, key=lambda pair: pair[0].effective_at):
+                pairs = list(group)
+                cut = bisect_left(regular, effective, pos, key=_OCCURRED)
+                if cut > pos:
+                    segments.append((regular[pos:cut], None))
+                segments.append(([r for _, r in pairs], [adj for adj, _ in pairs]))
+                pos = cut
+            if pos < len(regular):
+                segments.append((regular[pos:], None))
+        touched: set[str] = set()
+        count = 0
+        with gc_paused():
+            for records, adjs in segments:
+                result = deduct(
+                    records,
+                    self.book.plans,
+                    self.book.subscriptions,
+                    self.catalog,
+                    state=self.working,
+                )
+                self.working = result.state
+                for line in result.lines:
+                    self._account(line.account).add_line(m, line)
+                    touched.add(line.account)
+                    count += line.calls
+                if adjs is None:
+                    for name, key in last_keys(result.records, m).items():
+                        self.accounts[name].reach(key)
+                else:
+                    for adj in adjs:
+                        self.accounts[adj.account].reach(adj.key)
+        # The state at the month's start, for each account that has records in it (and the
+        # months it skipped since its last checkpoint, which start from the same state).
+        states = split_state(before, touched, self.plans_of)
+        for name in touched:
+            a = self.accounts[name]
+            if a.month == m:
+                continue
+            month = m if a.month is None else a.month.next()
+            while month <= m:
+                a.checkpoints.append((month, states[name]))
+                month = month.next()
+            a.month = m
+        return count
+
+    # -- results ---------------------------------------------------------------------------
+
+    async def _finish(self) -> SettleReport:
+        writing = [a for a in self.accounts.values() if a.calls or a.replaying or a.own_reads]
+        if self.rerating:
+            writing = [a for a in writing if a.replaying]
+        continuing = [a for a in writing if not a.replaying and a.lines]
+        existing: dict[str, list[BillLine]] = {}
+        if continuing:
+            since = min(min(k[0] for k in a.lines) for a in continuing)
+            names = {a.name for a in continuing}
+            for line in await self.store.lines(account=self.account, billed_from=since):
+                if line.account in names:
+                    existing.setdefault(line.account, []).append(line)
+        states = split_state(self.working, [a.name for a in writing], self.plans_of)
+        writes: list[AccountWrite] = []
+        for a in writing:
+            frontier = a.frontier
+            if a.reached is not None and (frontier is None or a.reached > frontier):
+                frontier = a.reached
+            lines_from: Month | None = a.start
+            lines: tuple[BillLine, ...] = ()
+            if a.replaying:
+                lines = a.bill_lines()
+            elif a.lines:
+                lines_from = min(k[0] for k in a.lines)
+                lines = a.bill_lines(x for x in existing.get(a.name, ()) if x.billed >= lines_from)
+            progress = AccountProgress(
+                account=a.name,
+                seen=a.seen if self.rerating else self.max_seq,
+                horizon=a.target,
+                frontier=frontier,
+                state=states[a.name],
+                updated_at=self.now,
+            )
+            writes.append(AccountWrite(progress, lines_from, lines, tuple(a.checkpoints)))
+        marks = None
+        if self.bulk:
+            marks = Progress(
+                self.max_seq, self.target, self.book.plan_seq, self.book.refund_seq, self.now
+            )
+        new = tuple(self.new_adjustments.values())
+        await self.store.commit(self.owner, SettlementWrites(tuple(writes), new, marks))
+        return SettleReport(
+            horizon=None if self.rerating else self.target,
+            accounts=sum(1 for a in self.accounts.values() if a.calls),
+            records=self.total,
+            adjustments=len(new),
+            deferred=len(self.deferred),
+            rerated=tuple(sorted(a.name for a in self.accounts.values() if a.replaying)),
+        )

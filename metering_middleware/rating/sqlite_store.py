@@ -1,0 +1,473 @@
+"""The SQLite rating store: plans and settlement results in the ledger's own file.
+
+Plain ``sqlite3`` in a worker thread (``asyncio.to_thread``), one connection, calls
+serialised by an ``asyncio.Lock``: settlement reads a million rows at a time, and
+aiosqlite's per-row hops would cost more than the reads. WAL lets the gateway keep writing
+while settlement reads. Migrations are the ledger's (``0002_rating.sql``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from array import array
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ..ledger.codec import format_time, parse_time
+from ..ledger.migrate import migrate_file
+from ..ledger.sqlite import SqliteStore
+from ..ledger.store import LedgerStore, StoreError
+from . import _rows as rows_
+from .months import Month, parse_month
+from .plans import QpsSubscription, ResourcePlan
+from .state import DeductionState
+from .store import (
+    AccountProgress,
+    Adjustment,
+    BillLine,
+    CallBatch,
+    LockLost,
+    Plan,
+    PlanBook,
+    PlanChange,
+    Progress,
+    SettlementWrites,
+)
+
+__all__ = ["SqliteRatingStore", "rating_store_for"]
+
+_T = TypeVar("_T")
+_LOCK = "settle"
+_PROGRESS = "settle"
+_CHUNK = 100_000
+_CALL_COLUMNS = "seq, id, account, item, occurred_at"
+
+
+def rating_store_for(ledger: LedgerStore) -> SqliteRatingStore:
+    """The rating store beside an (SQLite) ledger store; ``ValueError`` for other stores."""
+    if isinstance(ledger, SqliteStore):
+        return SqliteRatingStore(ledger.path)
+    raise ValueError("rating needs an SQLite ledger (sqlite:///path); memory:// keeps no plans")
+
+
+class SqliteRatingStore:
+    """A :class:`~.store.RatingStore` on the ledger's SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
+        self._path = Path(path)
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"SqliteRatingStore({str(self._path)!r})"
+
+    async def __aenter__(self) -> SqliteRatingStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                return
+            await asyncio.to_thread(migrate_file, self._path, busy_timeout_ms=self._busy_timeout_ms)
+            try:
+                conn = sqlite3.connect(
+                    self._path,
+                    isolation_level=None,
+                    check_same_thread=False,  # used from worker threads, one call at a time
+                    timeout=self._busy_timeout_ms / 1000,
+                )
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+                conn.execute("PRAGMA synchronous = FULL")  # plans are purchases: keep them
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open rating store {str(self._path)!r}: {exc}") from exc
+            self._conn = conn
+
+    async def close(self) -> None:
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        async with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreError("rating store is not open")
+            try:
+                return await asyncio.to_thread(fn, conn, *args)
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"rating store: {exc}") from exc
+
+    # -- plans -----------------------------------------------------------------------------
+
+    async def add_plan(self, plan: Plan, recorded_at: datetime) -> None:
+        row = rows_.plan_row(plan, recorded_at)
+        sql = (
+            "INSERT INTO rating_plans (id, account, kind, categories, action, qps, points,"
+            " start_at, end_at, ordered_at, price_paid, recorded_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        try:
+            await self._call(_execute, sql, row)
+        except sqlite3.IntegrityError:
+            raise ValueError(f"a plan with id {plan.id!r} already exists") from None
+
+    async def add_refund(
+        self, plan_id: str, refunded_at: datetime, recorded_at: datetime, amount: Decimal | None
+    ) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            found = conn.execute("SELECT 1 FROM rating_plans WHERE id = ?", (plan_id,)).fetchone()
+            if found is None:
+                raise ValueError(f"no plan {plan_id!r}")
+            try:
+                conn.execute(
+                    "INSERT INTO rating_refunds (plan_id, refunded_at, amount, recorded_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (
+                        plan_id,
+                        format_time(refunded_at),
+                        None if amount is None else rows_.decimal_text(amount),
+                        format_time(recorded_at),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError(f"plan {plan_id!r} is already refunded") from None
+
+        await self._call(run)
+
+    async def plan_book(self, *, account: str | None = None) -> PlanBook:
+        def run(conn: sqlite3.Connection) -> PlanBook:
+            where, params = ("WHERE p.account = ?", [account]) if account is not None else ("", [])
+            conn.execute("BEGIN")  # the marks must match the rows read
+            try:
+                found = conn.execute(
+                    f"SELECT {rows_.PLAN_COLUMNS} FROM rating_plans p"
+                    f" LEFT JOIN rating_refunds r ON r.plan_id = p.id {where} ORDER BY p.seq",
+                    params,
+                ).fetchall()
+                (plan_seq,) = conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM rating_plans"
+                ).fetchone()
+                (refund_seq,) = conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM rating_refunds"
+                ).fetchone()
+            finally:
+                conn.execute("COMMIT")
+            plans = [rows_.plan_from_row(row) for row in found]
+            return PlanBook(
+                plans=tuple(p for p in plans if isinstance(p, ResourcePlan)),
+                subscriptions=tuple(p for p in plans if isinstance(p, QpsSubscription)),
+                plan_seq=int(plan_seq),
+                refund_seq=int(refund_seq),
+            )
+
+        return await self._call(run)
+
+    async def plan_changes(self, plan_seq: int, refund_seq: int) -> list[PlanChange]:
+        def run(conn: sqlite3.Connection) -> list[PlanChange]:
+            bought = conn.execute(
+                "SELECT account, id, start_at FROM rating_plans WHERE seq > ? ORDER BY seq",
+                (plan_seq,),
+            ).fetchall()
+            refunded = conn.execute(
+                "SELECT p.account, p.id, r.refunded_at FROM rating_refunds r"
+                " JOIN rating_plans p ON p.id = r.plan_id WHERE r.seq > ? ORDER BY r.seq",
+                (refund_seq,),
+            ).fetchall()
+            return [PlanChange(a, pid, parse_time(at)) for a, pid, at in (*bought, *refunded)]
+
+        return await self._call(run)
+
+    # -- the lock --------------------------------------------------------------------------
+
+    async def acquire_lock(self, owner: str, now: datetime, ttl: timedelta) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT owner, expires_at FROM rating_lock WHERE name = ?", (_LOCK,)
+                ).fetchone()
+                if row is not None and row[0] != owner and row[1] > format_time(now):
+                    return False
+                conn.execute(
+                    "INSERT INTO rating_lock (name, owner, acquired_at, expires_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                    " owner = excluded.owner, acquired_at = excluded.acquired_at,"
+                    " expires_at = excluded.expires_at",
+                    (_LOCK, owner, format_time(now), format_time(now + ttl)),
+                )
+                return True
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._call(run)
+
+    async def release_lock(self, owner: str) -> None:
+        sql = "DELETE FROM rating_lock WHERE name = ? AND owner = ?"
+        await self._call(_execute, sql, (_LOCK, owner))
+
+    # -- the ledger ------------------------------------------------------------------------
+
+    async def max_seq(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM calls").fetchone()[0])
+
+        return await self._call(run)
+
+    async def first_occurred(self, *, account: str | None = None) -> datetime | None:
+        def run(conn: sqlite3.Connection) -> datetime | None:
+            if account is None:
+                row = conn.execute("SELECT MIN(occurred_at) FROM calls").fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT MIN(occurred_at) FROM calls WHERE account = ?", (account,)
+                ).fetchone()
+            return rows_.optional_time(row[0])
+
+        return await self._call(run)
+
+    async def read_range(
+        self,
+        since: datetime | None,
+        until: datetime,
+        *,
+        max_seq: int,
+        account: str | None = None,
+        arrived_from: datetime | None = None,
+    ) -> CallBatch:
+        clauses = ["occurred_at < ?", "seq <= ?"]
+        params: list[Any] = [format_time(until), max_seq]
+        if since is not None:
+            clauses.append("occurred_at >= ?")
+            params.append(format_time(since))
+        if account is not None:
+            clauses.append("account = ?")
+            params.append(account)
+        # The comparison runs in SQLite: Python only parses the few times it flags.
+        arrived = (
+            "NULL" if arrived_from is None else "CASE WHEN recorded_at >= ? THEN recorded_at END"
+        )
+        head = [] if arrived_from is None else [format_time(arrived_from)]
+        sql = f"SELECT {_CALL_COLUMNS}, {arrived} FROM calls WHERE {' AND '.join(clauses)}"
+        return await self._call(_read_batch, sql, head + params)
+
+    async def read_new(
+        self, after_seq: int, max_seq: int, before: datetime, *, account: str | None = None
+    ) -> CallBatch:
+        sql = (
+            f"SELECT {_CALL_COLUMNS}, recorded_at FROM calls"
+            " WHERE seq > ? AND seq <= ? AND occurred_at < ?"
+        )
+        params: list[Any] = [after_seq, max_seq, format_time(before)]
+        if account is not None:
+            sql += " AND account = ?"
+            params.append(account)
+        return await self._call(_read_batch, sql, params)
+
+    async def read_seqs(self, seqs: Sequence[int]) -> CallBatch:
+        def run(conn: sqlite3.Connection) -> CallBatch:
+            found: list[tuple[Any, ...]] = []
+            wanted = sorted(set(seqs))
+            for i in range(0, len(wanted), 500):  # SQLite's parameter limit
+                part = wanted[i : i + 500]
+                found += conn.execute(
+                    f"SELECT {_CALL_COLUMNS}, recorded_at FROM calls"
+                    f" WHERE seq IN ({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+            return _batch(found)
+
+        return await self._call(run)
+
+    # -- settlement results ----------------------------------------------------------------
+
+    async def progress(self) -> Progress | None:
+        def run(conn: sqlite3.Connection) -> Progress | None:
+            row = conn.execute(
+                "SELECT seen, horizon, plan_seq, refund_seq, updated_at FROM rating_progress"
+                " WHERE name = ?",
+                (_PROGRESS,),
+            ).fetchone()
+            if row is None:
+                return None
+            return Progress(
+                int(row[0]), parse_time(row[1]), int(row[2]), int(row[3]), parse_time(row[4])
+            )
+
+        return await self._call(run)
+
+    async def accounts(self, *, account: str | None = None) -> dict[str, AccountProgress]:
+        sql = f"SELECT {rows_.ACCOUNT_COLUMNS} FROM rating_accounts"
+        params: list[Any] = []
+        if account is not None:
+            sql += " WHERE account = ?"
+            params.append(account)
+        found = await self._call(_fetch, sql, params)
+        return {row[0]: rows_.account_from_row(row) for row in found}
+
+    async def adjustments(
+        self,
+        *,
+        account: str | None = None,
+        billed_from: Month | None = None,
+        effective_from: datetime | None = None,
+    ) -> list[Adjustment]:
+        clauses, params = _where(
+            ("account = ?", account),
+            ("billed_month >= ?", rows_.month_text(billed_from)),
+            ("effective_at >= ?", None if effective_from is None else format_time(effective_from)),
+        )
+        sql = (
+            f"SELECT {rows_.ADJUSTMENT_COLUMNS} FROM rating_adjustments{clauses} ORDER BY call_seq"
+        )
+        return [rows_.adjustment_from_row(row) for row in await self._call(_fetch, sql, params)]
+
+    async def checkpoint(self, account: str, month: Month) -> tuple[Month, DeductionState] | None:
+        sql = (
+            "SELECT month, state FROM rating_checkpoints WHERE account = ? AND month <= ?"
+            " ORDER BY month DESC LIMIT 1"
+        )
+        found = await self._call(_fetch, sql, [account, str(month)])
+        if not found:
+            return None
+        return parse_month(found[0][0]), rows_.state_from_text(found[0][1])
+
+    async def lines(
+        self,
+        *,
+        account: str | None = None,
+        month: Month | None = None,
+        billed_from: Month | None = None,
+    ) -> list[BillLine]:
+        clauses, params = _where(
+            ("account = ?", account),
+            ("billed_month = ?", rows_.month_text(month)),
+            ("billed_month >= ?", rows_.month_text(billed_from)),
+        )
+        sql = (
+            f"SELECT {rows_.LINE_COLUMNS} FROM rating_lines{clauses}"
+            " ORDER BY account, billed_month, origin_month, item, kind, plan_id, tier, unit_price"
+        )
+        return [rows_.line_from_row(row) for row in await self._call(_fetch, sql, params)]
+
+    async def commit(self, owner: str, writes: SettlementWrites) -> None:
+        await self._call(_commit, owner, writes)
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
+    conn.execute(sql, params)
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute(sql, params).fetchall()
+
+
+def _where(*pairs: tuple[str, Any]) -> tuple[str, list[Any]]:
+    used = [(clause, value) for clause, value in pairs if value is not None]
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
+
+
+def _batch(found: Sequence[tuple[Any, ...]]) -> CallBatch:
+    with rows_.gc_paused():
+        records, seqs, arrived = rows_.records_from_rows(found)
+    times = {i: parse_time(t) for i, t in enumerate(arrived) if t is not None}
+    return CallBatch(records, array("q", seqs), times)
+
+
+def _read_batch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> CallBatch:
+    cursor = conn.execute(sql, params)
+    records: list[Any] = []
+    seqs = array("q")
+    arrived: dict[int, datetime] = {}
+    # In chunks, so the raw rows of a month never sit in memory beside its records.
+    with rows_.gc_paused():
+        while chunk := cursor.fetchmany(_CHUNK):
+            got, got_seqs, got_arrived = rows_.records_from_rows(chunk)
+            base = len(records)
+            records += got
+            seqs.extend(got_seqs)
+            for i, text in enumerate(got_arrived):
+                if text is not None:
+                    arrived[base + i] = parse_time(text)
+    return CallBatch(records, seqs, arrived)
+
+
+def _commit(conn: sqlite3.Connection, owner: str, writes: SettlementWrites) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT owner FROM rating_lock WHERE name = ?", (_LOCK,)).fetchone()
+        if row is None or row[0] != owner:
+            raise LockLost("the settlement lock was taken over: this pass wrote nothing")
+        lines: list[tuple[Any, ...]] = []
+        checkpoints: list[tuple[str, str, str]] = []
+        for aw in writes.accounts:
+            name = aw.progress.account
+            if aw.lines_from is not None:
+                conn.execute(
+                    "DELETE FROM rating_lines WHERE account = ? AND billed_month >= ?",
+                    (name, str(aw.lines_from)),
+                )
+            lines += map(rows_.line_row, aw.lines)
+            checkpoints += ((name, str(m), rows_.state_text(s)) for m, s in aw.checkpoints)
+        conn.executemany(
+            f"INSERT OR REPLACE INTO rating_accounts ({rows_.ACCOUNT_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [rows_.account_row(aw.progress) for aw in writes.accounts],
+        )
+        conn.executemany(
+            f"INSERT INTO rating_lines ({rows_.LINE_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+            lines,
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO rating_checkpoints (account, month, state) VALUES (?, ?, ?)",
+            checkpoints,
+        )
+        # A record's classification is made once; a re-rate reads it back, never redoes it.
+        conn.executemany(
+            f"INSERT OR IGNORE INTO rating_adjustments ({rows_.ADJUSTMENT_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [rows_.adjustment_row(a) for a in writes.adjustments],
+        )
+        if writes.progress is not None:
+            p = writes.progress
+            conn.execute(
+                "INSERT OR REPLACE INTO rating_progress (name, seen, horizon, plan_seq,"
+                " refund_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    _PROGRESS,
+                    p.seen,
+                    format_time(p.horizon),
+                    p.plan_seq,
+                    p.refund_seq,
+                    format_time(p.updated_at),
+                ),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

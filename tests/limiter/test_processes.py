@@ -1,0 +1,161 @@
+"""Several real gateway processes on one Redis: exactness, clock offsets, nonce replays,
+and the memory backend's one-process lock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from bisect import bisect_right
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from metering_middleware.clock import ManualClock, SystemClock
+from metering_middleware.limiter import LimiterError, MemoryLimiter, NonceClaim
+from metering_middleware.limiter.redis import RedisLimiter
+
+from .redis_server import RedisServer
+
+WORKER = str(Path(__file__).with_name("worker.py"))
+_US = 1_000_000
+
+
+async def _spawn(cfg: dict[str, Any]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        WORKER,
+        json.dumps(cfg),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=1 << 26,  # a decision log is one long JSON line
+    )
+
+
+async def _line(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    if not line:
+        raise AssertionError(f"worker exited early with status {await proc.wait()}")
+    return line.decode().strip()
+
+
+async def _run_gateways(
+    url: str, *, offsets: list[float], limit: int, clients: int, duration: float
+) -> list[list[tuple[int, str]]]:
+    """Start one worker per offset, release them together, return their decision logs."""
+    prefix = f"p{uuid.uuid4().hex[:10]}:"
+    procs = [
+        await _spawn(
+            {
+                "mode": "loop",
+                "url": url,
+                "prefix": prefix,
+                "offset": offset,
+                "limit": limit,
+                "clients": clients,
+                "duration": duration,
+            }
+        )
+        for offset in offsets
+    ]
+    try:
+        for p in procs:
+            assert await _line(p) == "ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(b"go\n")
+            await p.stdin.drain()
+        logs = [[(int(t), str(s)) for t, s in json.loads(await _line(p))] for p in procs]
+        for p in procs:
+            assert await p.wait() == 0
+        return logs
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+
+
+def _assert_exact(logs: list[list[tuple[int, str]]], limit: int, duration: float) -> None:
+    decisions = sorted(d for log in logs for d in log)
+    statuses = {s for _, s in decisions}
+    assert statuses <= {"admitted", "throttled"}, statuses  # no fallback decision
+    admitted = [t for t, s in decisions if s == "admitted"]
+    refused = [t for t, s in decisions if s == "throttled"]
+    assert all(log for log in logs), "every gateway process decided something"
+    assert len(refused) > 10 * len(admitted), "the clients pushed well above the limit"
+
+    def inside(t: int) -> int:  # admissions in (t - 1 s, t]
+        return bisect_right(admitted, t) - bisect_right(admitted, t - _US)
+
+    # No one-second window holds more than N admissions (the window ending at each one
+    # is enough: a window's count only rises at an admission)...
+    assert max(inside(t) for t in admitted) <= limit
+    # ...and nothing was refused while capacity was free.
+    assert all(inside(t) == limit for t in refused)
+    # The limit was used, not just respected: about N a second throughout.
+    assert len(admitted) >= limit * (duration - 1)
+
+
+async def test_four_gateway_processes_64_clients_stay_exact(redis_server: RedisServer) -> None:
+    limit, duration = 10, 3.0
+    logs = await _run_gateways(
+        redis_server.url, offsets=[0.0] * 4, limit=limit, clients=16, duration=duration
+    )
+    _assert_exact(logs, limit, duration)
+
+
+async def test_gateway_clocks_offset_by_seconds_stay_exact(redis_server: RedisServer) -> None:
+    # Redis's TIME decides, so gateways 7 s slow or 3 s fast change nothing.
+    limit, duration = 5, 2.0
+    logs = await _run_gateways(
+        redis_server.url, offsets=[-7.0, -2.5, 0.0, 3.0], limit=limit, clients=8, duration=duration
+    )
+    _assert_exact(logs, limit, duration)
+
+
+async def test_a_nonce_replayed_to_a_second_process_is_refused(redis_server: RedisServer) -> None:
+    cfg = {
+        "mode": "nonce",
+        "url": redis_server.url,
+        "prefix": f"n{uuid.uuid4().hex[:10]}:",
+        "access_key_id": "LTAIreplay",
+        "nonce": uuid.uuid4().hex,
+        "expires_at": time.time() + 900,
+    }
+    first = await _spawn(cfg)
+    assert await _line(first) == "admitted"
+    assert await first.wait() == 0
+    second = await _spawn(cfg)
+    assert await _line(second) == "nonce_reused"
+    assert await second.wait() == 0
+    # And this (third) process sees it too.
+    limiter = RedisLimiter(redis_server.url, SystemClock(), key_prefix=str(cfg["prefix"]))
+    try:
+        claim = NonceClaim("LTAIreplay", str(cfg["nonce"]), time.time() + 900)
+        d = await limiter.admit("acct", "facebody", "DetectFace", 5, nonce=claim)
+        assert d.status.value == "nonce_reused"
+    finally:
+        await limiter.close()
+
+
+async def test_memory_limiter_refuses_a_second_process_on_the_same_ledger(tmp_path: Path) -> None:
+    lock = str(tmp_path / "ledger.sqlite.limiter.lock")
+    holder = await _spawn({"mode": "hold-lock", "lock_path": lock})
+    try:
+        assert await _line(holder) == "locked"
+        second = MemoryLimiter(ManualClock(), lock_path=lock)
+        with pytest.raises(LimiterError, match=r"another gateway process \(pid \d+\).*redis://"):
+            await second.start()
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        assert await holder.wait() == 0
+    # The first process is gone: its lock went with it.
+    third = MemoryLimiter(ManualClock(), lock_path=lock)
+    await third.start()
+    await third.close()
