@@ -56,18 +56,47 @@ class MeteringConfig:
     credential_refresh: float = 1.0
     #: Allowed clock skew of signed requests, seconds (Alibaba: 15 minutes).
     signature_window: float = 900.0
+    #: Refuse calls above the account's QPS entitlement per API (``Throttling.User``).
+    enforce_qps: bool = True
+    #: ``memory://`` (one gateway process per ledger) or ``redis://host:port/db`` (shared;
+    #: also shares signature nonces between processes).
+    limiter_url: str = "memory://"
+    #: While Redis fails: ``open`` admits, ``closed`` answers 503, ``local`` admits N/P.
+    limiter_failure_policy: str = "local"
+    #: P: gateway processes sharing one Redis (``local`` failure policy).
+    limiter_processes: int = 1
+    #: Status of a ``Throttling.User`` refusal: 429, or 400 as VIAPI itself answers.
+    throttle_status: int = 429
+    #: Seconds between refreshes of the cached QPS entitlements (plan changes).
+    entitlement_refresh: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("strict", "batched"):
             raise ConfigError(f"mode: {self.mode!r} is not one of strict, batched")
-        for name in ("flush_interval", "credential_refresh", "signature_window"):
+        for name in (
+            "flush_interval",
+            "credential_refresh",
+            "signature_window",
+            "entitlement_refresh",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"{name}: must be a positive number of seconds")
-        for name in ("max_body_bytes", "error_body_limit"):
+        for name in ("max_body_bytes", "error_body_limit", "limiter_processes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name}: must be a positive integer")
+        if self.limiter_failure_policy not in ("open", "closed", "local"):
+            raise ConfigError(
+                f"limiter_failure_policy: {self.limiter_failure_policy!r} is not one of "
+                "open, closed, local"
+            )
+        if self.throttle_status not in (429, 400):
+            raise ConfigError("throttle_status: must be 429 or 400")
+        if not isinstance(self.enforce_qps, bool):
+            raise ConfigError("enforce_qps: must be true or false")
+        if not self.limiter_url.startswith(("memory://", "redis://", "rediss://", "unix://")):
+            raise ConfigError(f"limiter_url: {self.limiter_url!r} is not memory:// or redis://")
         if not self.ledger_url:
             raise ConfigError("ledger_url: must not be empty")
         for prefix in self.passthrough_prefixes:
@@ -122,12 +151,16 @@ def _coerce(key: str, value: Any, where: str) -> Any:
 
 
 def _from_env(name: str, raw: str) -> Any:
-    if name in ("flush_interval", "credential_refresh", "signature_window"):
+    if name == "enforce_qps":
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ConfigError(f"{ENV_PREFIX}ENFORCE_QPS: {raw!r} is not true or false")
+        return raw.lower() in ("1", "true", "yes")
+    if name in ("flush_interval", "credential_refresh", "signature_window", "entitlement_refresh"):
         try:
             return float(raw)
         except ValueError:
             raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {raw!r} is not a number") from None
-    if name in ("max_body_bytes", "error_body_limit"):
+    if name in ("max_body_bytes", "error_body_limit", "limiter_processes", "throttle_status"):
         try:
             return int(raw)
         except ValueError:

@@ -28,6 +28,7 @@ from .errors import (
 )
 from .identity import CallIdentity, wants_xml
 from .ledger import CallRecord, Outcome, new_record_id
+from .limiter import NonceClaim, rate_limit_headers, refusal
 from .outcome import ErrorBodyTee, parse_error_code, sniff_request_id
 from .runtime import MeteringRuntime
 
@@ -74,6 +75,8 @@ class MeteringMiddleware:
         self._trusted_secret = (
             cfg.trusted_hop_secret.encode() if cfg.trusted_hop_secret is not None else None
         )
+        self._window = cfg.signature_window
+        self._throttle_status = cfg.throttle_status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -178,6 +181,7 @@ class _MeteredCall:
         "credential_account",
         "done",
         "encoding",
+        "extra_headers",
         "future",
         "identity",
         "latency_ms",
@@ -218,6 +222,8 @@ class _MeteredCall:
         self.tee: ErrorBodyTee | None = None
         self.latency_ms = 0.0
         self.body: bytes | None = None
+        #: RateLimit headers added to the answer (refusal or metered response).
+        self.extra_headers: list[tuple[bytes, bytes]] = []
 
     # -- admission -----------------------------------------------------------------
 
@@ -248,6 +254,18 @@ class _MeteredCall:
             trusted, forwarded_scope = self._trusted_hop(scope)
             if not trusted:
                 await rt.verifier.verify(identity.signed, credential.secret)
+            limiter = rt.limiter
+            if limiter is not None:
+                account = credential.account
+                limit = await rt.entitlements.qps(account, identity.category, identity.action)
+                claim = None if trusted else NonceClaim.of(identity.signed, self.meter._window)
+                decision = await limiter.admit(
+                    account, identity.category, identity.action, limit, nonce=claim
+                )
+                self.extra_headers = rate_limit_headers(decision)
+                refused = refusal(decision, throttle_status=self.meter._throttle_status)
+                if refused is not None:
+                    raise refused
         except ApiError as exc:
             await self._refuse(exc)
             return
@@ -306,6 +324,7 @@ class _MeteredCall:
                     (b"content-type", content_type),
                     (b"content-length", str(len(body)).encode()),
                     (b"x-acs-request-id", request_id.encode()),
+                    *self.extra_headers,
                 ],
             }
         )
@@ -345,6 +364,8 @@ class _MeteredCall:
             await self._body(message)
         elif kind == "http.response.start":
             self._start(message)
+            if self.extra_headers:
+                message = {**message, "headers": [*message.get("headers", ()), *self.extra_headers]}
             await self.send(message)
         else:
             await self.send(message)

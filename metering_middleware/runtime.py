@@ -17,11 +17,13 @@ from .catalog import Catalog, default_catalog, load_catalog
 from .clock import Clock, SystemClock
 from .config import MeteringConfig
 from .credentials import CredentialCache, SecretBox
+from .entitlements import EntitlementInputs, EntitlementSource, EntitlementView
 from .identity import IdentityResolver
 from .ledger import LedgerStore
 from .ledger.journal import Journal
 from .ledger.urls import open_store
 from .ledger.writer import LedgerWriter
+from .limiter import DeferredNonceStore, Limiter, LimiterSettings, open_limiter
 from .metrics import MeteringMetrics
 from .nonces import MemoryNonceStore, NonceStore
 from .signing import SignatureVerifier
@@ -31,16 +33,29 @@ __all__ = ["MeteringRuntime"]
 log = logging.getLogger("metering_middleware")
 
 
+def _ledger_file(config: MeteringConfig) -> str:
+    """The SQLite ledger's path, or "" for a ledger that is not a local file."""
+    url = config.ledger_url
+    if "://" not in url:
+        return url
+    if url.startswith("sqlite:///"):
+        return unquote(urlsplit(url).path[1:])
+    return ""
+
+
 def _default_journal(config: MeteringConfig) -> str:
     """Beside the SQLite file by default; none for ``memory://`` unless configured."""
     if config.journal_path:
         return config.journal_path
-    url = config.ledger_url
-    if "://" not in url:
-        return url + ".journal"
-    if url.startswith("sqlite:///"):
-        return unquote(urlsplit(url).path[1:]) + ".journal"
-    return ""
+    path = _ledger_file(config)
+    return path + ".journal" if path else ""
+
+
+class NoPlans:
+    """An entitlement source for gateways that sell no plans: catalog defaults only."""
+
+    async def load_entitlement_inputs(self) -> EntitlementInputs:
+        return EntitlementInputs()
 
 
 class MeteringRuntime:
@@ -56,6 +71,8 @@ class MeteringRuntime:
         nonces: NonceStore | None = None,
         secret_box: SecretBox | None = None,
         metrics: MeteringMetrics | None = None,
+        entitlements: EntitlementSource | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.config = config = config or MeteringConfig()
         self.clock: Clock = clock or SystemClock()
@@ -80,10 +97,34 @@ class MeteringRuntime:
             self.clock,
             refresh_interval=config.credential_refresh,
         )
+        local_nonces = nonces or MemoryNonceStore(self.clock)
+        self.limiter: Limiter | None = None
+        if config.enforce_qps:
+            ledger_file = _ledger_file(config)
+            self.limiter = limiter or open_limiter(
+                LimiterSettings(
+                    url=config.limiter_url,
+                    failure_policy=config.limiter_failure_policy,  # type: ignore[arg-type]
+                    processes=config.limiter_processes,
+                    throttle_status=config.throttle_status,
+                ),
+                self.clock,
+                # One memory:// limiter per ledger: a second process would double the limits.
+                lock_path=ledger_file + ".limiter.lock" if ledger_file else None,
+                nonces=local_nonces if isinstance(local_nonces, MemoryNonceStore) else None,
+            )
+        # With a limiter, the nonce is claimed by ``admit`` in the same round trip as
+        # the QPS decision (shared between processes with Redis), not by the verifier.
         self.verifier = SignatureVerifier(
-            nonces or MemoryNonceStore(self.clock),
+            DeferredNonceStore() if self.limiter is not None else local_nonces,
             self.clock,
             window_seconds=config.signature_window,
+        )
+        self.entitlements = EntitlementView(
+            entitlements or NoPlans(),
+            catalog,
+            self.clock,
+            refresh_interval=config.entitlement_refresh,
         )
         self.metrics = metrics or MeteringMetrics()
         self.metrics.gauge(
@@ -115,6 +156,9 @@ class MeteringRuntime:
             await self.store.open()
             await self.writer.start()
             await self.credentials.refresh()
+            await self.entitlements.refresh()
+            if self.limiter is not None:
+                await self.limiter.start()
             self._started = True
             log.info(
                 "metering started: ledger=%s mode=%s catalog items=%d",
@@ -128,6 +172,8 @@ class MeteringRuntime:
             if not self._started:
                 return
             self._started = False
+            if self.limiter is not None:
+                await self.limiter.close()
             # The writer flushes everything pending (or journals it) before the store closes.
             await self.writer.stop()
             await self.store.close()

@@ -107,6 +107,7 @@ def plan_from_row(row: Sequence[Any]) -> Plan:
         categories=frozenset(categories.split()),
         points=Decimal(points),
         price_paid=Decimal(price),
+        refunded_at=optional_time(refund),
         **times,
     )
 

@@ -138,6 +138,10 @@ class BillLine:
         return self.source.kind
 
     @property
+    def plan_id(self) -> str | None:
+        return self.source.plan_id
+
+    @property
     def adjustment(self) -> bool:
         return self.origin != self.billed
 

@@ -16,6 +16,7 @@ from example_gateway.mock_upstream import MockUpstream, create_mock_upstream
 from metering_middleware import MeteringConfig, MeteringRuntime, SystemClock
 from metering_middleware.credentials import CredentialManager, SecretBox
 from metering_middleware.ledger.urls import open_store
+from tests.support.catalogs import roomy_catalog
 from tests.support.servers import run_server
 
 
@@ -60,7 +61,10 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     url = f"sqlite:///{db}"
     key, secret = await add_account(url, "acme")
     mock = create_mock_upstream(chunk_size=64 * 1024)
-    runtime = MeteringRuntime(MeteringConfig(ledger_url=url, mode="strict"))
+    # Bursts of calls, not QPS limits, are under test here (tests/limiter has those).
+    runtime = MeteringRuntime(
+        MeteringConfig(ledger_url=url, mode="strict"), catalog=roomy_catalog()
+    )
     async with run_server(mock) as upstream:
         app = create_gateway_app(GatewayConfig(upstream=upstream, timeout=5.0), runtime)
         async with run_server(app) as base:

@@ -17,6 +17,7 @@ from metering_middleware import CallRecord, MeteringConfig, MeteringRuntime
 from metering_middleware.ledger import new_record_id
 from metering_middleware.ledger.journal import Journal
 from metering_middleware.ledger.urls import open_store
+from tests.support.catalogs import roomy_catalog
 from tests.support.servers import run_server
 
 from .conftest import add_account
@@ -45,7 +46,9 @@ async def test_locked_store_journals_then_recovers_without_loss_or_duplicate(
     db = tmp_path / "ledger.sqlite"
     url = f"sqlite:///{db}?busy_timeout_ms=50"
     key, secret = await add_account(url, "acme")
-    runtime = MeteringRuntime(MeteringConfig(ledger_url=url, mode="strict"))
+    runtime = MeteringRuntime(
+        MeteringConfig(ledger_url=url, mode="strict"), catalog=roomy_catalog()
+    )
     async with run_server(create_mock_upstream()) as upstream:
         app = create_gateway_app(GatewayConfig(upstream=upstream), runtime)
         async with run_server(app) as base:
@@ -68,7 +71,9 @@ async def test_replaced_ledger_file_is_detected(tmp_path: Path) -> None:
     db = tmp_path / "ledger.sqlite"
     url = f"sqlite:///{db}"
     key, secret = await add_account(url, "acme")
-    runtime = MeteringRuntime(MeteringConfig(ledger_url=url, mode="strict"))
+    runtime = MeteringRuntime(
+        MeteringConfig(ledger_url=url, mode="strict"), catalog=roomy_catalog()
+    )
     async with run_server(create_mock_upstream()) as upstream:
         app = create_gateway_app(GatewayConfig(upstream=upstream), runtime)
         async with run_server(app) as base:
@@ -114,11 +119,11 @@ async def test_restart_with_a_non_empty_journal(tmp_path: Path) -> None:
     await store.write(records[:2], [])
     await store.close()
     assert len(count_calls(db)) == 2
-    runtime = MeteringRuntime(MeteringConfig(ledger_url=url))
+    runtime = MeteringRuntime(MeteringConfig(ledger_url=url), catalog=roomy_catalog())
     await runtime.start()
     await runtime.stop()
     assert sorted(count_calls(db)) == [f"journaled-{i}" for i in range(5)]
-    runtime = MeteringRuntime(MeteringConfig(ledger_url=url))
+    runtime = MeteringRuntime(MeteringConfig(ledger_url=url), catalog=roomy_catalog())
     async with runtime:
         await asyncio.sleep(0)
     assert len(count_calls(db)) == 5

@@ -7,10 +7,18 @@ counted by outcome.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 import pytest
 
-from .conftest import Gateway
+from example_gateway.app import create_gateway_app
+from example_gateway.config import GatewayConfig
+from example_gateway.mock_upstream import create_mock_upstream
+from metering_middleware import MeteringConfig, MeteringRuntime
+from tests.support.servers import run_server
+
+from .conftest import Gateway, add_account
 from .sdk import call_v1, detect_face_v3
 
 # image URL word -> (SDK sees ok?, code, charged?)
@@ -132,3 +140,41 @@ async def test_every_call_is_counted_by_outcome(gateway: Gateway) -> None:
         ("refused", "bad_signature"): 1,
     }
     assert len(gateway.rows()) == 3
+
+
+async def test_official_sdks_see_throttling_user(tmp_path: Path) -> None:
+    """With the packaged catalog's real defaults (OCR 1 QPS, facebody 2 QPS)."""
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    key, secret = await add_account(url, "acme")
+    runtime = MeteringRuntime(MeteringConfig(ledger_url=url, throttle_status=400))
+    async with run_server(create_mock_upstream()) as upstream:
+        app = create_gateway_app(GatewayConfig(upstream=upstream), runtime)
+        async with run_server(app) as base:
+            endpoint = base.removeprefix("http://")
+            # Concurrent calls: together well inside one second on any machine.
+            v1 = await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        call_v1,
+                        endpoint,
+                        key,
+                        secret,
+                        "https://x/plate.jpg",
+                        action="RecognizeLicensePlate",
+                    )
+                    for _ in range(2)
+                )
+            )
+            v3 = await asyncio.gather(
+                *(
+                    asyncio.to_thread(detect_face_v3, endpoint, key, secret, "https://x/a.jpg")
+                    for _ in range(3)
+                )
+            )
+    # The second OCR and the third face call were above the entitlement: refused as
+    # VIAPI refuses, and not charged.
+    assert sorted(str(r.code) for r in v1) == ["None", "Throttling.User"]
+    assert {r.status for r in v1 if not r.ok} == {400}
+    assert sorted(str(r.code) for r in v3) == ["None", "None", "Throttling.User"]
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM calls").fetchone() == (3,)

@@ -15,6 +15,7 @@ from example_gateway.app import create_gateway_app
 from example_gateway.config import GatewayConfig
 from example_gateway.mock_upstream import create_mock_upstream
 from metering_middleware import MeteringConfig, MeteringRuntime
+from tests.support.catalogs import roomy_catalog
 from tests.support.servers import run_server
 
 from .conftest import Gateway, add_account
@@ -43,7 +44,9 @@ async def lockstep_gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, Locks
     key, secret = await add_account(url, "acme")
     step = Lockstep()
     mock = create_mock_upstream(chunk_size=CHUNK, gate=step.gate)
-    runtime = MeteringRuntime(MeteringConfig(ledger_url=url, mode="strict"))
+    runtime = MeteringRuntime(
+        MeteringConfig(ledger_url=url, mode="strict"), catalog=roomy_catalog()
+    )
     async with run_server(mock) as upstream:
         app = create_gateway_app(GatewayConfig(upstream=upstream, timeout=10.0), runtime)
         async with run_server(app) as base:
@@ -69,9 +72,12 @@ async def test_two_mib_body_streams_in_lockstep(
     body = f"ImageURL=https%3A%2F%2Fx%2F{word}.jpg".encode()
     received = 0
     chunks_released = 1
-    async with httpx.AsyncClient(timeout=10.0) as client, client.stream(
-        "POST", gw.url, content=body, headers=v3_headers(gw.access_key_id, gw.secret, body)
-    ) as response:
+    async with (
+        httpx.AsyncClient(timeout=10.0) as client,
+        client.stream(
+            "POST", gw.url, content=body, headers=v3_headers(gw.access_key_id, gw.secret, body)
+        ) as response,
+    ):
         assert response.status_code == 200
         # If anything on the way buffered the body, this loop would wait forever
         # (the upstream sends the next chunk only when we have the previous one).
@@ -91,9 +97,12 @@ async def test_client_disconnect_mid_stream_is_still_charged(
 ) -> None:
     gw, step = lockstep_gateway
     body = b"ImageURL=https%3A%2F%2Fx%2Fbig.jpg"
-    async with httpx.AsyncClient(timeout=10.0) as client, client.stream(
-        "POST", gw.url, content=body, headers=v3_headers(gw.access_key_id, gw.secret, body)
-    ) as response:
+    async with (
+        httpx.AsyncClient(timeout=10.0) as client,
+        client.stream(
+            "POST", gw.url, content=body, headers=v3_headers(gw.access_key_id, gw.secret, body)
+        ) as response,
+    ):
         assert response.status_code == 200
         async for piece in response.aiter_raw():
             assert piece
@@ -146,7 +155,7 @@ async def test_upstream_timeout_is_a_free_504(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
     key, secret = await add_account(url, "acme")
     mock = create_mock_upstream(slow_seconds=5.0)
-    runtime = MeteringRuntime(MeteringConfig(ledger_url=url))
+    runtime = MeteringRuntime(MeteringConfig(ledger_url=url), catalog=roomy_catalog())
     async with run_server(mock) as upstream:
         app = create_gateway_app(GatewayConfig(upstream=upstream, timeout=0.3), runtime)
         async with run_server(app) as base, httpx.AsyncClient(timeout=10.0) as client:

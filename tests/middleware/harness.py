@@ -180,7 +180,12 @@ class Env:
         nonce: str | None = None,
         now: datetime | None = None,
     ) -> dict[str, Any]:
-        """Keyword arguments for ``request`` carrying a valid V3 signature."""
+        """Keyword arguments for ``request`` carrying a valid V3 signature.
+
+        Each signed call moves the clock one second on, as calls spaced within the
+        default 2 QPS would; QPS tests build their own bursts.
+        """
+        self.clock.advance(1.0)
         headers = {
             "host": host,
             "x-acs-action": action,
@@ -216,6 +221,7 @@ class Env:
         fmt: str | None = "JSON",
         method: str = "GET",
     ) -> dict[str, Any]:
+        self.clock.advance(1.0)
         params = [("Action", action), ("Version", version), *extra]
         if fmt is not None:
             params.append(("Format", fmt))

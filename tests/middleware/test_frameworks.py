@@ -19,9 +19,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from metering_middleware import MeteringMiddleware
+from metering_middleware import MeteringConfig, MeteringMiddleware, MeteringRuntime
 from tests.e2e.conftest import add_account
 from tests.e2e.signed import v3_headers
+from tests.support.catalogs import roomy_catalog
 from tests.support.servers import run_server
 
 
@@ -63,7 +64,11 @@ async def test_lifespan_starts_and_flushes_the_ledger(tmp_path: Path, make_app: 
     db = tmp_path / "ledger.sqlite"
     url = f"sqlite:///{db}"
     key, secret = await add_account(url, "acme")
-    app = MeteringMiddleware(make_app(), ledger_url=url, mode="batched", flush_interval=3600.0)
+    runtime = MeteringRuntime(
+        MeteringConfig(ledger_url=url, mode="batched", flush_interval=3600.0),
+        catalog=roomy_catalog(),
+    )
+    app = MeteringMiddleware(make_app(), runtime=runtime)
     async with run_server(app, lifespan="auto") as base:
         assert app.runtime.started  # started by the lifespan, before any call
         async with httpx.AsyncClient() as client:
@@ -96,8 +101,6 @@ async def test_explicit_async_context(tmp_path: Path) -> None:
 
 
 def test_settings_and_runtime_are_exclusive() -> None:
-    from metering_middleware import MeteringConfig, MeteringRuntime
-
     runtime = MeteringRuntime(MeteringConfig(ledger_url="memory://"))
     with pytest.raises(TypeError):
         MeteringMiddleware(bare_app, runtime=runtime, mode="strict")
