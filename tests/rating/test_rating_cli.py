@@ -33,17 +33,13 @@ def db(tmp_path: Path) -> str:
         async with SqliteStore(path, clock=clock) as ledger:
             await ledger.write(calls_between(CATALOG, 15_000, utc(2026, 3, 2), timedelta(0)), [])
             clock.set(utc(2026, 3, 3, 6))
-            later = calls_between(CATALOG, 3, utc(2026, 3, 3), timedelta(seconds=1), prefix="x")
-            await ledger.write([c for c in (replace_account(r) for r in later)], [])
+            later = calls_between(
+                CATALOG, 3, utc(2026, 3, 3), timedelta(seconds=1), account="globex", prefix="x"
+            )
+            await ledger.write(later, [])
 
     asyncio.run(fill())
     return f"sqlite:///{path}"
-
-
-def replace_account(record: object) -> object:
-    from dataclasses import replace
-
-    return replace(record, account="globex")  # type: ignore[type-var]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
