@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
 import socket
 import sqlite3
@@ -58,6 +59,7 @@ class Run:
     cpu_us: float
     p50_ms: float
     busy: float  # server CPU over the window's wall time: near 1.0 when it was the bottleneck
+    client_busy: float  # the load generator's, likewise
     charged: int | None  # ledger records after the run (metered variants)
 
 
@@ -123,9 +125,10 @@ class Bench:
         try:
             warmup = self.replay(url, 0, warm)
             check(warmup, warm, f"{variant} warm-up")
-            before = cpu_seconds(process.pid)
+            before, client_before = cpu_seconds(process.pid), children_cpu_seconds()
             timed = self.replay(url, warm, count)
             used = cpu_seconds(process.pid) - before
+            client = children_cpu_seconds() - client_before
             check(timed, count, variant)
         finally:
             stop(process)  # a metered server flushes its ledger on the way out
@@ -140,7 +143,12 @@ class Bench:
             for path in ledger.parent.glob(ledger.name + "*"):
                 path.unlink()
         return Run(
-            count / timed.seconds, used * 1e6 / count, timed.p50_ms, used / timed.seconds, charged
+            rps=count / timed.seconds,
+            cpu_us=used * 1e6 / count,
+            p50_ms=timed.p50_ms,
+            busy=used / timed.seconds,
+            client_busy=client / timed.seconds,
+            charged=charged,
         )
 
     def close(self) -> None:
@@ -208,6 +216,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def children_cpu_seconds() -> float:
+    """CPU of the finished children: across one load run, the load generator's alone
+    (servers and the mock are still running, so not yet counted)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         # After the parenthesised command name; utime and stime are fields 14 and 15.
@@ -253,7 +268,8 @@ def orchestrate(args: argparse.Namespace) -> None:
                     charged = f"  ledger={run.charged}" if run.charged is not None else ""
                     print(
                         f"round {n + 1} {variant:16s} {run.rps:8.0f} req/s "
-                        f"{run.cpu_us:7.1f} us CPU/req  busy {run.busy:4.0%}  "
+                        f"{run.cpu_us:7.1f} us CPU/req  busy {run.busy:4.0%} "
+                        f"(client {run.client_busy:4.0%})  "
                         f"p50 {run.p50_ms:6.2f} ms{charged}",
                         flush=True,
                     )
@@ -271,10 +287,29 @@ def machine_line(args: argparse.Namespace) -> str:
     except (OSError, StopIteration):
         pass
     return (
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; nproc {os.cpu_count()} ({model}); "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; code {code_version()}; "
+        f"nproc {os.cpu_count()} ({model}); "
         f"Python {platform.python_version()}; client {args.client}, c={args.concurrency}; "
         f"{args.rounds} rounds, ~{args.seconds:g} s per run; load average {load_average()}"
     )
+
+
+def code_version() -> str:
+    """The commit measured, and whether the library had uncommitted changes."""
+    root = HERE.parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "metering_middleware", "example_gateway"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head or 'unknown'}{' + uncommitted library changes' if dirty else ''}"
 
 
 def load_average() -> str:
@@ -295,8 +330,8 @@ def report(runs: dict[str, list[Run]]) -> str:
     """
     lines = [
         "| variant | req/s (median) | req/s min-max | CPU µs/req (median) | CPU min-max "
-        "| server busy | req/s vs bare | CPU vs bare | meter's CPU µs/req |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server busy | client busy | req/s vs bare | CPU vs bare | meter's CPU µs/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for variant, rs in runs.items():
         rps = statistics.median(r.rps for r in rs)
@@ -311,7 +346,9 @@ def report(runs: dict[str, list[Run]]) -> str:
         lines.append(
             f"| {variant} | {rps:,.0f} | {_spread([r.rps for r in rs], ',.0f')} | {cpu:.0f} "
             f"| {_spread([r.cpu_us for r in rs], '.0f')} "
-            f"| {statistics.median(r.busy for r in rs):.0%} | {ratio} | {ratio_cpu} | {added} |"
+            f"| {statistics.median(r.busy for r in rs):.0%} "
+            f"| {statistics.median(r.client_busy for r in rs):.0%} "
+            f"| {ratio} | {ratio_cpu} | {added} |"
         )
     return "\n".join(lines)
 

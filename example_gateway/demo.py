@@ -1,9 +1,12 @@
 """One command, no setup: mock VIAPI + metered gateway + SQLite ledger + real SDK traffic.
 
-Sends calls of every outcome class through the official Alibaba Cloud SDKs
+Three tenants buy what VIAPI sells (acme: a DetectFace QPS subscription; globex: a
+general-purpose resource plan; initech: nothing, pay-as-you-go), then send calls of
+every outcome class through the official Alibaba Cloud SDKs
 (``alibabacloud-facebody20191230``, signature V3; ``aliyun-python-sdk-core``,
-signature V1), shuts the gateway down (which flushes the ledger) and prints
-what the ledger holds: every call by outcome, and the chargeable calls.
+signature V1). The gateway is shut down (which flushes the ledger), the ledger is
+settled against the plans, and the demo prints every call by outcome, the chargeable
+calls, and each tenant's bill for the month.
 """
 
 from __future__ import annotations
@@ -12,14 +15,25 @@ import asyncio
 import sys
 import tempfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from metering_middleware import MeteringConfig, MeteringRuntime, SystemClock
+from metering_middleware import MeteringConfig, MeteringRuntime, SystemClock, default_catalog
 from metering_middleware._output import render
 from metering_middleware.credentials import CredentialManager, SecretBox
 from metering_middleware.ledger.urls import open_store
+from metering_middleware.rating import (
+    SqliteRatingStore,
+    billing_month,
+    build_bill,
+    buy_qps_subscription,
+    buy_resource_plan,
+    render_bill,
+    settle,
+)
 
 from .app import create_gateway_app
 from .config import GatewayConfig
@@ -36,15 +50,18 @@ class _Key:
     secret: str
 
 
-# (who, SDK, image URL the mock reacts to, how many) -> what the ledger should say.
-_TRAFFIC: tuple[tuple[str, str, str, int], ...] = (
-    ("acme", "v3", "https://example.com/people.jpg", 6),  # 200: charged
-    ("acme", "v3", "https://example.com/noface.jpg", 2),  # 404 NotFoundFace: charged
-    ("acme", "v3", "https://example.com/badurl.jpg", 2),  # 400 InvalidParameter: free
-    ("acme", "v3", "https://example.com/servererror.jpg", 1),  # 500: free
-    ("globex", "v3", "https://example.com/crowd.jpg", 3),  # 200: charged
-    ("globex", "v1", "https://example.com/plate.jpg", 4),  # V1 licence plate, 200: charged
-    ("intruder", "v3", "https://example.com/people.jpg", 2),  # wrong secret: refused
+# (who, SDK, image URL the mock reacts to, how many, sent at once?)
+_TRAFFIC: tuple[tuple[str, str, str, int, bool], ...] = (
+    ("acme", "v3", "https://example.com/people.jpg", 6, False),  # 200: charged
+    ("acme", "v3", "https://example.com/noface.jpg", 2, False),  # 404 NotFoundFace: charged
+    ("acme", "v3", "https://example.com/badurl.jpg", 2, False),  # 400 InvalidParameter: free
+    ("acme", "v3", "https://example.com/servererror.jpg", 1, False),  # 500: free
+    ("globex", "v3", "https://example.com/crowd.jpg", 3, False),  # 200: charged
+    ("globex", "v1", "https://example.com/plate.jpg", 4, False),  # V1 licence plate: charged
+    ("initech", "v3", "https://example.com/team.jpg", 2, False),  # 200: charged
+    # Three at once against OCR's default 1 QPS: one admitted, two Throttling.User.
+    ("initech", "v1", "https://example.com/plate.jpg", 3, True),
+    ("intruder", "v3", "https://example.com/people.jpg", 2, False),  # wrong secret: refused
 )
 
 
@@ -94,10 +111,17 @@ def _call_v1(endpoint: str, key: _Key, url: str) -> str:
 def _traffic(base_url: str, keys: dict[str, _Key]) -> list[dict[str, Any]]:
     endpoint = base_url.removeprefix("http://")
     seen: Counter[tuple[str, str, str, str]] = Counter()
-    for who, style, url, n in _TRAFFIC:
+    for who, style, url, n, at_once in _TRAFFIC:
         call = _call_v3 if style == "v3" else _call_v1
-        for _ in range(n):
-            seen[(who, style, url.rsplit("/", 1)[-1], call(endpoint, keys[who], url))] += 1
+        image = url.rsplit("/", 1)[-1]
+        if at_once:
+            with ThreadPoolExecutor(n) as pool:
+                futures = [pool.submit(call, endpoint, keys[who], url) for _ in range(n)]
+                answers = [f.result() for f in futures]
+        else:
+            answers = [call(endpoint, keys[who], url) for _ in range(n)]
+        for answer in answers:
+            seen[(who, style, image, answer)] += 1
     return [
         {"account": w, "signature": s, "image": i, "sdk saw": r, "calls": n}
         for (w, s, i, r), n in seen.items()
@@ -110,18 +134,43 @@ async def run_demo(db_path: Path | None = None, out: TextIO = sys.stdout) -> int
     url = f"sqlite:///{db}"
     print(f"ledger: {db}", file=sys.stderr)
 
+    clock = SystemClock()
+    catalog = default_catalog()
     store = open_store(url)
     await store.open()
-    manager = CredentialManager(store, SecretBox.from_env(), SystemClock())
+    manager = CredentialManager(store, SecretBox.from_env(), clock)
     keys: dict[str, _Key] = {}
-    for account in ("acme", "globex"):
+    for account in ("acme", "globex", "initech"):
         row, secret = await manager.add(account)
         keys[account] = _Key(account, row.access_key_id, secret)
     # An AccessKey that exists, used with a wrong secret: refused, free.
     keys["intruder"] = _Key("intruder", keys["acme"].access_key_id, "not-the-secret-0000")
     await store.close()
+    async with SqliteRatingStore(db) as rating:
+        now = clock.now()
+        # acme: 20 QPS of DetectFace for a month: those calls cost nothing more.
+        await buy_qps_subscription(
+            rating,
+            catalog,
+            account="acme",
+            category="facebody",
+            action="DetectFace",
+            qps=20,
+            ordered_at=now,
+            price_paid="300.00",
+        )
+        # globex: a general-purpose plan, 5,000 points for CNY 50 (5 QPS per category).
+        await buy_resource_plan(
+            rating,
+            catalog,
+            account="globex",
+            kind="general",
+            points=5000,
+            ordered_at=now,
+            price_paid="50.00",
+        )
 
-    runtime = MeteringRuntime(MeteringConfig(ledger_url=url, mode="strict"))
+    runtime = MeteringRuntime(MeteringConfig(ledger_url=url, mode="strict"), catalog=catalog)
     async with run_server(create_mock_upstream()) as upstream:
         app = create_gateway_app(GatewayConfig(upstream=upstream, port=0), runtime)
         async with run_server(app) as gateway:
@@ -161,4 +210,13 @@ async def run_demo(db_path: Path | None = None, out: TextIO = sys.stdout) -> int
     )
     total = sum(s.calls for s in summary)
     out.write(f"\n{total} chargeable calls recorded in {db}\n")
+
+    # Settle everything recorded so far (the gateway is down: nothing is in flight).
+    async with SqliteRatingStore(db) as rating:
+        await settle(rating, catalog, clock, lag=timedelta(0))
+        month = billing_month(clock.now())
+        for account in ("acme", "globex", "initech"):
+            bill = await build_bill(rating, account, month)
+            out.write("\n")
+            out.write(render_bill(bill, "table", point_value=catalog.point_value))
     return 0

@@ -32,6 +32,7 @@ from typing import Protocol
 from .catalog import Catalog
 from .clock import Clock
 from .rating.plans import QpsSubscription, ResourcePlan
+from .rating.store import RatingStore
 
 __all__ = [
     "DEFAULT_PLAN_QPS",
@@ -40,6 +41,7 @@ __all__ = [
     "EntitlementSource",
     "EntitlementView",
     "QpsSource",
+    "RatingStoreEntitlements",
     "entitlement",
     "smallest_coefficients",
 ]
@@ -255,3 +257,23 @@ class EntitlementView:
         self._snapshot = _index(self._catalog, inputs)
         self._loaded = True
         self.loads += 1
+
+
+class RatingStoreEntitlements:
+    """Entitlement inputs from the rating store: plans, subscriptions, points left.
+
+    Points left are those of the last settlement (each account's saved deduction
+    state), so a plan counts as exhausted from the settlement that used it up.
+    """
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: RatingStore) -> None:
+        self._store = store
+
+    async def load_entitlement_inputs(self) -> EntitlementInputs:
+        book = await self._store.plan_book()
+        remaining: dict[str, Decimal] = {}
+        for progress in (await self._store.accounts()).values():
+            remaining.update(progress.state.remaining)
+        return EntitlementInputs(book.subscriptions, book.plans, remaining)

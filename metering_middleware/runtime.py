@@ -17,7 +17,12 @@ from .catalog import Catalog, default_catalog, load_catalog
 from .clock import Clock, SystemClock
 from .config import MeteringConfig
 from .credentials import CredentialCache, SecretBox
-from .entitlements import EntitlementInputs, EntitlementSource, EntitlementView
+from .entitlements import (
+    EntitlementInputs,
+    EntitlementSource,
+    EntitlementView,
+    RatingStoreEntitlements,
+)
 from .identity import IdentityResolver
 from .ledger import LedgerStore
 from .ledger.journal import Journal
@@ -26,6 +31,7 @@ from .ledger.writer import LedgerWriter
 from .limiter import DeferredNonceStore, Limiter, LimiterSettings, open_limiter
 from .metrics import MeteringMetrics
 from .nonces import MemoryNonceStore, NonceStore
+from .rating import RatingStore, SqliteRatingStore
 from .signing import SignatureVerifier
 
 __all__ = ["MeteringRuntime"]
@@ -99,8 +105,8 @@ class MeteringRuntime:
         )
         local_nonces = nonces or MemoryNonceStore(self.clock)
         self.limiter: Limiter | None = None
+        ledger_file = _ledger_file(config)
         if config.enforce_qps:
-            ledger_file = _ledger_file(config)
             self.limiter = limiter or open_limiter(
                 LimiterSettings(
                     url=config.limiter_url,
@@ -120,6 +126,11 @@ class MeteringRuntime:
             self.clock,
             window_seconds=config.signature_window,
         )
+        # Plans live beside an SQLite ledger; other ledgers (memory://) sell none.
+        self.rating_store: RatingStore | None = None
+        if entitlements is None and config.enforce_qps and ledger_file:
+            self.rating_store = SqliteRatingStore(ledger_file)
+            entitlements = RatingStoreEntitlements(self.rating_store)
         self.entitlements = EntitlementView(
             entitlements or NoPlans(),
             catalog,
@@ -156,6 +167,8 @@ class MeteringRuntime:
             await self.store.open()
             await self.writer.start()
             await self.credentials.refresh()
+            if self.rating_store is not None:
+                await self.rating_store.open()
             await self.entitlements.refresh()
             if self.limiter is not None:
                 await self.limiter.start()
@@ -177,6 +190,8 @@ class MeteringRuntime:
             # The writer flushes everything pending (or journals it) before the store closes.
             await self.writer.stop()
             await self.store.close()
+            if self.rating_store is not None:
+                await self.rating_store.close()
             log.info("metering stopped: ledger flushed")
 
     async def ready(self) -> bool:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from itertools import groupby
 from operator import attrgetter
 
 from ..ledger.records import CallRecord
+from ._rows import trusted_state
 from .money import exact_sum
 from .months import Month
 from .plans import ResourcePlan
@@ -21,6 +23,8 @@ __all__: list[str] = []
 
 LineKey = tuple[Month, Month, str, Source]  # billed, origin, item, source
 _ACCOUNT = attrgetter("account")
+_TIME = attrgetter("occurred_at", "id")
+_OCCURRED = attrgetter("occurred_at")
 
 
 @dataclass(slots=True)
@@ -63,24 +67,13 @@ class Account:
             found.add(line.calls, line.points, line.amount)
         self.calls += line.calls
 
-    def bill_lines(self, existing: Iterable[BillLine] = ()) -> tuple[BillLine, ...]:
-        """This pass's lines, added to ``existing`` ones of the same key."""
-        merged: dict[LineKey, Tally] = {}
-        for old in existing:
-            merged[(old.billed, old.origin, old.item, old.source)] = Tally(
-                old.category, old.calls, old.points, old.amount
-            )
-        for key, tally in self.lines.items():
-            found = merged.get(key)
-            if found is None:
-                merged[key] = Tally(tally.category, tally.calls, tally.points, tally.amount)
-            else:
-                found.add(tally.calls, tally.points, tally.amount)
+    def bill_lines(self) -> tuple[BillLine, ...]:
+        """This pass's lines, in bill order."""
         out = [
             BillLine(
                 self.name, billed, origin, t.category, item, source, t.calls, t.points, t.amount
             )
-            for (billed, origin, item, source), t in merged.items()
+            for (billed, origin, item, source), t in self.lines.items()
         ]
         return tuple(sorted(out, key=_line_order))
 
@@ -108,16 +101,23 @@ def split_state(
     state: DeductionState,
     accounts: Iterable[str],
     plans_of: Mapping[str, list[ResourcePlan]],
+    parked: DeductionState | None = None,
 ) -> dict[str, DeductionState]:
-    """Each account's part of ``state``; plans with all their points are left out (the
-    state's own convention), so what is stored stays small."""
+    """Each account's part of ``state`` (and of ``parked``, what a pass set aside); plans
+    with all their points are left out (the state's own convention): what is stored stays
+    small."""
     wanted = set(accounts)
     positions: dict[str, dict[PositionKey, int]] = {name: {} for name in wanted}
-    for key, n in state.positions.items():
-        mine = positions.get(key[0])
-        if mine is not None:
-            mine[key] = n
-    remaining = state.remaining
+    if not wanted:
+        return {}
+    remaining = dict(state.remaining)
+    for part in (state, parked) if parked is not None else (state,):
+        for key, n in part.positions.items():
+            mine = positions.get(key[0])
+            if mine is not None:
+                mine[key] = n
+    if parked is not None:
+        remaining.update(parked.remaining)
     out: dict[str, DeductionState] = {}
     for name in wanted:
         left = {
@@ -125,8 +125,25 @@ def split_state(
             for p in plans_of.get(name, ())
             if p.id in remaining and remaining[p.id] != p.points
         }
-        out[name] = DeductionState(left, positions[name])
+        out[name] = trusted_state(left, positions[name])
     return out
+
+
+def park(
+    state: DeductionState, months: Container[Month], plans: Container[str]
+) -> tuple[DeductionState, DeductionState]:
+    """``state`` as (what a pass can change, the rest): positions of ``months`` and the
+    points of ``plans`` stay in play. A pass deducts against the first only, so its cost
+    follows what it settles, not the account's history."""
+    active: dict[PositionKey, int] = {}
+    rest: dict[PositionKey, int] = {}
+    for key, n in state.positions.items():
+        (active if key[2] in months else rest)[key] = n
+    left: dict[str, Decimal] = {}
+    spent: dict[str, Decimal] = {}
+    for plan, points in state.remaining.items():
+        (left if plan in plans else spent)[plan] = points
+    return trusted_state(left, active), trusted_state(spent, rest)
 
 
 def merge_states(states: Iterable[DeductionState]) -> DeductionState:
@@ -148,3 +165,29 @@ def last_keys(records: Sequence[CallRecord], month: Month) -> dict[str, SettledK
         out[r.account] = (month, r.occurred_at, r.occurred_at, r.id)
         end = bisect_left(records, r.account, 0, end - 1, key=_ACCOUNT)  # previous block
     return out
+
+
+Segment = tuple[list[CallRecord], list[Adjustment] | None]
+
+
+def cut_segments(
+    regular: list[CallRecord], adjust: list[tuple[Adjustment, CallRecord]]
+) -> list[Segment]:
+    """A month's deductions in order: regular records, with the adjustments of each arrival
+    cut in at their place (deduction sorts by time; adjustments go by arrival)."""
+    if not adjust:
+        return [(regular, None)]
+    segments: list[Segment] = []
+    regular.sort(key=_TIME)
+    adjust.sort(key=lambda pair: pair[0].key)
+    pos = 0
+    for effective, group in groupby(adjust, key=lambda pair: pair[0].effective_at):
+        pairs = list(group)
+        cut = bisect_left(regular, effective, pos, key=_OCCURRED)
+        if cut > pos:
+            segments.append((regular[pos:cut], None))
+        segments.append(([r for _, r in pairs], [adj for adj, _ in pairs]))
+        pos = cut
+    if pos < len(regular):
+        segments.append((regular[pos:], None))
+    return segments

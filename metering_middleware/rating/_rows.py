@@ -5,11 +5,14 @@ from __future__ import annotations
 import gc
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from itertools import repeat
+from types import MappingProxyType
 from typing import Any
 
 from ..ledger.codec import format_time, parse_time
@@ -17,7 +20,7 @@ from ..ledger.records import CallRecord
 from .months import Month, parse_month
 from .plans import PlanKind, QpsSubscription, ResourcePlan
 from .results import Source, SourceKind
-from .state import DeductionState
+from .state import DeductionState, PositionKey
 from .store import AccountProgress, Adjustment, BillLine, Plan
 
 __all__: list[str] = []  # private helpers of the SQLite rating store
@@ -49,11 +52,50 @@ def optional_time(text: str | None) -> datetime | None:
 
 
 def state_text(state: DeductionState) -> str:
-    return json.dumps(state.to_plain(), separators=(",", ":"), sort_keys=True)
+    """``DeductionState.to_plain`` as compact JSON (built directly: one per account per pass)."""
+    positions: dict[str, dict[str, dict[str, int]]] = {}
+    for (account, item, month), n in state.positions.items():
+        positions.setdefault(account, {}).setdefault(item, {})[text_of(month)] = n
+    remaining = {plan: str(points) for plan, points in state.remaining.items()}
+    doc = {"positions": positions, "remaining": remaining}
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
 
 
 def state_from_text(text: str) -> DeductionState:
-    return DeductionState.from_plain(json.loads(text))
+    """Inverse of :func:`state_text` (``DeductionState.from_plain``'s format, read faster:
+    settlement loads one per account per pass)."""
+    doc = json.loads(text)
+    remaining = {plan: Decimal(points) for plan, points in doc["remaining"].items()}
+    positions = {
+        (account, item, month_of(month)): n
+        for account, by_item in doc["positions"].items()
+        for item, by_month in by_item.items()
+        for month, n in by_month.items()
+    }
+    return trusted_state(remaining, positions)
+
+
+def trusted_state(
+    remaining: dict[str, Decimal], positions: dict[PositionKey, int]
+) -> DeductionState:
+    """A ``DeductionState`` of values that were checked when first made (read back from
+    this store, or parts of a state): settlement builds thousands per pass, and the
+    check is most of a small state's cost."""
+    state = object.__new__(DeductionState)
+    object.__setattr__(state, "remaining", MappingProxyType(remaining))
+    object.__setattr__(state, "positions", MappingProxyType(positions))
+    return state
+
+
+@lru_cache(maxsize=4096)
+def text_of(month: Month) -> str:
+    return str(month)
+
+
+@lru_cache(maxsize=4096)
+def month_of(text: str) -> Month:
+    """``parse_month``, remembered: a few distinct months are parsed thousands of times."""
+    return parse_month(text)
 
 
 def plan_row(plan: Plan, recorded_at: datetime) -> tuple[Any, ...]:
@@ -116,8 +158,8 @@ def line_row(line: BillLine) -> tuple[Any, ...]:
     source = line.source
     return (
         line.account,
-        str(line.billed),
-        str(line.origin),
+        text_of(line.billed),
+        text_of(line.origin),
         line.item,
         source.kind.value,
         source.plan_id or "",
@@ -140,8 +182,8 @@ def line_from_row(row: Sequence[Any]) -> BillLine:
     )
     return BillLine(
         account=account,
-        billed=parse_month(billed),
-        origin=parse_month(origin),
+        billed=month_of(billed),
+        origin=month_of(origin),
         category=category,
         item=item,
         source=source,
@@ -170,7 +212,7 @@ def account_from_row(row: Sequence[Any]) -> AccountProgress:
     account, seen, horizon, f_month, f_at, f_occurred, f_id, state, updated = row
     frontier = None
     if f_month is not None:
-        frontier = (parse_month(f_month), parse_time(f_at), parse_time(f_occurred), f_id)
+        frontier = (month_of(f_month), parse_time(f_at), parse_time(f_occurred), f_id)
     return AccountProgress(
         account=account,
         seen=int(seen),
@@ -200,8 +242,8 @@ def adjustment_from_row(row: Sequence[Any]) -> Adjustment:
         call_id=call_id,
         account=account,
         occurred_at=parse_time(occurred),
-        origin=parse_month(origin),
-        billed=parse_month(billed),
+        origin=month_of(origin),
+        billed=month_of(billed),
         effective_at=parse_time(effective),
     )
 
@@ -226,33 +268,46 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+_FIELDS = tuple(CallRecord.__dataclass_fields__)
+_READ = ("id", "account", "item", "occurred_at")
+_PLACEHOLDERS = {
+    "request_id": None,
+    "access_key_id": "",
+    "category": "",
+    "action": "",
+    "version": "",
+    "status": 200,
+    "error_code": None,
+    "latency_ms": 0.0,
+}
+assert set(_FIELDS) == {*_READ, *_PLACEHOLDERS}, "CallRecord changed: update the bulk reader"
+
+
 def records_from_rows(
     rows: Sequence[tuple[Any, ...]],
 ) -> tuple[list[CallRecord], list[int], list[str | None]]:
     """``(seq, id, account, item, occurred_at, recorded_at|None)`` rows as rating records.
 
-    Column-wise and through ``map`` so the per-record work stays in C; account and item
+    This is the hot loop of a full settlement (a million records), so it works column by
+    column in C: records are allocated, then each field is set through its slot, which is
+    what the frozen dataclass's ``__init__`` does one call per record, at twice the cost.
+    The values are the constructor's own (times are aware UTC: ``...Z``). Account and item
     names are interned (a million copies of a few hundred strings otherwise).
     """
     if not rows:
         return [], [], []
     seqs, ids, accounts, items, occurred, arrived = zip(*rows, strict=True)
-    intern = sys.intern
-    records = list(
-        map(
-            CallRecord,
-            ids,
-            repeat(None),
-            map(intern, accounts),
-            repeat(""),
-            repeat(""),
-            repeat(""),
-            repeat(""),
-            map(intern, items),
-            map(datetime.fromisoformat, occurred),
-            repeat(200),
-            repeat(None),
-            repeat(0.0),
-        )
-    )
+    n = len(ids)
+    records: list[CallRecord] = list(map(object.__new__, repeat(CallRecord, n)))
+    columns: dict[str, Iterable[Any]] = {
+        "id": ids,
+        "account": map(sys.intern, accounts),
+        "item": map(sys.intern, items),
+        "occurred_at": map(datetime.fromisoformat, occurred),
+    }
+    for name in _FIELDS:
+        values = columns.get(name)
+        if values is None:
+            values = repeat(_PLACEHOLDERS[name], n)
+        deque(map(getattr(CallRecord, name).__set__, records, values), maxlen=0)
     return records, list(seqs), list(arrived)

@@ -9,26 +9,22 @@ each month's start (a checkpoint), the last key it deducted and its new state.
 from __future__ import annotations
 
 import asyncio
-from bisect import bisect_left
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import groupby
-from operator import attrgetter
 
 from ..catalog import Catalog
 from ..ledger.records import CallRecord
-from ._accounts import Account, last_keys, merge_states, split_state
+from ._accounts import Account, cut_segments, last_keys, merge_states, park, split_state
+from ._reports import SettleProgress, SettleReport
 from ._rows import gc_paused
 from .deduction import deduct
 from .months import Month, billing_month
-from .plans import ResourcePlan
+from .plans import QpsSubscription, ResourcePlan
 from .state import DeductionState
 from .store import (
     AccountProgress,
     AccountWrite,
     Adjustment,
-    BillLine,
     CallBatch,
     PlanBook,
     Progress,
@@ -39,29 +35,18 @@ from .store import (
 
 __all__: list[str] = []
 
-_TIME = attrgetter("occurred_at", "id")
-_OCCURRED = attrgetter("occurred_at")
 _US = timedelta(microseconds=1)
 Candidate = tuple[SettledKey, CallRecord, Adjustment | None]
 
 
-@dataclass(frozen=True, slots=True)
-class SettleProgress:
-    """Reported after each month a pass deducts (the CLI prints it on stderr)."""
+class _Since:
+    """Months from ``first`` on, and a few earlier ones."""
 
-    month: Month
-    records: int  # deducted in that month
-    total: int  # deducted so far in the pass
+    def __init__(self, first: Month, also: set[Month]) -> None:
+        self.first, self.also = first, also
 
-
-@dataclass(frozen=True, slots=True)
-class SettleReport:
-    horizon: datetime | None  # what is settled now: records effective before it
-    accounts: int  # accounts with records deducted
-    records: int  # records deducted (re-rated ones included)
-    adjustments: int  # records newly classified as adjustments
-    deferred: int  # records past the horizon, left for a later pass
-    rerated: tuple[str, ...]  # accounts re-rated from a checkpoint
+    def __contains__(self, month: object) -> bool:
+        return isinstance(month, Month) and (month >= self.first or month in self.also)
 
 
 class Pass:
@@ -93,6 +78,9 @@ class Pass:
         self.book = PlanBook((), (), 0, 0)
         self.plans_of: dict[str, list[ResourcePlan]] = {}
         self.working = DeductionState()
+        self.parked = DeductionState()  # what the pass cannot change (see _park)
+        self.plans: list[ResourcePlan] = []
+        self.subs: list[QpsSubscription] = []
         self.max_seq = 0
         self.low: tuple[int, datetime | None] = (0, None)  # marks shared by the bulk
         self.target = now  # the bulk's target
@@ -108,11 +96,13 @@ class Pass:
         await self._decide(cands)
         # Replaying accounts hold their checkpoint's state by now, the others their latest.
         self.working = merge_states(a.state for a in self.accounts.values())
-        first, last = await self._month_span()
-        month = first
-        while month is not None and (month <= last or any(m >= month for m in self.extra)):
-            await self._month(month)
-            month = month.next()
+        span = await self._month_span()
+        if span is not None:
+            self._park(span[0])
+            month, last = span
+            while month <= last or any(m >= month for m in self.extra):
+                await self._month(month)
+                month = month.next()
         return await self._finish()
 
     async def _load(self) -> None:
@@ -126,10 +116,11 @@ class Pass:
         self.bulk = self.account is None and not self.rerating
         base = self.horizon if self.horizon is not None else self.now
         self.target = base if self.low[1] is None else max(self.low[1], base)
+        since = self.rerate_from
         for name, row in rows.items():
             seen, horizon = (row.seen, row.horizon) if g is None or row.seen >= g.seen else self.low
-            if self.rerating:
-                if row.frontier is None or row.frontier[0] < self.rerate_from:  # type: ignore[operator]
+            if since is not None:  # re-rating: accounts settled into that month or later
+                if row.frontier is None or row.frontier[0] < since:
                     continue
                 target = horizon
             else:
@@ -137,8 +128,7 @@ class Pass:
             a = Account(name, seen, horizon, target or base, row.frontier, row.state)
             a.own_reads = not self.bulk or (seen, horizon) != self.low
             a.month = None if row.frontier is None else row.frontier[0]
-            if self.rerating:
-                a.replay_from = self.rerate_from
+            a.replay_from = since
             self.accounts[name] = a
         if self.account is not None and self.account not in self.accounts and not self.rerating:
             a = self._account(self.account)
@@ -299,7 +289,7 @@ class Pass:
             self.placed.add(adj.seq)
             self.extra.setdefault(adj.billed, []).append((adj, record))
 
-    async def _month_span(self) -> tuple[Month | None, Month]:
+    async def _month_span(self) -> tuple[Month, Month] | None:
         firsts: list[Month] = [*self.regular, *self.extra]
         lasts: list[Month] = [*self.regular, *self.extra]
         if self.bulk:
@@ -315,9 +305,18 @@ class Pass:
             if low is not None:
                 firsts.append(billing_month(low))
                 lasts.append(billing_month(max(a.target, low + _US) - _US))
-        if not firsts:
-            return None, Month(2, 1)
-        return min(firsts), max(lasts)
+        return (min(firsts), max(lasts)) if firsts else None
+
+    def _park(self, first: Month) -> None:
+        """Set aside what this pass cannot change: positions of earlier months (but those of
+        adjustments' own months) and plans that ended before anything it deducts."""
+        adjusted = [adj for pairs in self.extra.values() for adj, _ in pairs]
+        earliest = min([first.start, *(adj.occurred_at for adj in adjusted)])
+        self.plans = [p for p in self.book.plans if p.effective_end > earliest]
+        self.subs = [s for s in self.book.subscriptions if s.effective_end > earliest]
+        origins = {adj.origin for adj in adjusted}
+        months = _Since(first, origins)
+        self.working, self.parked = park(self.working, months, {p.id for p in self.plans})
 
     # -- the month loop --------------------------------------------------------------------
 
@@ -387,30 +386,15 @@ class Pass:
         """Deduct month ``m``: regular records, with each arrival's adjustments cut in at
         their place (deduction sorts by time, adjustments go by arrival)."""
         before = self.working
-        segments: list[tuple[list[CallRecord], list[Adjustment] | None]] = []
-        if not adjust:
-            segments.append((regular, None))
-        else:
-            regular.sort(key=_TIME)
-            adjust.sort(key=lambda pair: pair[0].key)
-            pos = 0
-            for effective, group in groupby(adjust, key=lambda pair: pair[0].effective_at):
-                pairs = list(group)
-                cut = bisect_left(regular, effective, pos, key=_OCCURRED)
-                if cut > pos:
-                    segments.append((regular[pos:cut], None))
-                segments.append(([r for _, r in pairs], [adj for adj, _ in pairs]))
-                pos = cut
-            if pos < len(regular):
-                segments.append((regular[pos:], None))
+        segments = cut_segments(regular, adjust)
         touched: set[str] = set()
         count = 0
         with gc_paused():
             for records, adjs in segments:
                 result = deduct(
                     records,
-                    self.book.plans,
-                    self.book.subscriptions,
+                    self.plans,
+                    self.subs,
                     self.catalog,
                     state=self.working,
                 )
@@ -427,11 +411,10 @@ class Pass:
                         self.accounts[adj.account].reach(adj.key)
         # The state at the month's start, for each account that has records in it (and the
         # months it skipped since its last checkpoint, which start from the same state).
-        states = split_state(before, touched, self.plans_of)
-        for name in touched:
+        behind = [name for name in touched if self.accounts[name].month != m]
+        states = split_state(before, behind, self.plans_of, self.parked)
+        for name in behind:
             a = self.accounts[name]
-            if a.month == m:
-                continue
             month = m if a.month is None else a.month.next()
             while month <= m:
                 a.checkpoints.append((month, states[name]))
@@ -445,27 +428,14 @@ class Pass:
         writing = [a for a in self.accounts.values() if a.calls or a.replaying or a.own_reads]
         if self.rerating:
             writing = [a for a in writing if a.replaying]
-        continuing = [a for a in writing if not a.replaying and a.lines]
-        existing: dict[str, list[BillLine]] = {}
-        if continuing:
-            since = min(min(k[0] for k in a.lines) for a in continuing)
-            names = {a.name for a in continuing}
-            for line in await self.store.lines(account=self.account, billed_from=since):
-                if line.account in names:
-                    existing.setdefault(line.account, []).append(line)
-        states = split_state(self.working, [a.name for a in writing], self.plans_of)
+        states = split_state(self.working, [a.name for a in writing], self.plans_of, self.parked)
         writes: list[AccountWrite] = []
         for a in writing:
             frontier = a.frontier
             if a.reached is not None and (frontier is None or a.reached > frontier):
                 frontier = a.reached
-            lines_from: Month | None = a.start
-            lines: tuple[BillLine, ...] = ()
-            if a.replaying:
-                lines = a.bill_lines()
-            elif a.lines:
-                lines_from = min(k[0] for k in a.lines)
-                lines = a.bill_lines(x for x in existing.get(a.name, ()) if x.billed >= lines_from)
+            # A re-rated account's lines are replaced from its restart month; the others'
+            # lines are added to (the store sums them exactly).
             progress = AccountProgress(
                 account=a.name,
                 seen=a.seen if self.rerating else self.max_seq,
@@ -474,7 +444,7 @@ class Pass:
                 state=states[a.name],
                 updated_at=self.now,
             )
-            writes.append(AccountWrite(progress, lines_from, lines, tuple(a.checkpoints)))
+            writes.append(AccountWrite(progress, a.start, a.bill_lines(), tuple(a.checkpoints)))
         marks = None
         if self.bulk:
             marks = Progress(

@@ -41,7 +41,8 @@ from datetime import timedelta
 
 from ..catalog import Catalog
 from ..clock import Clock
-from ._settle_pass import Pass, SettleProgress, SettleReport
+from ._reports import SettleProgress, SettleReport
+from ._settle_pass import Pass
 from .months import Month
 from .store import LockLost, RatingStore
 

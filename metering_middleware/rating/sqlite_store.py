@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from array import array
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -24,7 +23,8 @@ from ..ledger.migrate import migrate_file
 from ..ledger.sqlite import SqliteStore
 from ..ledger.store import LedgerStore, StoreError
 from . import _rows as rows_
-from .months import Month, parse_month
+from . import _sqlite_ops as ops
+from .months import Month
 from .plans import QpsSubscription, ResourcePlan
 from .state import DeductionState
 from .store import (
@@ -32,7 +32,6 @@ from .store import (
     Adjustment,
     BillLine,
     CallBatch,
-    LockLost,
     Plan,
     PlanBook,
     PlanChange,
@@ -43,9 +42,6 @@ from .store import (
 __all__ = ["SqliteRatingStore", "rating_store_for"]
 
 _T = TypeVar("_T")
-_LOCK = "settle"
-_PROGRESS = "settle"
-_CHUNK = 100_000
 _CALL_COLUMNS = "seq, id, account, item, occurred_at"
 
 
@@ -64,6 +60,7 @@ class SqliteRatingStore:
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._books: dict[str | None, PlanBook] = {}
 
     @property
     def path(self) -> Path:
@@ -97,7 +94,11 @@ class SqliteRatingStore:
                     timeout=self._busy_timeout_ms / 1000,
                 )
                 conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-                conn.execute("PRAGMA synchronous = FULL")  # plans are purchases: keep them
+                # Settlement results can be recomputed from the ledger, so their commits need
+                # not wait for the disk; purchases switch to FULL (see ops.durable).
+                conn.execute("PRAGMA synchronous = NORMAL")
+                # Decimal text added exactly, in SQL: lines are upserted without reading them.
+                conn.create_function("rating_add", 2, ops.add_decimal_text, deterministic=True)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open rating store {str(self._path)!r}: {exc}") from exc
             self._conn = conn
@@ -130,7 +131,7 @@ class SqliteRatingStore:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         try:
-            await self._call(_execute, sql, row)
+            await self._call(ops.durable, ops.execute, sql, row)
         except sqlite3.IntegrityError:
             raise ValueError(f"a plan with id {plan.id!r} already exists") from None
 
@@ -155,33 +156,42 @@ class SqliteRatingStore:
             except sqlite3.IntegrityError:
                 raise ValueError(f"plan {plan_id!r} is already refunded") from None
 
-        await self._call(run)
+        await self._call(ops.durable, run)
 
     async def plan_book(self, *, account: str | None = None) -> PlanBook:
         def run(conn: sqlite3.Connection) -> PlanBook:
-            where, params = ("WHERE p.account = ?", [account]) if account is not None else ("", [])
             conn.execute("BEGIN")  # the marks must match the rows read
             try:
-                found = conn.execute(
-                    f"SELECT {rows_.PLAN_COLUMNS} FROM rating_plans p"
-                    f" LEFT JOIN rating_refunds r ON r.plan_id = p.id {where} ORDER BY p.seq",
-                    params,
-                ).fetchall()
                 (plan_seq,) = conn.execute(
                     "SELECT COALESCE(MAX(seq), 0) FROM rating_plans"
                 ).fetchone()
                 (refund_seq,) = conn.execute(
                     "SELECT COALESCE(MAX(seq), 0) FROM rating_refunds"
                 ).fetchone()
+                # Entries are immutable: the same marks mean the same book.
+                cached = self._books.get(account)
+                if cached is not None and (cached.plan_seq, cached.refund_seq) == (
+                    plan_seq,
+                    refund_seq,
+                ):
+                    return cached
+                where, params = ("WHERE p.account = ?", [account]) if account else ("", [])
+                found = conn.execute(
+                    f"SELECT {rows_.PLAN_COLUMNS} FROM rating_plans p"
+                    f" LEFT JOIN rating_refunds r ON r.plan_id = p.id {where} ORDER BY p.seq",
+                    params,
+                ).fetchall()
             finally:
                 conn.execute("COMMIT")
             plans = [rows_.plan_from_row(row) for row in found]
-            return PlanBook(
+            book = PlanBook(
                 plans=tuple(p for p in plans if isinstance(p, ResourcePlan)),
                 subscriptions=tuple(p for p in plans if isinstance(p, QpsSubscription)),
                 plan_seq=int(plan_seq),
                 refund_seq=int(refund_seq),
             )
+            self._books[account] = book
+            return book
 
         return await self._call(run)
 
@@ -207,7 +217,7 @@ class SqliteRatingStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 row = conn.execute(
-                    "SELECT owner, expires_at FROM rating_lock WHERE name = ?", (_LOCK,)
+                    "SELECT owner, expires_at FROM rating_lock WHERE name = ?", (ops.LOCK,)
                 ).fetchone()
                 if row is not None and row[0] != owner and row[1] > format_time(now):
                     return False
@@ -216,7 +226,7 @@ class SqliteRatingStore:
                     " VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
                     " owner = excluded.owner, acquired_at = excluded.acquired_at,"
                     " expires_at = excluded.expires_at",
-                    (_LOCK, owner, format_time(now), format_time(now + ttl)),
+                    (ops.LOCK, owner, format_time(now), format_time(now + ttl)),
                 )
                 return True
             finally:
@@ -226,7 +236,7 @@ class SqliteRatingStore:
 
     async def release_lock(self, owner: str) -> None:
         sql = "DELETE FROM rating_lock WHERE name = ? AND owner = ?"
-        await self._call(_execute, sql, (_LOCK, owner))
+        await self._call(ops.execute, sql, (ops.LOCK, owner))
 
     # -- the ledger ------------------------------------------------------------------------
 
@@ -271,7 +281,7 @@ class SqliteRatingStore:
         )
         head = [] if arrived_from is None else [format_time(arrived_from)]
         sql = f"SELECT {_CALL_COLUMNS}, {arrived} FROM calls WHERE {' AND '.join(clauses)}"
-        return await self._call(_read_batch, sql, head + params)
+        return await self._call(ops.read_batch, sql, head + params)
 
     async def read_new(
         self, after_seq: int, max_seq: int, before: datetime, *, account: str | None = None
@@ -284,7 +294,7 @@ class SqliteRatingStore:
         if account is not None:
             sql += " AND account = ?"
             params.append(account)
-        return await self._call(_read_batch, sql, params)
+        return await self._call(ops.read_batch, sql, params)
 
     async def read_seqs(self, seqs: Sequence[int]) -> CallBatch:
         def run(conn: sqlite3.Connection) -> CallBatch:
@@ -297,7 +307,7 @@ class SqliteRatingStore:
                     f" WHERE seq IN ({','.join('?' * len(part))})",
                     part,
                 ).fetchall()
-            return _batch(found)
+            return ops.batch(found)
 
         return await self._call(run)
 
@@ -308,7 +318,7 @@ class SqliteRatingStore:
             row = conn.execute(
                 "SELECT seen, horizon, plan_seq, refund_seq, updated_at FROM rating_progress"
                 " WHERE name = ?",
-                (_PROGRESS,),
+                (ops.PROGRESS,),
             ).fetchone()
             if row is None:
                 return None
@@ -324,7 +334,7 @@ class SqliteRatingStore:
         if account is not None:
             sql += " WHERE account = ?"
             params.append(account)
-        found = await self._call(_fetch, sql, params)
+        found = await self._call(ops.fetch, sql, params)
         return {row[0]: rows_.account_from_row(row) for row in found}
 
     async def adjustments(
@@ -334,7 +344,7 @@ class SqliteRatingStore:
         billed_from: Month | None = None,
         effective_from: datetime | None = None,
     ) -> list[Adjustment]:
-        clauses, params = _where(
+        clauses, params = ops.where(
             ("account = ?", account),
             ("billed_month >= ?", rows_.month_text(billed_from)),
             ("effective_at >= ?", None if effective_from is None else format_time(effective_from)),
@@ -342,17 +352,17 @@ class SqliteRatingStore:
         sql = (
             f"SELECT {rows_.ADJUSTMENT_COLUMNS} FROM rating_adjustments{clauses} ORDER BY call_seq"
         )
-        return [rows_.adjustment_from_row(row) for row in await self._call(_fetch, sql, params)]
+        return [rows_.adjustment_from_row(row) for row in await self._call(ops.fetch, sql, params)]
 
     async def checkpoint(self, account: str, month: Month) -> tuple[Month, DeductionState] | None:
         sql = (
             "SELECT month, state FROM rating_checkpoints WHERE account = ? AND month <= ?"
             " ORDER BY month DESC LIMIT 1"
         )
-        found = await self._call(_fetch, sql, [account, str(month)])
+        found = await self._call(ops.fetch, sql, [account, str(month)])
         if not found:
             return None
-        return parse_month(found[0][0]), rows_.state_from_text(found[0][1])
+        return rows_.month_of(found[0][0]), rows_.state_from_text(found[0][1])
 
     async def lines(
         self,
@@ -361,7 +371,7 @@ class SqliteRatingStore:
         month: Month | None = None,
         billed_from: Month | None = None,
     ) -> list[BillLine]:
-        clauses, params = _where(
+        clauses, params = ops.where(
             ("account = ?", account),
             ("billed_month = ?", rows_.month_text(month)),
             ("billed_month >= ?", rows_.month_text(billed_from)),
@@ -370,104 +380,7 @@ class SqliteRatingStore:
             f"SELECT {rows_.LINE_COLUMNS} FROM rating_lines{clauses}"
             " ORDER BY account, billed_month, origin_month, item, kind, plan_id, tier, unit_price"
         )
-        return [rows_.line_from_row(row) for row in await self._call(_fetch, sql, params)]
+        return [rows_.line_from_row(row) for row in await self._call(ops.fetch, sql, params)]
 
     async def commit(self, owner: str, writes: SettlementWrites) -> None:
-        await self._call(_commit, owner, writes)
-
-
-def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
-    conn.execute(sql, params)
-
-
-def _fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    return conn.execute(sql, params).fetchall()
-
-
-def _where(*pairs: tuple[str, Any]) -> tuple[str, list[Any]]:
-    used = [(clause, value) for clause, value in pairs if value is not None]
-    if not used:
-        return "", []
-    return " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
-
-
-def _batch(found: Sequence[tuple[Any, ...]]) -> CallBatch:
-    with rows_.gc_paused():
-        records, seqs, arrived = rows_.records_from_rows(found)
-    times = {i: parse_time(t) for i, t in enumerate(arrived) if t is not None}
-    return CallBatch(records, array("q", seqs), times)
-
-
-def _read_batch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> CallBatch:
-    cursor = conn.execute(sql, params)
-    records: list[Any] = []
-    seqs = array("q")
-    arrived: dict[int, datetime] = {}
-    # In chunks, so the raw rows of a month never sit in memory beside its records.
-    with rows_.gc_paused():
-        while chunk := cursor.fetchmany(_CHUNK):
-            got, got_seqs, got_arrived = rows_.records_from_rows(chunk)
-            base = len(records)
-            records += got
-            seqs.extend(got_seqs)
-            for i, text in enumerate(got_arrived):
-                if text is not None:
-                    arrived[base + i] = parse_time(text)
-    return CallBatch(records, seqs, arrived)
-
-
-def _commit(conn: sqlite3.Connection, owner: str, writes: SettlementWrites) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        row = conn.execute("SELECT owner FROM rating_lock WHERE name = ?", (_LOCK,)).fetchone()
-        if row is None or row[0] != owner:
-            raise LockLost("the settlement lock was taken over: this pass wrote nothing")
-        lines: list[tuple[Any, ...]] = []
-        checkpoints: list[tuple[str, str, str]] = []
-        for aw in writes.accounts:
-            name = aw.progress.account
-            if aw.lines_from is not None:
-                conn.execute(
-                    "DELETE FROM rating_lines WHERE account = ? AND billed_month >= ?",
-                    (name, str(aw.lines_from)),
-                )
-            lines += map(rows_.line_row, aw.lines)
-            checkpoints += ((name, str(m), rows_.state_text(s)) for m, s in aw.checkpoints)
-        conn.executemany(
-            f"INSERT OR REPLACE INTO rating_accounts ({rows_.ACCOUNT_COLUMNS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [rows_.account_row(aw.progress) for aw in writes.accounts],
-        )
-        conn.executemany(
-            f"INSERT INTO rating_lines ({rows_.LINE_COLUMNS}) VALUES ({', '.join('?' * 12)})",
-            lines,
-        )
-        conn.executemany(
-            "INSERT OR REPLACE INTO rating_checkpoints (account, month, state) VALUES (?, ?, ?)",
-            checkpoints,
-        )
-        # A record's classification is made once; a re-rate reads it back, never redoes it.
-        conn.executemany(
-            f"INSERT OR IGNORE INTO rating_adjustments ({rows_.ADJUSTMENT_COLUMNS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [rows_.adjustment_row(a) for a in writes.adjustments],
-        )
-        if writes.progress is not None:
-            p = writes.progress
-            conn.execute(
-                "INSERT OR REPLACE INTO rating_progress (name, seen, horizon, plan_seq,"
-                " refund_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    _PROGRESS,
-                    p.seen,
-                    format_time(p.horizon),
-                    p.plan_seq,
-                    p.refund_seq,
-                    format_time(p.updated_at),
-                ),
-            )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+        await self._call(ops.commit, owner, writes)

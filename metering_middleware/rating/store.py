@@ -169,10 +169,15 @@ class CallBatch:
 
 @dataclass(frozen=True, slots=True)
 class AccountWrite:
-    """What a pass changed for one account: lines billed from ``lines_from`` on are replaced."""
+    """What a pass changed for one account.
+
+    ``lines`` are *added* to the stored lines of the same key (calls, points and amounts
+    summed exactly); with ``lines_from``, the stored lines billed from that month on are
+    deleted first (a re-rate replaces them).
+    """
 
     progress: AccountProgress
-    lines_from: Month | None  # None: lines untouched
+    lines_from: Month | None
     lines: tuple[BillLine, ...]
     checkpoints: tuple[tuple[Month, DeductionState], ...]
 

@@ -18,8 +18,9 @@ async def test_health_ready_and_metrics(gateway: Gateway) -> None:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert (await client.get("/readyz")).status_code == 200
         body = b"ImageURL=https%3A%2F%2Fx%2Fnoface.jpg"
-        await client.post("/", content=body,
-                          headers=v3_headers(gateway.access_key_id, gateway.secret, body))
+        await client.post(
+            "/", content=body, headers=v3_headers(gateway.access_key_id, gateway.secret, body)
+        )
         metrics = (await client.get("/metrics")).text
         assert (
             'metering_calls_total{action="DetectFace",category="facebody",'
@@ -37,7 +38,9 @@ async def test_health_ready_and_metrics(gateway: Gateway) -> None:
 def _serve(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "example_gateway", "serve", "--config", str(config)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

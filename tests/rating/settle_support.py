@@ -82,9 +82,11 @@ class Harness:
     async def snapshot(self) -> dict[str, Any]:
         """Everything settlement stored that a bill depends on (for equality checks)."""
         accounts = await self.rating.accounts()
+        states = {name: a.state.to_plain() for name, a in accounts.items()}
         return {
             "lines": await self.rating.lines(),
-            "states": {name: a.state.to_plain() for name, a in accounts.items()},
+            # An account pass leaves a row even for an account with nothing settled yet.
+            "states": {name: s for name, s in states.items() if s["remaining"] or s["positions"]},
             "adjustments": await self.rating.adjustments(),
         }
 

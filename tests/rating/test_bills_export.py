@@ -137,7 +137,8 @@ async def test_json_and_table(tmp_path: Path) -> None:
 async def test_an_empty_month_bills_nothing(tmp_path: Path) -> None:
     async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 3, 1)) as h:
         bill = await h.bill("nobody", MAR)
-    assert (bill.lines, bill.amount_due, bill.final, bill.settled_until) == ((), 0, False, None)
+    assert bill.lines == () and bill.amount_due == 0
+    assert not bill.final and bill.settled_until is None
     rows = export_rows(bill, point_value=CATALOG.point_value)
     assert [r["Item"] for r in rows] == ["Rounding"]
     assert Decimal(rows[0]["PaymentAmount"]) == 0

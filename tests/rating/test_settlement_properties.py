@@ -4,7 +4,7 @@ The core's random worlds (tests/rating/test_deduction_properties.py: small tiers
 month edge and a price change within three hours) are replayed into a real SQLite ledger
 as they would arrive, with a grace of 30 minutes, so January closes inside the window and
 some records arrive after it: adjustments. Plans are bought and refunded while settlement
-runs, sometimes backdated into what is settled.
+runs, sometimes backdated into what is settled; some passes settle one account only.
 """
 
 from __future__ import annotations
@@ -51,9 +51,10 @@ def streams(draw: st.DrawFn) -> tuple[World, list[Event]]:
         arrival = record.occurred_at + timedelta(seconds=draw(delays))
         by_arrival.setdefault(arrival, []).append(record)
     events += [(when, 2, ("arrive", records)) for when, records in by_arrival.items()]
-    minutes = draw(st.lists(st.integers(-10, WINDOW + 250), min_size=1, max_size=6))
-    events += [(at(m), 3, ("settle",)) for m in minutes]
-    events.append((FINAL, 3, ("settle",)))
+    settles = st.tuples(st.integers(-10, WINDOW + 250), st.sampled_from([None, None, "a", "b"]))
+    for m, account in draw(st.lists(settles, min_size=1, max_size=6)):
+        events.append((at(m), 3, ("settle", account)))  # some passes settle one account
+    events.append((FINAL, 3, ("settle", None)))
     events.sort(key=lambda e: (e[0], e[1]))
     return world, events
 
@@ -71,7 +72,7 @@ async def replay(path: Path, events: list[Event], *, passes: bool) -> dict[str, 
             elif kind == "arrive":
                 await h.arrive(args[0], at=when)
             elif passes or when == FINAL:
-                await h.settle(lag=LAG, grace=GRACE)
+                await h.settle(lag=LAG, grace=GRACE, account=args[0])
         settled = await h.snapshot()
         report = await h.rerate(billing_month(at(-60)))
         assert await h.snapshot() == settled, "re-rating changed the bills"
