@@ -9,9 +9,7 @@ snapshot and reloads it at most once per ``refresh_interval``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 import os
 import secrets
 import string
@@ -24,6 +22,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from .clock import Clock
 from .ledger.store import CredentialRow
+from .reload import BackgroundReload
 
 __all__ = [
     "SECRET_KEY_ENV",
@@ -234,73 +233,46 @@ class CredentialCache:
     - Secrets are decrypted at reload, and only for rows that changed.
     """
 
-    __slots__ = (
-        "_attempted_at",
-        "_box",
-        "_clock",
-        "_inflight",
-        "_interval",
-        "_loaded",
-        "_snapshot",
-        "_store",
-        "_unreadable",
-    )
+    __slots__ = ("_box", "_loaded", "_reload", "_snapshot", "_store", "_unreadable")
 
     def __init__(
         self, store: CredentialStore, box: SecretBox, clock: Clock, *, refresh_interval: float = 1.0
     ) -> None:
         self._store = store
         self._box = box
-        self._clock = clock
-        self._interval = refresh_interval
         # access_key_id -> (stored secret text, credential): the text spots changed rows.
         self._snapshot: dict[str, tuple[str, Credential]] = {}
         self._loaded = False
-        self._attempted_at = -math.inf
-        self._inflight: asyncio.Future[None] | None = None
         self._unreadable = 0
+        self._reload = BackgroundReload(self._load, clock, refresh_interval, "credential")
 
     async def lookup(self, access_key_id: str) -> Credential | None:
         if not self._loaded:
             await self.refresh()
         entry = self._snapshot.get(access_key_id)
-        due = self._clock.time() - self._attempted_at >= self._interval
+        reload = self._reload
         if entry is not None:
-            if due and self._inflight is None:
-                self._start()
+            reload.start_if_due()
             return entry[1]
-        if self._inflight is None and not due:
+        if not reload.running and not reload.due():
             return None  # negative cache: asked the store less than an interval ago
         try:
-            await asyncio.shield(self._inflight or self._start())
+            await reload.wait()
         except Exception:
-            return None  # logged by _finished; the key is unknown as far as we know
+            return None  # logged by the reload; the key is unknown as far as we know
         entry = self._snapshot.get(access_key_id)
         return entry[1] if entry is not None else None
 
     async def refresh(self) -> None:
         """Reload now (or join the reload already running); raise what it raised."""
-        await asyncio.shield(self._inflight or self._start())
+        await self._reload.wait()
 
     async def join(self) -> None:
         """Wait for a background reload, if one is running (tests, shutdown); never raises."""
-        if self._inflight is not None:
-            await asyncio.wait([self._inflight])
+        await self._reload.join()
 
     def __len__(self) -> int:
         return len(self._snapshot)
-
-    def _start(self) -> asyncio.Future[None]:
-        self._attempted_at = self._clock.time()
-        task = asyncio.ensure_future(self._load())
-        task.add_done_callback(self._finished)
-        self._inflight = task
-        return task
-
-    def _finished(self, task: asyncio.Future[None]) -> None:
-        self._inflight = None
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.warning("credential reload failed, keeping the previous snapshot: %r", exc)
 
     async def _load(self) -> None:
         rows = await self._store.list_credentials()

@@ -19,9 +19,7 @@ reload is logged and the old snapshot kept.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +31,7 @@ from .catalog import Catalog
 from .clock import Clock
 from .rating.plans import QpsSubscription, ResourcePlan
 from .rating.store import RatingStore
+from .reload import BackgroundReload
 
 __all__ = [
     "DEFAULT_PLAN_QPS",
@@ -175,13 +174,11 @@ class EntitlementView:
     """The request path's entitlements: ``await view.qps(account, category, action)``."""
 
     __slots__ = (
-        "_attempted_at",
         "_catalog",
         "_clock",
-        "_inflight",
-        "_interval",
         "_loaded",
         "_plan_qps",
+        "_reload",
         "_snapshot",
         "_source",
         "loads",
@@ -196,17 +193,13 @@ class EntitlementView:
         refresh_interval: float = 1.0,
         plan_qps: int = DEFAULT_PLAN_QPS,
     ) -> None:
-        if refresh_interval <= 0:
-            raise ValueError("refresh_interval must be positive")
         self._source = source
         self._catalog = catalog
         self._clock = clock
-        self._interval = refresh_interval
         self._plan_qps = plan_qps
         self._snapshot = _Snapshot({}, {})
         self._loaded = False
-        self._attempted_at = -math.inf
-        self._inflight: asyncio.Future[None] | None = None
+        self._reload = BackgroundReload(self._load, clock, refresh_interval, "entitlement")
         #: Completed loads since start (a metric; tests count reloads with it).
         self.loads = 0
 
@@ -216,9 +209,8 @@ class EntitlementView:
     async def entitlement(self, account: str, category: str, action: str) -> Entitlement:
         if not self._loaded:
             await self.refresh()
+        self._reload.start_if_due()  # stale: answer from the snapshot, reload behind
         now = self._clock.time()
-        if now - self._attempted_at >= self._interval and self._inflight is None:
-            self._start()  # stale: answer from the snapshot, reload behind
         snap = self._snapshot
         best = 0
         for start, end, level in snap.subscriptions.get((account, category, action), ()):
@@ -233,24 +225,11 @@ class EntitlementView:
 
     async def refresh(self) -> None:
         """Reload now (or join the reload already running); raise what it raised."""
-        await asyncio.shield(self._inflight or self._start())
+        await self._reload.wait()
 
     async def join(self) -> None:
         """Wait for a background reload, if one is running (tests, shutdown); never raises."""
-        if self._inflight is not None:
-            await asyncio.wait([self._inflight])
-
-    def _start(self) -> asyncio.Future[None]:
-        self._attempted_at = self._clock.time()
-        task = asyncio.ensure_future(self._load())
-        task.add_done_callback(self._finished)
-        self._inflight = task
-        return task
-
-    def _finished(self, task: asyncio.Future[None]) -> None:
-        self._inflight = None
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.warning("entitlement reload failed, keeping the previous snapshot: %r", exc)
+        await self._reload.join()
 
     async def _load(self) -> None:
         inputs = await self._source.load_entitlement_inputs()
