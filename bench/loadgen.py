@@ -76,6 +76,13 @@ class RequestPool:
         self.count = 0
         self.signed_at = 0.0
 
+    @classmethod
+    def existing(cls, path: Path, size: int) -> RequestPool:
+        """A pool another process wrote (records are only read from it)."""
+        pool = cls.__new__(cls)
+        pool.path, pool.size, pool.count, pool.signed_at = path, size, 0, 0.0
+        return pool
+
     def ensure(self, count: int) -> None:
         """At least ``count`` records, all young enough to stay valid for a while."""
         if time.monotonic() - self.signed_at > MAX_POOL_AGE:
@@ -186,8 +193,6 @@ async def replay_aiohttp(
 
 def load_main(url: str, pool_path: str, size: int, first: int, count: int, c: int) -> None:
     """The ``--role load`` process: parse its slice (untimed), replay it, print JSON."""
-    pool = RequestPool.__new__(RequestPool)
-    pool.path, pool.size = Path(pool_path), size
-    records = pool.records(first, count)
+    records = RequestPool.existing(Path(pool_path), size).records(first, count)
     result = asyncio.run(replay_aiohttp(url, records, c))
     print(json.dumps(asdict(result)), flush=True)

@@ -1,7 +1,7 @@
 """The meter's cost: a trivial VIAPI-like app and the example proxy, bare vs metered.
 
     .venv/bin/python bench/meter_bench.py                 # 7 rounds x ~3 s per variant
-    .venv/bin/python bench/meter_bench.py --rounds 7 --seconds 5 --variants trivial,trivial+strict
+    .venv/bin/python bench/meter_bench.py --rounds 9 --seconds 5 --variants trivial,trivial+strict
 
 Each server runs in its own process (``bench/apps.py``): uvicorn, one worker,
 uvloop + httptools, on its own CPU when there are two; the mock VIAPI (upstream
@@ -173,9 +173,11 @@ async def create_ledger(path: Path) -> None:
 
 
 def ledger_calls(path: Path) -> int:
+    """Records in the ledger; -1 if any of them is not a 200 (the bench sends only those)."""
     with sqlite3.connect(path) as db:
-        (total,) = db.execute("SELECT count(*) FROM calls WHERE status = 200").fetchone()
-    return int(total)
+        query = "SELECT count(*), count(*) FILTER (WHERE status = 200) FROM calls"
+        total, ok = db.execute(query).fetchone()
+    return int(total) if total == ok else -1
 
 
 def check(replay: Replay, count: int, what: str) -> None:
