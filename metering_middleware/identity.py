@@ -36,7 +36,7 @@ from urllib.parse import unquote_to_bytes
 
 from .catalog import BillableItem, Catalog
 from .errors import INVALID_ACTION, MISSING_PARAMETER, ApiError, ErrorKind
-from .signing import SignedCall
+from .signing import SignedCall, V3Authorization, parse_v3_authorization
 
 __all__ = [
     "INVALID_PARAMETER",
@@ -79,18 +79,33 @@ def _show(text: str) -> str:
     return text if len(text) <= _SHOW else text[:_SHOW] + "..."
 
 
+#: Raw header name -> lower-cased text. The same dozen names come on every call;
+#: bounded (cleared when full) since a client may send any names it likes.
+_NAMES: dict[bytes, str] = {}
+_NAMES_SIZE = 512
+
+
+def _name(raw: bytes) -> str:
+    name = raw.lower().decode("latin-1")
+    if len(_NAMES) >= _NAMES_SIZE:
+        _NAMES.clear()
+    _NAMES[raw] = name
+    return name
+
+
 def decode_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     """Raw ASGI headers as ``{lower-cased name: value}``; duplicates joined with ``,``.
 
     Latin-1 never fails and maps bytes one to one, so the values are exactly
     the bytes that were signed.
     """
-    out = {name.lower().decode("latin-1"): value.decode("latin-1") for name, value in raw}
+    names = _NAMES.get
+    out = {(names(name) or _name(name)): value.decode("latin-1") for name, value in raw}
     if len(out) == len(raw):  # no repeated name: the common case, one pass
         return out
     out = {}
     for name, value in raw:
-        key = name.lower().decode("latin-1")
+        key = names(name) or _name(name)
         text = value.decode("latin-1")
         previous = out.get(key)
         out[key] = text if previous is None else f"{previous},{text}"
@@ -220,8 +235,28 @@ def _conflict(name: str) -> ApiError:
     )
 
 
-def _v3_credentials(auth: str) -> tuple[str, str]:
-    """``(access_key_id, signature)`` from an ACS3 ``Authorization`` value ("" if absent)."""
+def _v3_credentials(auth: str) -> tuple[str, str, V3Authorization | None]:
+    """``(access_key_id, signature, parsed)`` from an ACS3 ``Authorization`` value.
+
+    The usual well-formed header is parsed once, by the verifier's own parser, and
+    the result travels with the call so the verifier does not parse it again.
+    Anything else is read leniently here ("" if absent) and left for the verifier
+    to refuse, so which error a malformed header gets does not change.
+    """
+    try:
+        parsed = parse_v3_authorization(auth)
+    except ValueError:
+        pass
+    else:
+        key_id, signature = parsed.access_key_id, parsed.signature
+        # The lenient reading strips blanks around values; the strict one keeps them.
+        if key_id == key_id.strip() and signature == signature.strip():
+            return key_id, signature, parsed
+    key_id, signature = _lenient_v3_credentials(auth)
+    return key_id, signature, None
+
+
+def _lenient_v3_credentials(auth: str) -> tuple[str, str]:
     found: dict[str, str] = {}
     for part in auth[len(_V3_ALGORITHM) :].split(","):
         key, sep, value = part.strip().partition("=")
@@ -297,7 +332,7 @@ class IdentityResolver:
         body: bytes,
         auth: str,
     ) -> CallIdentity:
-        access_key_id, signature = _v3_credentials(auth)
+        access_key_id, signature, parsed = _v3_credentials(auth)
         if not access_key_id:
             raise _missing("AccessKeyId (Credential= in the Authorization header)")
         action = hdrs.get("x-acs-action", "")
@@ -310,7 +345,7 @@ class IdentityResolver:
             raise _missing("Signature (in the Authorization header)")
         item = self._item(action, version, hdrs)
         params = tuple(parse_params(query_string)) if query_string else ()
-        signed = SignedCall("v3", method, path, params, hdrs, body, access_key_id)
+        signed = SignedCall("v3", method, path, params, hdrs, body, access_key_id, parsed)
         return CallIdentity(
             "v3", access_key_id, action, version, item.category, item, False, signed
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -71,7 +72,8 @@ class MeteringMiddleware:
         cfg = runtime.config
         self._prefixes = cfg.passthrough_prefixes
         self._strict = cfg.mode == "strict"
-        self._trusted_header = cfg.trusted_hop_header.lower().encode("latin-1")
+        self._trusted_key = cfg.trusted_hop_header.lower()
+        self._trusted_header = self._trusted_key.encode("latin-1")
         self._trusted_secret = (
             cfg.trusted_hop_secret.encode() if cfg.trusted_hop_secret is not None else None
         )
@@ -251,7 +253,7 @@ class _MeteredCall:
             self.credential_account = credential.account
             if not credential.enabled:
                 raise ApiError(ACCOUNT_DISABLED, "Specified access key is disabled.")
-            trusted, forwarded_scope = self._trusted_hop(scope)
+            trusted, forwarded_scope = self._trusted_hop(scope, identity.signed.headers)
             if not trusted:
                 await rt.verifier.verify(identity.signed, credential.secret)
             limiter = rt.limiter
@@ -290,8 +292,13 @@ class _MeteredCall:
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _trusted_hop(self, scope: Scope) -> tuple[bool, Scope]:
+    def _trusted_hop(self, scope: Scope, decoded: Mapping[str, str]) -> tuple[bool, Scope]:
         """Whether an internal hop proved itself; the proof never reaches the upstream."""
+        # ``decoded`` (identity's) holds every header under its lower-cased name, so
+        # a miss there rules the raw header out without walking the list: the usual
+        # call, from a client, carries none.
+        if self.meter._trusted_key not in decoded:
+            return False, scope
         name = self.meter._trusted_header
         headers = scope["headers"]
         if not any(k == name for k, _ in headers):
@@ -416,16 +423,20 @@ class _MeteredCall:
             await self.send(message)
             return
         # Strict: the client must not hold a complete chargeable response before
-        # its record is committed. Hold the last byte (a Content-Length client is
-        # complete on it) and the final message (a chunked client on that).
-        if chunk:
+        # its record is committed. A Content-Length client is complete on the last
+        # byte, a chunked client on the final message.
+        if more and chunk:
+            # The length is complete but a final (empty) message still follows
+            # (Starlette's streaming style): hold back only the last byte.
             if len(chunk) > 1:
                 await self.send(
                     {"type": "http.response.body", "body": chunk[:-1], "more_body": True}
                 )
             await future
-            await self.send({"type": "http.response.body", "body": chunk[-1:], "more_body": more})
+            await self.send({"type": "http.response.body", "body": chunk[-1:], "more_body": True})
         else:
+            # The final message: hold all of it and send it once after the commit
+            # (one send, not two, for the usual single-message answer).
             await future
             await self.send(message)
 

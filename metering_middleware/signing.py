@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import quote
@@ -35,6 +35,7 @@ __all__ = [
     "SignedCall",
     "V3Authorization",
     "extract_nonce",
+    "extract_signed_at",
     "extract_timestamp",
     "parse_v3_authorization",
     "percent_encode",
@@ -57,6 +58,13 @@ _TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True, slots=True)
+class V3Authorization:
+    access_key_id: str
+    signed_headers: tuple[str, ...]
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
 class SignedCall:
     """Everything a signature covers, as the request arrived.
 
@@ -72,13 +80,10 @@ class SignedCall:
     headers: Mapping[str, str]
     body: bytes
     access_key_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class V3Authorization:
-    access_key_id: str
-    signed_headers: tuple[str, ...]
-    signature: str
+    #: V3: ``parse_v3_authorization(headers["authorization"])`` when whoever built the
+    #: call (the identity resolver) parsed it already; the verifier then reuses it
+    #: instead of parsing the header a second time. ``None``: the verifier parses.
+    authorization: V3Authorization | None = field(default=None, compare=False, repr=False)
 
 
 def percent_encode(s: str) -> str:
@@ -296,17 +301,30 @@ def _param(call: SignedCall, name: str) -> str | None:
     return None
 
 
+#: Parsed timestamps: every call signed in the same second carries the same text,
+#: and both the verifier and the nonce claim need it. Bounded: cleared when full.
+_TIMESTAMPS: dict[str, float] = {}
+_TIMESTAMPS_SIZE = 256
+
+
 def _parse_timestamp(text: str) -> float:
     """Epoch seconds of ``YYYY-MM-DDThh:mm:ss[.fff]Z``; raise ``ApiError`` if malformed."""
+    seconds = _TIMESTAMPS.get(text)
+    if seconds is not None:
+        return seconds
     try:
         if len(text) < 20 or text[10] != "T" or text[-1] != "Z":
             raise ValueError
-        return datetime.fromisoformat(text).timestamp()
+        seconds = datetime.fromisoformat(text).timestamp()
     except ValueError:
         raise ApiError(
             INVALID_TIMESTAMP,
             f"Specified timestamp {text[:40]!r} is not in the format YYYY-MM-DDThh:mm:ssZ (UTC).",
         ) from None
+    if len(_TIMESTAMPS) >= _TIMESTAMPS_SIZE:
+        _TIMESTAMPS.clear()
+    _TIMESTAMPS[text] = seconds
+    return seconds
 
 
 def _timestamp_text(call: SignedCall) -> str:
@@ -323,7 +341,12 @@ def _timestamp_text(call: SignedCall) -> str:
 
 def extract_timestamp(call: SignedCall) -> datetime:
     """The time the caller signed at (V1 ``Timestamp``, V3 ``x-acs-date``)."""
-    return utc_from_timestamp(_parse_timestamp(_timestamp_text(call)))
+    return utc_from_timestamp(extract_signed_at(call))
+
+
+def extract_signed_at(call: SignedCall) -> float:
+    """``extract_timestamp`` as epoch seconds (what nonce expiry is computed from)."""
+    return _parse_timestamp(_timestamp_text(call))
 
 
 def extract_nonce(call: SignedCall) -> str:
@@ -405,13 +428,15 @@ def _verify_v1(call: SignedCall, secret: str) -> None:
 def _verify_v3(call: SignedCall, secret: str) -> None:
     # Kept to plain loops and one join: this runs on every V3 call (~7 us here).
     headers = call.headers
-    value = headers.get("authorization")
-    if value is None:
-        raise _mismatch("The request carries no Authorization header.")
-    try:
-        auth = parse_v3_authorization(value)
-    except ValueError as exc:
-        raise _mismatch(f"Malformed Authorization header: {exc}.") from None
+    auth = call.authorization
+    if auth is None:
+        value = headers.get("authorization")
+        if value is None:
+            raise _mismatch("The request carries no Authorization header.")
+        try:
+            auth = parse_v3_authorization(value)
+        except ValueError as exc:
+            raise _mismatch(f"Malformed Authorization header: {exc}.") from None
     if auth.access_key_id != call.access_key_id:
         raise _mismatch("Credential does not match the key the request was identified by.")
     signed = auth.signed_headers

@@ -38,7 +38,7 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +48,8 @@ import aiosqlite
 
 from ..clock import Clock, SystemClock
 from .codec import (
+    CallRow,
+    CountRow,
     count_from_row,
     count_to_row,
     credential_from_row,
@@ -225,16 +227,13 @@ class SqliteStore:
         async with self._lock:
             conn = self._connection()
             try:
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if rows:
-                        await conn.executemany(_INSERT_CALL, rows)
-                    if count_rows:
-                        await conn.executemany(_ADD_COUNT, count_rows)
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    await _rollback_quietly(conn)
-                    raise
+                # The whole transaction in one trip to the connection's thread: each
+                # aiosqlite call is a thread hand-off (queue, wake-up, call_soon_threadsafe)
+                # that cost more CPU than the inserts themselves (4 trips -> 1 saved
+                # ~100-150 µs of CPU per commit). ``_execute`` is aiosqlite's own
+                # "run this in my thread" (private, but stable since its first releases).
+                run: Callable[..., Awaitable[None]] = conn._execute
+                await run(_write_transaction, conn._conn, rows, count_rows)
             except _SQLITE_FAILURES as exc:
                 raise StoreError(f"ledger write failed: {exc}") from exc
             self.writes += 1
@@ -339,6 +338,27 @@ class SqliteStore:
         return [tuple(row) for row in rows]
 
 
+def _write_transaction(
+    db: sqlite3.Connection, rows: list[CallRow], count_rows: list[CountRow]
+) -> None:
+    """One write transaction, run in the connection's thread; rolled back on any failure."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if rows:
+            db.executemany(_INSERT_CALL, rows)
+        if count_rows:
+            db.executemany(_ADD_COUNT, count_rows)
+        db.execute("COMMIT")
+    except BaseException:
+        # SQLite may already have rolled back (some I/O errors do); the original error matters.
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except _SQLITE_FAILURES:
+                _log.debug("rollback after a failed ledger write failed too", exc_info=True)
+        raise
+
+
 def _filters(
     time_column: str, account: str | None, since: datetime | None, until: datetime | None
 ) -> tuple[str, list[Any]]:
@@ -366,15 +386,6 @@ def _summary_from_row(row: tuple[Any, ...]) -> CallSummary:
         first=parse_time(row[5]),
         last=parse_time(row[6]),
     )
-
-
-async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
-    # SQLite may already have rolled back (some I/O errors do); the original error matters.
-    try:
-        if conn.in_transaction:
-            await conn.execute("ROLLBACK")
-    except _SQLITE_FAILURES:
-        _log.debug("rollback after a failed ledger write failed too", exc_info=True)
 
 
 async def _close_quietly(conn: aiosqlite.Connection) -> None:

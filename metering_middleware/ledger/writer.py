@@ -55,6 +55,7 @@ from .store import LedgerStore
 __all__ = ["LedgerUnavailable", "LedgerWriter", "WriterStats"]
 
 _NEW, _RUNNING, _STOPPING, _STOPPED = "new", "running", "stopping", "stopped"
+_GATHER_PASSES = 8  # at most this many event-loop passes spent growing a strict group
 _MAX_WAIT = 1.0  # real seconds between re-reading the clock when nothing wakes the task
 
 
@@ -245,6 +246,8 @@ class LedgerWriter:
                 except TimeoutError:
                     pass
             self._wake.clear()
+            if self._strict and self._pending and not self._requests and self._state is _RUNNING:
+                await self._gather()
             requests, self._requests = self._requests, []
             stopping = self._state is _STOPPING
             try:
@@ -258,6 +261,23 @@ class LedgerWriter:
                 if not done.done():
                     done.set_result(self.healthy)
             if stopping and not self._pending and not self._counts:
+                return
+
+    async def _gather(self) -> None:
+        """Strict: let the calls already under way join the batch before it is cut.
+
+        The first submission wakes the writer at once, and a commit (an fsync) is
+        far dearer than a record, so cutting the batch then would commit a group of
+        one while the other calls handled in the same event-loop pass submit just
+        after it. Each yield lets everything already runnable (and the I/O the loop
+        polls meanwhile) run first; it stops as soon as a pass adds nothing, so a lone
+        call waits one loop pass, and the group stays bounded.
+        """
+        pending = self._pending
+        for _ in range(_GATHER_PASSES):
+            before = len(pending)
+            await asyncio.sleep(0)
+            if len(pending) == before or len(pending) >= self._max_batch:
                 return
 
     def _wait_timeout(self) -> float | None:

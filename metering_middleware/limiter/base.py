@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from ..signing import SignedCall, extract_nonce, extract_timestamp
+from ..signing import SignedCall, extract_nonce, extract_signed_at
 
 __all__ = [
     "WINDOW_SECONDS",
@@ -58,7 +58,8 @@ class NonceClaim:
         Raises ``ApiError`` (MissingParameter) if the call carries no nonce, as
         ``SignatureVerifier.verify`` would have done already.
         """
-        signed_at = extract_timestamp(call).timestamp()
+        # Epoch seconds straight from the (cached) parse the verifier made: no datetime.
+        signed_at = extract_signed_at(call)
         return cls(call.access_key_id, extract_nonce(call), signed_at + window_seconds)
 
 

@@ -57,22 +57,44 @@ def rate_limit_headers(
     is known, ``ratelimit``; throttled and unavailable ones add ``retry-after``. A
     nonce refusal gets none (the call was never counted).
     """
-    if decision.status is AdmitStatus.NONCE_REUSED:
+    status = decision.status
+    if status is AdmitStatus.NONCE_REUSED:
         return []
-    out: list[tuple[bytes, bytes]] = []
-    name = _sf_string(policy)
-    if decision.status is not AdmitStatus.UNAVAILABLE:
-        window = max(1, _seconds(decision.window))
-        out.append((b"ratelimit-policy", f"{name};q={decision.limit};w={window}".encode()))
-        if decision.remaining is not None:
-            # Throttled: ``t`` names the same instant as Retry-After (draft -08 asks for
-            # that; -11 only that Retry-After is not earlier).
-            throttled = decision.status is AdmitStatus.THROTTLED
-            reset = _seconds(decision.retry_after if throttled else decision.reset)
-            out.append((b"ratelimit", f"{name};r={decision.remaining};t={reset}".encode()))
-    if decision.status in (AdmitStatus.THROTTLED, AdmitStatus.UNAVAILABLE):
+    if status is AdmitStatus.UNAVAILABLE:
+        return [(b"retry-after", str(max(1, _seconds(decision.retry_after))).encode())]
+    # Every answer carries these; the policy field depends only on (policy, limit,
+    # window), so it is formatted once per combination, not on every call.
+    key = (policy, decision.limit, decision.window)
+    fixed = _POLICY_FIELDS.get(key)
+    if fixed is None:
+        fixed = _policy_field(policy, decision.limit, decision.window)
+        if len(_POLICY_FIELDS) >= _POLICY_FIELDS_SIZE:
+            _POLICY_FIELDS.clear()
+        _POLICY_FIELDS[key] = fixed
+    name, policy_field = fixed
+    out = [policy_field]
+    throttled = status is AdmitStatus.THROTTLED
+    if decision.remaining is not None:
+        # Throttled: ``t`` names the same instant as Retry-After (draft -08 asks for
+        # that; -11 only that Retry-After is not earlier).
+        reset = _seconds(decision.retry_after if throttled else decision.reset)
+        out.append((b"ratelimit", f"{name};r={decision.remaining};t={reset}".encode()))
+    if throttled:
         out.append((b"retry-after", str(max(1, _seconds(decision.retry_after))).encode()))
     return out
+
+
+#: (policy, limit, window) -> (the policy name as a structured-field string, the
+#: ``ratelimit-policy`` header pair). Few combinations exist (one per plan limit);
+#: bounded anyway, cleared when full.
+_POLICY_FIELDS: dict[tuple[str, int, float], tuple[str, tuple[bytes, bytes]]] = {}
+_POLICY_FIELDS_SIZE = 1024
+
+
+def _policy_field(policy: str, limit: int, window: float) -> tuple[str, tuple[bytes, bytes]]:
+    name = _sf_string(policy)
+    seconds = max(1, _seconds(window))
+    return name, (b"ratelimit-policy", f"{name};q={limit};w={seconds}".encode())
 
 
 def refusal(decision: Decision, *, throttle_status: int = 429) -> ApiError | None:
