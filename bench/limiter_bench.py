@@ -117,6 +117,20 @@ async def run(url: str, rounds: int, n_mem: int, n_redis: int) -> dict[str, list
     def redis_admit(i: int) -> Awaitable[Any]:
         return shared.admit(f"acct-{i % 5000}", "facebody", "DetectFace", 100)
 
+    # Baselines measured in the same rounds, so the figures survive a noisy machine:
+    # an awaited dict increment (the least an in-process check can cost) and a bare
+    # PING on the same kind of connection (the least one Redis round trip can cost).
+    counts: dict[str, int] = {}
+
+    async def dict_increment(i: int) -> None:
+        key = f"acct-{i % 5000}"
+        counts[key] = counts.get(key, 0) + 1
+
+    ping_client = aioredis.Redis.from_url(url, socket_timeout=5.0)
+
+    def redis_ping(i: int) -> Awaitable[Any]:
+        return ping_client.ping()
+
     def redis_nonce(i: int) -> Awaitable[Any]:
         nonce_seq[0] += 1
         claim = NonceClaim("LTAIbench", f"r{nonce_seq[0]}", clock.time() + 900)
@@ -124,7 +138,12 @@ async def run(url: str, rounds: int, n_mem: int, n_redis: int) -> dict[str, list
 
     try:
         await _per_call_us(redis_admit, 2000)  # warm-up: connections, script cache
+        await _per_call_us(redis_ping, 500)
         for _ in range(rounds):
+            add("baseline: awaited dict increment", (await _per_call_us(dict_increment, n_mem))[0])
+            wall, cpu = await _per_call_us(redis_ping, n_redis)
+            add("baseline: redis PING (wall)", wall)
+            add("baseline: redis PING (gateway CPU)", cpu)
             add("memory admitted", (await _per_call_us(mem_admit, n_mem))[0])
             add("memory throttled", (await _per_call_us(mem_throttled, n_mem))[0])
             add("memory + nonce", (await _per_call_us(mem_nonce, n_mem))[0])
@@ -139,6 +158,7 @@ async def run(url: str, rounds: int, n_mem: int, n_redis: int) -> dict[str, list
     finally:
         await shared.close()
         await stats.aclose()
+        await ping_client.aclose()
     return results
 
 
@@ -149,14 +169,27 @@ def _markdown(results: dict[str, list[float]], rounds: int, version: str) -> str
         f"`bench/limiter_bench.py`, median of {rounds} interleaved rounds, one process, "
         f"redis-server {version} on the same 2-core machine (loopback).",
         "",
-        "| measure | value |",
-        "| --- | --- |",
+        "| measure | value | vs baseline (same rounds) |",
+        "| --- | --- | --- |",
     ]
+    baselines = {
+        "memory": "baseline: awaited dict increment",
+        "(wall)": "baseline: redis PING (wall)",
+        "(gateway CPU)": "baseline: redis PING (gateway CPU)",
+    }
     for name, values in results.items():
         med = statistics.median(values)
         unit = "" if "/s" in name or "round trips" in name else " µs"
         shown = f"{med:,.0f}" if "/s" in name else f"{med:.2f}" if med < 10 else f"{med:.1f}"
-        lines.append(f"| {name} | {shown}{unit} |")
+        ratio = ""
+        if not name.startswith("baseline"):
+            for marker, base in baselines.items():
+                if marker in name and base in results:
+                    # Median of the per-round ratios: each admission against its own round.
+                    pairs = zip(values, results[base], strict=True)
+                    ratio = f"{statistics.median(v / b for v, b in pairs):.1f}x"
+                    break
+        lines.append(f"| {name} | {shown}{unit} | {ratio} |")
     lines += [
         "",
         "- In-process: one exact sliding log (deque) per (account, API); `memory + nonce` adds "
