@@ -22,9 +22,9 @@ import resource
 import statistics
 import time
 import tracemalloc
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
+
+from synthetic import SPAN, START, make_plans
 
 from metering_middleware.catalog import Catalog, default_catalog
 from metering_middleware.ledger.records import CallRecord
@@ -37,9 +37,6 @@ from metering_middleware.rating import (
     deduct,
 )
 
-START = datetime(2026, 1, 1, tzinfo=UTC)
-SPAN = timedelta(days=59)  # January and February (UTC+8 edges included)
-
 
 def make_workload(
     calls: int, accounts: int, catalog: Catalog, seed: int
@@ -48,60 +45,9 @@ def make_workload(
     billable = [it for it in catalog.items if not it.free]
     names = [f"acct-{i:05d}" for i in range(accounts)]
     uses = {name: rnd.sample(billable, rnd.randint(1, 4)) for name in names}
-    plans: list[ResourcePlan] = []
-    subs: list[QpsSubscription] = []
-    per_account = calls // accounts
-    for name in names:
-        used = uses[name]
-        categories = sorted({it.category for it in used})
-        roll = rnd.random()
-        # Size plans so that many run out within the range: ~40-120% of the demand.
-        demand = sum((it.coefficient for it in used), Decimal(0)) * per_account / len(used)
-        points = (demand * Decimal(rnd.uniform(0.4, 1.2))).quantize(Decimal(1)) + 1
-        ordered = START - timedelta(days=rnd.randint(0, 300))
-        if roll < 0.5:
-            for i, cat in enumerate(categories[:2]):
-                plan = ResourcePlan.purchase(
-                    id=f"{name}-s{i}",
-                    account=name,
-                    kind="single",
-                    categories={cat},
-                    points=points,
-                    ordered_at=ordered,
-                    price_paid=Decimal(50),
-                )
-                if rnd.random() < 0.2:  # expires mid-range
-                    plan = replace(plan, end=START + SPAN / 2)
-                plans.append(plan)
-        if 0.3 < roll < 0.65:
-            plan = ResourcePlan.purchase(
-                id=f"{name}-g",
-                account=name,
-                kind="general",
-                categories=set(categories),
-                points=points,
-                ordered_at=START + timedelta(days=rnd.randint(0, 20)),
-                price_paid=Decimal(500),
-            )
-            if rnd.random() < 0.1:
-                plan = plan.refunded(plan.start + timedelta(days=3))
-            plans.append(plan)
-        max_qps = used[0].max_qps
-        if roll > 0.9 and max_qps is not None:
-            it = used[0]
-            subs.append(
-                QpsSubscription(
-                    id=f"{name}-q",
-                    account=name,
-                    category=it.category,
-                    action=it.action,
-                    qps=min(10, max_qps),
-                    start=START + timedelta(days=10),
-                    end=START + timedelta(days=40),
-                    ordered_at=START,
-                    price_paid=Decimal(1000),
-                )
-            )
+    both = make_plans(names, uses, calls // accounts, rnd)
+    plans = [p for p in both if isinstance(p, ResourcePlan)]
+    subs = [p for p in both if isinstance(p, QpsSubscription)]
     span_us = int(SPAN.total_seconds() * 1_000_000)
     offsets = sorted(rnd.randrange(span_us) for _ in range(calls))
     records = []

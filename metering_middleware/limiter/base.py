@@ -23,6 +23,7 @@ __all__ = [
     "Limiter",
     "LimiterError",
     "NonceClaim",
+    "check_admit_args",
 ]
 
 #: The QPS window: one second, unused capacity never carried over (billing rules section 4).
@@ -120,6 +121,14 @@ class Limiter(Protocol):
         refused unless the limiter was built with ``allow_explicit_time=True``.
         """
         ...
+
+
+def check_admit_args(limit: int, now: float | None, allow_explicit_time: bool) -> None:
+    """What every backend refuses before deciding anything."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    if now is not None and not allow_explicit_time:
+        raise ValueError("an explicit time needs allow_explicit_time=True (tests only)")
 
 
 class DeferredNonceStore:

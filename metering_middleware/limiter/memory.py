@@ -20,7 +20,14 @@ from collections.abc import Hashable
 
 from ..clock import Clock
 from ..nonces import MemoryNonceStore
-from .base import WINDOW_SECONDS, AdmitStatus, Decision, LimiterError, NonceClaim
+from .base import (
+    WINDOW_SECONDS,
+    AdmitStatus,
+    Decision,
+    LimiterError,
+    NonceClaim,
+    check_admit_args,
+)
 
 __all__ = ["MemoryLimiter", "SlidingLogs"]
 
@@ -155,10 +162,7 @@ class MemoryLimiter:
         nonce: NonceClaim | None = None,
         now: float | None = None,
     ) -> Decision:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        if now is not None and not self._allow_explicit:
-            raise ValueError("an explicit time needs allow_explicit_time=True (tests only)")
+        check_admit_args(limit, now, self._allow_explicit)
         t = self._clock.time() if now is None else now
         # MemoryNonceStore.claim never suspends: the claim and the log check stay atomic.
         if nonce is not None and not await self.nonces.claim(

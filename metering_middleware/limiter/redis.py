@@ -23,7 +23,14 @@ from redis.exceptions import NoScriptError, RedisError
 
 from ..clock import Clock
 from ..nonces import MemoryNonceStore
-from .base import WINDOW_SECONDS, AdmitStatus, Decision, LimiterError, NonceClaim
+from .base import (
+    WINDOW_SECONDS,
+    AdmitStatus,
+    Decision,
+    LimiterError,
+    NonceClaim,
+    check_admit_args,
+)
 from .memory import MemoryLimiter
 from .policy import BreakerState, CircuitBreaker, FailurePolicy, local_share
 
@@ -148,10 +155,7 @@ class RedisLimiter:
         nonce: NonceClaim | None = None,
         now: float | None = None,
     ) -> Decision:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        if now is not None and not self._allow_explicit:
-            raise ValueError("an explicit time needs allow_explicit_time=True (tests only)")
+        check_admit_args(limit, now, self._allow_explicit)
         if not self.breaker.allow():
             return await self._fallback(account, category, action, limit, nonce)
         keys = [log_key(self._prefix, account, category, action)]
