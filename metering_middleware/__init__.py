@@ -8,6 +8,7 @@ chargeable call to a durable ledger.
 from .catalog import BillableItem, Catalog, CatalogError, default_catalog, load_catalog
 from .clock import Clock, ManualClock, SystemClock
 from .config import ConfigError, MeteringConfig
+from .context import MeteredCall, metered_call
 from .errors import ApiError
 from .ledger import CallRecord, LedgerStore, Outcome, OutcomeCount, StoreError
 from .middleware import MeteringMiddleware
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigError",
     "LedgerStore",
     "ManualClock",
+    "MeteredCall",
     "MeteringConfig",
     "MeteringMiddleware",
     "MeteringRuntime",
@@ -32,4 +34,5 @@ __all__ = [
     "SystemClock",
     "default_catalog",
     "load_catalog",
+    "metered_call",
 ]

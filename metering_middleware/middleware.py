@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .clock import Clock
 from .config import MeteringConfig
+from .context import STATE_KEY, MeteredCall
 from .errors import (
     ACCOUNT_DISABLED,
     BODY_TOO_LARGE,
@@ -271,7 +272,7 @@ class _MeteredCall:
         except ApiError as exc:
             await self._refuse(exc)
             return
-        await self._forward(forwarded_scope, body)
+        await self._forward(forwarded_scope, body, trusted)
 
     async def _read_body(self) -> bytes | None:
         limit = self.rt.config.max_body_bytes
@@ -339,11 +340,28 @@ class _MeteredCall:
 
     # -- forwarding and observing --------------------------------------------------
 
-    async def _forward(self, scope: Scope, body: bytes) -> None:
-        assert self.identity is not None
+    async def _forward(self, scope: Scope, body: bytes, trusted: bool) -> None:
+        identity = self.identity
+        assert identity is not None
         # Made at admission, so ids sort by arrival and a retry of this record is idempotent.
         self.record_id = new_record_id()
-        if self.identity.item.free:
+        # The wrapped app learns what was verified (and builds on it, never on a
+        # reading of its own). A copy: the server's state dict may be shared.
+        state = scope.get("state")
+        state = dict(state) if state else {}
+        state[STATE_KEY] = MeteredCall(
+            self.credential_account,
+            identity.access_key_id,
+            identity.category,
+            identity.action,
+            identity.version,
+            self.record_id,
+            identity.style,
+            identity.signed.params,
+            trusted,
+        )
+        scope = {**scope, "state": state}
+        if identity.item.free:
             try:
                 await self.meter.app(scope, _BodyReplay(body, self.receive), self.send)
             finally:

@@ -45,11 +45,11 @@ class BackgroundReload:
 
     def due(self) -> bool:
         """True when the last attempt is at least an interval old."""
-        return self._clock.time() - self._attempted_at >= self._interval
+        return self._clock.monotonic() - self._attempted_at >= self._interval
 
     def start(self) -> asyncio.Future[None]:
         """Start a reload now (callers check ``running`` first)."""
-        self._attempted_at = self._clock.time()
+        self._attempted_at = self._clock.monotonic()
         task = asyncio.ensure_future(self._load())
         task.add_done_callback(self._finished)
         self._inflight = task

@@ -129,12 +129,12 @@ class BatchSink:
         self.n["store_failures"] += 1
         if not self.store_down:
             self.store_down = True
-            self.next_retry = self._clock.time() + self._retry_interval
+            self.next_retry = self._clock.monotonic() + self._retry_interval
             self._log.warning("ledger store failed (%s): journaling until it recovers", exc)
 
     async def recover(self) -> None:
         """Bring the store back, then give it the held records and the journal."""
-        self.next_retry = self._clock.time() + self._retry_interval
+        self.next_retry = self._clock.monotonic() + self._retry_interval
         was_down = self.store_down
         if was_down:
             try:

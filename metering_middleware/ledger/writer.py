@@ -127,7 +127,7 @@ class LedgerWriter:
             if self._state is not _RUNNING and self._state is not _STOPPING:
                 raise RuntimeError(f"ledger writer is {self._state}, not running")
             future = self._future = SharedFuture(loop=self._loop)
-            self._first_at = self._clock.time()
+            self._first_at = self._clock.monotonic()
             self._wake.set()
         pending = self._pending
         pending.append(record)
@@ -150,7 +150,7 @@ class LedgerWriter:
         if not counts:
             if self._state is not _RUNNING and self._state is not _STOPPING:
                 raise RuntimeError(f"ledger writer is {self._state}, not running")
-            self._counts_first_at = self._clock.time()
+            self._counts_first_at = self._clock.monotonic()
             self._wake.set()
         counts[key] = counts.get(key, 0) + 1
 
@@ -294,10 +294,10 @@ class LedgerWriter:
             deadlines.append(self._sink.next_retry)
         if not deadlines:
             return None
-        return min(max(0.0, min(deadlines) - self._clock.time()), _MAX_WAIT)
+        return min(max(0.0, min(deadlines) - self._clock.monotonic()), _MAX_WAIT)
 
     async def _step(self, *, force_flush: bool, force_retry: bool) -> None:
-        now = self._clock.time()
+        now = self._clock.monotonic()
         if self._sink.needs_recovery and (force_retry or now >= self._sink.next_retry):
             await self._sink.recover()
         if force_flush or self._batch_due(now):

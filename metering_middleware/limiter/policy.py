@@ -85,7 +85,7 @@ class CircuitBreaker:
         """Seconds until the next probe may start (0 when closed or due)."""
         if self._state is BreakerState.CLOSED:
             return 0.0
-        return max(0.0, self._opened_at + self._cooldown - self._clock.time())
+        return max(0.0, self._opened_at + self._cooldown - self._clock.monotonic())
 
     def record_success(self) -> bool:
         """Close; True if this closed an open breaker (Redis came back)."""
@@ -102,7 +102,7 @@ class CircuitBreaker:
         ):
             opened = self._state is BreakerState.CLOSED
             self._state = BreakerState.OPEN
-            self._opened_at = self._clock.time()
+            self._opened_at = self._clock.monotonic()
             if opened:
                 self.opens += 1
             return opened
@@ -112,4 +112,4 @@ class CircuitBreaker:
         """A probe was cancelled before it learnt anything: let the next call probe."""
         if self._state is BreakerState.HALF_OPEN:
             self._state = BreakerState.OPEN
-            self._opened_at = self._clock.time() - self._cooldown
+            self._opened_at = self._clock.monotonic() - self._cooldown

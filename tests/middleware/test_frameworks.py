@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from metering_middleware import MeteringConfig, MeteringMiddleware, MeteringRuntime
+from metering_middleware import MeteredCall, MeteringConfig, MeteringMiddleware, MeteringRuntime
 from tests.e2e.conftest import add_account
 from tests.e2e.signed import v3_headers
 from tests.support.catalogs import roomy_catalog
@@ -106,3 +106,33 @@ def test_settings_and_runtime_are_exclusive() -> None:
         MeteringMiddleware(bare_app, runtime=runtime, mode="strict")
     with pytest.raises(TypeError):
         MeteringMiddleware(bare_app, config=MeteringConfig(), mode="strict")
+
+
+async def test_fastapi_handler_reads_the_verified_call(tmp_path: Path) -> None:
+    """``request.state.metering`` is what the meter verified and records under."""
+    db = tmp_path / "ledger.sqlite"
+    url = f"sqlite:///{db}"
+    key, secret = await add_account(url, "acme")
+    seen: list[MeteredCall | None] = []
+    inner = FastAPI()
+
+    @inner.post("/")
+    async def detect(request: Request) -> dict[str, Any]:
+        seen.append(request.state.metering)
+        return {"RequestId": "from-app", "Data": {}}
+
+    app = MeteringMiddleware(inner, ledger_url=url, mode="strict")
+    async with app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            body = b"ImageURL=https%3A%2F%2Fx%2Fa.jpg"
+            response = await client.post("/", content=body, headers=v3_headers(key, secret, body))
+            assert response.status_code == 200
+    [call] = seen
+    assert call is not None
+    assert (call.account, call.access_key_id, call.action) == ("acme", key, "DetectFace")
+    assert (call.category, call.style, call.trusted_hop) == ("facebody", "v3", False)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT id, account FROM calls").fetchall() == [
+            (call.record_id, "acme")
+        ]
