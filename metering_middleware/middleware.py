@@ -186,6 +186,7 @@ class _MeteredCall:
         "encoding",
         "extra_headers",
         "future",
+        "held_start",
         "identity",
         "latency_ms",
         "meter",
@@ -225,6 +226,8 @@ class _MeteredCall:
         self.tee: ErrorBodyTee | None = None
         self.latency_ms = 0.0
         self.body: bytes | None = None
+        #: Strict mode, an answer with no body: its start, held until the commit.
+        self.held_start: Message | None = None
         #: RateLimit headers added to the answer (refusal or metered response).
         self.extra_headers: list[tuple[bytes, bytes]] = []
 
@@ -377,8 +380,12 @@ class _MeteredCall:
             raise
         if self.status is None:
             self._count(Outcome.FREE, "no_response")
-        else:
-            self._settle_unfinished()
+            return
+        self._settle_unfinished()
+        if self.held_start is not None:
+            # The app ended without a body message: the head alone is the answer.
+            await self._release_start()
+            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _observe(self, message: Message) -> None:
         kind = message["type"]
@@ -391,6 +398,11 @@ class _MeteredCall:
             self._start(message)
             if self.extra_headers:
                 message = {**message, "headers": [*message.get("headers", ()), *self.extra_headers]}
+            if self.meter._strict and self.status == 200 and self._bodyless():
+                # The client is complete once this head arrives: in strict mode it
+                # waits for the record's commit like a last byte would.
+                self.held_start = message
+                return
             await self.send(message)
         else:
             await self.send(message)
@@ -417,6 +429,17 @@ class _MeteredCall:
         else:
             self.tee = ErrorBodyTee(self.rt.config.error_body_limit)
 
+    def _bodyless(self) -> bool:
+        """Whether the client holds the whole answer once the head arrives."""
+        return self.content_length == 0 or self.scope["method"] == "HEAD"
+
+    async def _release_start(self) -> None:
+        start, self.held_start = self.held_start, None
+        assert start is not None
+        if self.future is not None:
+            await self.future
+        await self.send(start)
+
     async def _body(self, message: Message) -> None:
         chunk: bytes = message.get("body", b"")
         more = message.get("more_body", False)
@@ -433,9 +456,15 @@ class _MeteredCall:
             if completing:
                 self._classify_error()
         if not completing:
-            await self.send(message)
+            if self.held_start is None:
+                await self.send(message)
+            # else HEAD: no body reaches the client, and nothing may precede the head.
             return
         self.done = True
+        if self.held_start is not None:
+            await self._release_start()
+            await self.send(message)
+            return
         future = self.future
         if future is None or not self.meter._strict:
             await self.send(message)

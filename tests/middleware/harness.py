@@ -179,6 +179,7 @@ class Env:
         access_key_id: str | None = None,
         nonce: str | None = None,
         now: datetime | None = None,
+        method: str = "POST",
     ) -> dict[str, Any]:
         """Keyword arguments for ``request`` carrying a valid V3 signature.
 
@@ -195,7 +196,7 @@ class Env:
         }
         headers.update(
             sign_v3(
-                "POST",
+                method,
                 "/",
                 [],
                 headers,
@@ -207,6 +208,7 @@ class Env:
             )
         )
         return {
+            "method": method,
             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
             "body": body,
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from metering_middleware.ledger import StoreError
@@ -105,3 +107,73 @@ async def test_no_store_and_no_journal_aborts_and_refuses_then_recovers(env: Env
     [record] = await env.store.calls()  # kept in memory, committed once, not lost
     assert record.request_id == "r-1"
     assert (await env.request(**env.v3())).status == 200
+
+
+class HeadWatch:
+    """The client's view of an answer with no body: is the record committed at the head?"""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.at_head: list[bool] = []
+        self.body_before_head = False
+
+    async def __call__(self, message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            self.at_head.append(bool(await self.env.store.calls()))
+        elif message["type"] == "http.response.body" and not self.at_head:
+            self.body_before_head = True
+
+
+@pytest.mark.parametrize("request_id_header", [True, False])
+@pytest.mark.parametrize("final_empty", [False, True])
+async def test_strict_empty_200_is_committed_before_its_head(
+    env: Env, request_id_header: bool, final_empty: bool
+) -> None:
+    headers = [(b"content-type", b"application/json")]
+    if request_id_header:
+        headers.append((b"x-acs-request-id", b"up-empty"))
+    env.upstream.reply = Reply(body=(b"",), headers=headers, final_empty=final_empty)
+    watch = HeadWatch(env)
+    response = await env.request(**env.v3(), on_message=watch)
+    assert response.status == 200 and response.headers[b"content-length"] == b"0"
+    assert watch.at_head == [True] and not watch.body_before_head
+    assert len(await env.store.calls()) == 1
+
+
+async def test_strict_head_answer_is_committed_before_its_head(env: Env) -> None:
+    env.upstream.reply = Reply(body=BODY, headers=[(b"x-acs-request-id", b"up-head")])
+    watch = HeadWatch(env)
+    response = await env.request(**env.v3(method="HEAD"), on_message=watch)
+    assert response.status == 200
+    assert watch.at_head == [True] and not watch.body_before_head
+    [record] = await env.store.calls()
+    assert record.request_id == "up-head"
+
+
+async def test_strict_head_only_answer_from_an_app_that_sends_no_body(env: Env) -> None:
+    """An app that ends after ``http.response.start``: the head is released after the commit."""
+
+    async def head_only(scope: object, receive: object, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"0"), (b"x-acs-request-id", b"up-0")],
+            }
+        )
+
+    env.app.app = head_only
+    watch = HeadWatch(env)
+    response = await env.request(**env.v3(), on_message=watch)
+    assert response.status == 200
+    assert watch.at_head == [True]
+    assert response.messages[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+async def test_batched_empty_200_is_not_held(batched_env: Env) -> None:
+    """The control: batched mode releases the head at once, before any commit."""
+    env = batched_env
+    env.upstream.reply = Reply(body=(b"",), headers=[(b"x-acs-request-id", b"up-empty")])
+    watch = HeadWatch(env)
+    await env.request(**env.v3(), on_message=watch)
+    assert watch.at_head == [False]
