@@ -31,12 +31,15 @@ from .errors import (
 from .identity import CallIdentity, wants_xml
 from .ledger import CallRecord, Outcome, new_record_id
 from .limiter import NonceClaim, rate_limit_headers, refusal
-from .outcome import ErrorBodyTee, parse_error_code, sniff_request_id
+from .outcome import ErrorBodyTee, ErrorBodyUnreadable, read_error_code, sniff_request_id
 from .runtime import MeteringRuntime
 
 __all__ = ["MeteringMiddleware"]
 
 log = logging.getLogger("metering_middleware")
+
+#: The free reason of an error body a parser failed on (a bug, not garbage).
+PARSE_ERROR = "parse_error"
 
 #: How much of a 200 body is looked at for its RequestId when no header names it.
 _SNIFF_LIMIT = 1024
@@ -501,9 +504,24 @@ class _MeteredCall:
         tee = self.tee
         assert tee is not None and self.status is not None
         # An overflowed copy is still a prefix: the code comes early in both formats.
-        code = parse_error_code(
-            tee.data, content_encoding=self.encoding, content_type=self.content_type
-        )
+        try:
+            code = read_error_code(
+                tee.data, content_encoding=self.encoding, content_type=self.content_type
+            )
+        except ErrorBodyUnreadable as exc:
+            # Free (the safe default), but never silently: counted and logged apart.
+            identity = self.identity
+            log.warning(
+                "error body of a %s answer to %s.%s could not be parsed (%s): counted free "
+                "as parse_error",
+                self.status,
+                identity.category if identity else "",
+                identity.action if identity else "",
+                exc,
+            )
+            self._count(Outcome.FREE, PARSE_ERROR)
+            self.done = True
+            return
         if code is not None and code in self.rt.config.chargeable_codes:
             if self.request_id is None:
                 self.request_id = sniff_request_id(

@@ -39,9 +39,11 @@ __all__ = [
     "DEFAULT_CHARGEABLE_CODES",
     "MAX_DECODED",
     "ErrorBodyTee",
+    "ErrorBodyUnreadable",
     "decode_body",
     "is_chargeable",
     "parse_error_code",
+    "read_error_code",
     "sniff_request_id",
 ]
 
@@ -239,10 +241,29 @@ def _by_type(content_type: str | None) -> str | None:
     return None
 
 
+class ErrorBodyUnreadable(Exception):
+    """A parser failed in a way no input should cause (a bug): the cause is chained.
+
+    Not-an-error-body (garbage, truncation, bombs, DTDs) is ``None``, not this.
+    The request path still treats the call as free, the safe default, but counts
+    it apart (``parse_error``) so a parser bug shows in metrics, not as lost revenue.
+    """
+
+
 def parse_error_code(
     body: bytes, *, content_encoding: str | None = None, content_type: str | None = None
 ) -> str | None:
     """The Alibaba error code in an (error) response body, or ``None``. Never raises."""
+    try:
+        return read_error_code(body, content_encoding=content_encoding, content_type=content_type)
+    except ErrorBodyUnreadable:
+        return None
+
+
+def read_error_code(
+    body: bytes, *, content_encoding: str | None = None, content_type: str | None = None
+) -> str | None:
+    """``parse_error_code``, but an unexpected parser failure raises ``ErrorBodyUnreadable``."""
     try:
         data = decode_body(body, content_encoding)
         if not data:
@@ -255,8 +276,8 @@ def parse_error_code(
         if code is None and sniffed is not None and sniffed != first:
             code = _json_code(data) if sniffed == "json" else _xml_code(data)
         return code
-    except Exception:  # garbage in must never break the request path
-        return None
+    except Exception as exc:  # garbage is handled above: this is a parser bug
+        raise ErrorBodyUnreadable(f"{type(exc).__name__}: {exc}") from exc
 
 
 _JSON_RID = re.compile(rb'"RequestId"\s*:\s*"([A-Za-z0-9._:\-]{1,128})"')

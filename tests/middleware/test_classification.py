@@ -150,3 +150,33 @@ async def test_client_leaving_mid_body_does_not_undo_the_charge(env: Env) -> Non
 
 async def test_outcome_enum_values_are_stable() -> None:
     assert [o.value for o in Outcome] == ["charged", "free", "refused"]
+
+
+async def test_a_parser_failure_is_free_but_counted_and_logged_apart(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a parser (not garbage input) must show up as ``parse_error``, not vanish."""
+    from metering_middleware import outcome
+
+    def broken(data: bytes) -> str | None:
+        raise IndexError("a parser bug")
+
+    monkeypatch.setattr(outcome, "_json_code", broken)
+    env.upstream.reply = error_reply("InvalidImage.NotFoundFace", 404)
+    with caplog.at_level("WARNING", logger="metering_middleware"):
+        response = await env.request(**env.v3())
+    assert response.status == 404  # the answer itself still reaches the caller whole
+    assert response.json()["Code"] == "InvalidImage.NotFoundFace"
+    assert await env.store.calls() == []
+    assert (await counts(env))[("acme", "free", "parse_error")] == 1
+    snapshot = env.runtime.metrics.snapshot()
+    assert snapshot[("facebody", "DetectFace", "free", "parse_error")] == 1
+    assert ("facebody", "DetectFace", "free", "unreadable") not in snapshot
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("parse_error" in line and "IndexError" in line for line in logged)
+
+
+async def test_garbage_is_still_unreadable_not_a_parse_error(env: Env) -> None:
+    env.upstream.reply = Reply(status=502, body=(b"\x00\xffnot a body",))
+    await env.request(**env.v3())
+    assert (await counts(env))[("acme", "free", "unreadable")] == 1
