@@ -42,6 +42,11 @@ class MeteringConfig:
     passthrough_prefixes: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/admin")
     #: Request bodies above this many bytes are refused (413 RequestEntityTooLarge).
     max_body_bytes: int = 8 * 1024 * 1024
+    #: Request heads above this many bytes (request target and query, header names and
+    #: values) are refused (431 RequestHeaderFieldsTooLarge), before anything reads them.
+    max_header_bytes: int = 32 * 1024
+    #: Requests with more headers than this are refused the same way.
+    max_header_count: int = 100
     #: Bounded copy of non-200 bodies kept to read their error code.
     error_body_limit: int = 64 * 1024
     #: An internal hop that sends this header with ``trusted_hop_secret`` skips
@@ -82,7 +87,13 @@ class MeteringConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"{name}: must be a positive number of seconds")
-        for name in ("max_body_bytes", "error_body_limit", "limiter_processes"):
+        for name in (
+            "max_body_bytes",
+            "max_header_bytes",
+            "max_header_count",
+            "error_body_limit",
+            "limiter_processes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name}: must be a positive integer")

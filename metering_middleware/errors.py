@@ -43,6 +43,7 @@ SIGNATURE_NONCE_USED = ErrorKind("SignatureNonceUsed", 400, "nonce_reused")
 INVALID_ACTION = ErrorKind("InvalidAction.NotFound", 400, "unknown_action")
 MISSING_PARAMETER = ErrorKind("MissingParameter", 400, "bad_request")
 BODY_TOO_LARGE = ErrorKind("RequestEntityTooLarge", 413, "body_too_large")
+HEADERS_TOO_LARGE = ErrorKind("RequestHeaderFieldsTooLarge", 431, "headers_too_large")
 SERVICE_UNAVAILABLE = ErrorKind("ServiceUnavailable", 503, "ledger_unavailable")
 
 

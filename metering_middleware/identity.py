@@ -85,11 +85,15 @@ _NAMES: dict[bytes, str] = {}
 _NAMES_SIZE = 512
 
 
+_NAME_LENGTH = 64  # longer names are decoded each time, never kept
+
+
 def _name(raw: bytes) -> str:
     name = raw.lower().decode("latin-1")
-    if len(_NAMES) >= _NAMES_SIZE:
-        _NAMES.clear()
-    _NAMES[raw] = name
+    if len(raw) <= _NAME_LENGTH:
+        if len(_NAMES) >= _NAMES_SIZE:
+            _NAMES.clear()
+        _NAMES[raw] = name
     return name
 
 

@@ -23,6 +23,7 @@ from .context import STATE_KEY, MeteredCall
 from .errors import (
     ACCOUNT_DISABLED,
     BODY_TOO_LARGE,
+    HEADERS_TOO_LARGE,
     INVALID_ACCESS_KEY_ID,
     SERVICE_UNAVAILABLE,
     ApiError,
@@ -83,6 +84,8 @@ class MeteringMiddleware:
         )
         self._window = cfg.signature_window
         self._throttle_status = cfg.throttle_status
+        self._max_head = cfg.max_header_bytes
+        self._max_headers = cfg.max_header_count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -244,6 +247,7 @@ class _MeteredCall:
         try:
             if not rt.writer.accepting:
                 raise ApiError(SERVICE_UNAVAILABLE, "The metering ledger cannot take records.")
+            self._check_head()
             self.body = body = await self._read_body()
             if body is None:
                 return  # the client left before sending its request: nothing happened
@@ -279,6 +283,24 @@ class _MeteredCall:
             await self._refuse(exc)
             return
         await self._forward(forwarded_scope, body, trusted)
+
+    def _check_head(self) -> None:
+        """Refuse an oversized head before anything decodes, caches or forwards it."""
+        scope = self.scope
+        headers = scope["headers"]
+        meter = self.meter
+        if len(headers) > meter._max_headers:
+            raise ApiError(
+                HEADERS_TOO_LARGE, f"The request has more than {meter._max_headers} headers."
+            )
+        size = len(scope["query_string"]) + len(scope.get("raw_path") or b"")
+        for name, value in headers:
+            size += len(name) + len(value)
+        if size > meter._max_head:
+            raise ApiError(
+                HEADERS_TOO_LARGE,
+                f"The request line and headers are larger than {meter._max_head} bytes.",
+            )
 
     async def _read_body(self) -> bytes | None:
         limit = self.rt.config.max_body_bytes

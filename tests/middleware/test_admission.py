@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from xml.etree import ElementTree
 
+import pytest
+
 from metering_middleware.credentials import CredentialManager, SecretBox
 
 from .harness import Env, make_env
@@ -142,3 +144,49 @@ async def test_no_trusted_hop_without_a_configured_secret(env: Env) -> None:
     kwargs["headers"].append((b"x-metering-trusted-hop", b""))
     response = await env.request(**kwargs)
     assert response.json()["Code"] == "SignatureDoesNotMatch"
+
+
+async def test_too_many_headers_are_refused_before_anything_reads_them(env: Env) -> None:
+    signed = env.v3()
+    padding = [(f"x-pad-{i}".encode(), b"1") for i in range(100)]
+    response = await env.request(**{**signed, "headers": [*signed["headers"], *padding]})
+    assert response.status == 431
+    assert response.json()["Code"] == "RequestHeaderFieldsTooLarge"
+    assert env.upstream.seen == []  # never forwarded
+
+
+@pytest.mark.parametrize("size", [40 * 1024, 1024 * 1024])
+async def test_an_oversized_head_is_refused_and_never_forwarded(env: Env, size: int) -> None:
+    signed = env.v3()
+    headers = [*signed["headers"], (b"x-big", b"a" * size)]
+    response = await env.request(**{**signed, "headers": headers})
+    assert response.status == 431
+    assert response.json()["Code"] == "RequestHeaderFieldsTooLarge"
+    assert env.upstream.seen == []
+    assert await env.store.calls() == []
+    assert (await refused(env))["headers_too_large"] == 1
+
+
+async def test_an_oversized_query_counts_toward_the_head(env: Env) -> None:
+    signed = env.v1(extra=(("ImageURL", "http://x/" + "a" * 40_000),))
+    response = await env.request(**signed)
+    assert response.status == 431
+
+
+async def test_a_head_within_the_limits_is_served(env: Env) -> None:
+    signed = env.v3()
+    room = 32 * 1024 - sum(len(k) + len(v) for k, v in signed["headers"]) - len(b"/") - 5
+    headers = [*signed["headers"], (b"x-pad", b"a" * room)]
+    response = await env.request(**{**signed, "headers": headers})
+    assert response.status == 200
+
+
+async def test_header_limits_are_configurable() -> None:
+    env = await make_env(max_header_count=200, max_header_bytes=2 * 1024 * 1024)
+    try:
+        signed = env.v3()
+        headers = [*signed["headers"], (b"x-big", b"a" * 1024 * 1024)]
+        headers += [(f"x-pad-{i}".encode(), b"1") for i in range(150)]
+        assert (await env.request(**{**signed, "headers": headers})).status == 200
+    finally:
+        await env.runtime.stop()
