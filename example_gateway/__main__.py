@@ -1,8 +1,7 @@
 """``metering-gateway``: run the example gateway, or the self-contained demo.
 
-metering-gateway demo                 # mock VIAPI + gateway + SDK traffic + summary
-metering-gateway serve [--config F]   # the gateway, configured by file and environment
-metering-gateway mock [--port N]      # the mock VIAPI alone
+The help and descriptions are plain text constants below (not this
+docstring, whose markup argparse would print as is).
 """
 
 from __future__ import annotations
@@ -15,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from metering_middleware import CatalogError, ConfigError, MeteringRuntime
+from metering_middleware._cli_args import Parser, add_command, add_commands, package_version
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -58,21 +58,54 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(Path(args.db) if args.db else None))
 
 
+DESCRIPTION = "Run the example metering gateway, the mock VIAPI upstream, or a demo of both."
+EPILOG = """\
+examples:
+  metering-gateway demo                 mock VIAPI + gateway + SDK traffic + summary
+  metering-gateway serve --config F     the gateway, configured by file and environment
+  metering-gateway mock --port 9000     the mock VIAPI alone
+
+Exit status: 0 success, 1 failure (a bad configuration), 2 bad usage.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="metering-gateway", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"metering-gateway {package_version('metering_middleware')}",
+        help="print the version and exit",
+    )
+    commands = add_commands(parser, "command")
+    demo = add_command(commands, "demo", "run the self-contained demo and print a summary")
+    demo.add_argument(
+        "--db", metavar="FILE", help="ledger file to write (default: a new temporary file)"
+    )
+    demo.set_defaults(run=_demo)
+    serve = add_command(commands, "serve", "run the gateway")
+    serve.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML configuration file; GATEWAY_* and METERING_* variables override it",
+    )
+    serve.set_defaults(run=_serve)
+    mock = add_command(commands, "mock", "run the mock VIAPI upstream")
+    mock.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    mock.add_argument("--port", type=int, default=9000, help="port to listen on (default: 9000)")
+    mock.set_defaults(run=_mock)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="metering-gateway", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run the self-contained demo and print a summary")
-    demo.add_argument("--db", help="ledger file to write (default: a new temporary file)")
-    demo.set_defaults(run=_demo)
-    serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", help="TOML configuration file")
-    serve.set_defaults(run=_serve)
-    mock = commands.add_parser("mock", help="run the mock VIAPI upstream")
-    mock.add_argument("--host", default="127.0.0.1")
-    mock.add_argument("--port", type=int, default=9000)
-    mock.set_defaults(run=_mock)
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # asked for nothing: the help, on stderr, as bad usage
+        args.help_of.print_help(sys.stderr)
+        return 2
     result: int = args.run(args)
     return result
 

@@ -13,15 +13,23 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from typing import Any, NoReturn
+from typing import Any
 
+from ._cli_args import (
+    Parser,
+    add_command,
+    add_commands,
+    package_version,
+    positive_int,
+    spread_global_options,
+)
 from ._output import render
 from .clock import BEIJING, SystemClock
-from .credentials import CredentialManager, SecretBox
+from .credentials import SECRET_KEY_ENV, CredentialManager, SecretBox
 from .ledger import LedgerStore, StoreError
 from .ledger.urls import open_store
 from .rating import LockLost, SettleBusy
-from .rating._commands import RATING_COLUMNS, add_rating_commands
+from .rating._commands import CATALOG_ENV, RATING_COLUMNS, add_rating_commands
 
 __all__ = ["main"]
 
@@ -31,11 +39,6 @@ DEFAULT_DB = "sqlite:///metering-ledger.sqlite"
 
 class CliError(Exception):
     """A failure to report in one line (exit 1)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _zone(text: str) -> tzinfo:
@@ -199,29 +202,63 @@ COLUMNS = {
 Handler = Callable[[LedgerStore, argparse.Namespace], Awaitable[list[dict[str, Any]] | str]]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument(
+DESCRIPTION = "Accounts, the ledger, plans, settlement and bills of a metering gateway."
+EPILOG = f"""\
+Results go to stdout, messages to stderr. Exit status: 0 success, 1 failure,
+2 bad usage. Secrets are never taken as arguments (--secret-stdin or
+--secret-file) and are printed once, when created.
+
+environment:
+  {DB_ENV:23}ledger URL when --db is not given
+  {SECRET_KEY_ENV:23}Fernet key(s) encrypting AccessKey secrets at rest
+  {CATALOG_ENV:23}catalog file when --catalog is not given
+
+Run 'metering COMMAND --help' for a command's options.
+"""
+
+
+def _global_options(target: argparse._ActionsContainer, default: Callable[[Any], Any]) -> None:
+    # The one declaration: spread_global_options adds these to every parser of the tree.
+    target.add_argument(
+        "--db",
+        metavar="URL",
+        default=default(None),
+        help=f"ledger URL: sqlite:///PATH, postgresql://..., memory:// "
+        f"(default: ${DB_ENV} or {DEFAULT_DB})",
+    )
+    target.add_argument(
         "--format",
         choices=("table", "json", "csv"),
-        default="table",
+        default=default("table"),
         help="how results are printed on stdout (default: table)",
     )
-    common.add_argument(
+    target.add_argument(
         "--tz",
+        metavar="OFFSET",
         type=_zone,
-        default=BEIJING,
-        help="zone for displayed and naive input times (default: +08:00)",
+        default=default(BEIJING),
+        help="UTC offset such as +08:00 or UTC, for displayed times and for input times "
+        "written without one (default: +08:00)",
     )
-    parser = _Parser(prog="metering", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--db", default=None, help=f"ledger URL (default: ${DB_ENV} or {DEFAULT_DB})"
-    )
-    groups = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
 
-    accounts = groups.add_parser("accounts", help="AccessKeys of the accounts served")
-    acts = accounts.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    add = acts.add_parser("add", parents=[common], help="create an AccessKey for an account")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="metering",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"metering {package_version('metering_middleware')}",
+        help="print the version and exit",
+    )
+    groups = add_commands(parser, "group")
+
+    accounts = add_command(groups, "accounts", "AccessKeys of the accounts served")
+    acts = add_commands(accounts, "command")
+    add = add_command(acts, "add", "create an AccessKey for an account; prints its secret once")
     add.add_argument("name", help="account name")
     src = add.add_mutually_exclusive_group()
     src.add_argument(
@@ -229,30 +266,37 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read the AccessKey secret from stdin instead of generating one",
     )
-    src.add_argument("--secret-file", help="read the AccessKey secret from this file")
+    src.add_argument(
+        "--secret-file", metavar="FILE", help="read the AccessKey secret from this file"
+    )
     add.set_defaults(handler=_accounts_add)
-    lst = acts.add_parser("list", parents=[common], help="list AccessKeys (never secrets)")
-    lst.add_argument("--account")
+    lst = add_command(acts, "list", "list AccessKeys (never their secrets)")
+    lst.add_argument("--account", help="this account's keys only")
     lst.set_defaults(handler=_accounts_list)
-    dis = acts.add_parser("disable", parents=[common], help="disable an AccessKey or account")
+    dis = add_command(acts, "disable", "disable an AccessKey, or every key of an account")
     dis.add_argument("key", help="an AccessKeyId, or an account name to disable all its keys")
     dis.set_defaults(handler=_accounts_disable)
 
-    ledger = groups.add_parser("ledger", help="chargeable calls and outcome counts")
-    lacts = ledger.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    ledger = add_command(groups, "ledger", "chargeable calls and outcome counts")
+    lacts = add_commands(ledger, "command")
     for name, handler, text in (
         ("calls", _ledger_calls, "chargeable calls, oldest first"),
         ("summary", _ledger_summary, "chargeable calls by account and action"),
         ("outcomes", _ledger_outcomes, "every call by outcome: charged, free, refused"),
     ):
-        p = lacts.add_parser(name, parents=[common], help=text)
-        p.add_argument("--account")
-        p.add_argument("--since", help="from this time, inclusive (ISO 8601)")
-        p.add_argument("--until", help="to this time, exclusive (ISO 8601)")
+        p = add_command(lacts, name, text)
+        p.add_argument("--account", help="this account's calls only")
+        p.add_argument(
+            "--since", metavar="TIME", help="from this time, inclusive (ISO 8601, e.g. 2026-11-01)"
+        )
+        p.add_argument("--until", metavar="TIME", help="to this time, exclusive (ISO 8601)")
         if name == "calls":
-            p.add_argument("--limit", type=int, default=None)
+            p.add_argument(
+                "--limit", metavar="N", type=positive_int, help="at most N calls (default: all)"
+            )
         p.set_defaults(handler=handler)
-    add_rating_commands(groups, common, _Parser)
+    add_rating_commands(groups)
+    spread_global_options(parser, _global_options)
     return parser
 
 
@@ -276,6 +320,9 @@ async def _run(args: argparse.Namespace) -> list[dict[str, Any]] | str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:  # a command group without its command
+        args.help_of.print_help(sys.stderr)
+        return 2
     for name in ("since", "until", "ordered_at"):
         if getattr(args, name, None) is not None:
             try:

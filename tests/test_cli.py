@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
 import io
 import json
+import re
 import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from cryptography.fernet import Fernet
 
+import example_gateway.__main__ as gateway_cli
+from metering_middleware import cli
 from metering_middleware.cli import main
 from metering_middleware.ledger import CallRecord, Outcome, OutcomeCount
 from metering_middleware.ledger.urls import open_store
@@ -162,3 +168,138 @@ def test_bad_usage_and_bad_input() -> None:
     assert bad_db.returncode == 1
     assert bad_db.stderr.count("\n") == 1 and "oracle" in bad_db.stderr
     assert "Traceback" not in bad_db.stderr
+
+
+# --- reading like a well-made tool (issue 7) ------------------------------------------------
+
+
+def test_global_options_before_between_or_after_the_command(db: str) -> None:
+    _seed(db)
+    run("--db", db, "accounts", "add", "acme")
+    after = run("accounts", "list", "--format", "json", "--db", db)
+    before = run("--format", "json", "--db", db, "accounts", "list")
+    between = run("accounts", "--db", db, "--format", "json", "list")
+    assert after.returncode == before.returncode == between.returncode == 0, before.stderr
+    assert json.loads(after.stdout)[0]["account"] == "acme"
+    assert before.stdout == after.stdout == between.stdout
+    utc_after = run("--db", db, "ledger", "calls", "--tz", "UTC", "--format", "csv")
+    utc_before = run("--tz", "UTC", "--format", "csv", "--db", db, "ledger", "calls")
+    assert utc_before.returncode == 0 and utc_before.stdout == utc_after.stdout
+    assert "T00:30:00+00:00" in utc_before.stdout
+    # Given twice, the later one wins, as with any repeated option.
+    twice = run("--format", "csv", "--db", db, "accounts", "list", "--format", "json")
+    assert twice.stdout == after.stdout
+
+
+def test_a_command_group_alone_prints_its_help_and_exits_2() -> None:
+    bare = run()
+    assert bare.returncode == 2 and bare.stdout == ""  # stdout is for results
+    assert bare.stderr.startswith("usage: metering ") and "Traceback" not in bare.stderr
+    for command in ("accounts", "ledger", "plans", "settle", "rerate", "bill"):
+        assert f"\n  {command} " in bare.stderr
+    group = run("--format", "json", "plans")
+    assert group.returncode == 2 and group.stderr.startswith("usage: metering plans ")
+    assert "\n  buy " in group.stderr and group.stdout == ""
+    asked = run("--help")
+    assert asked.returncode == 0 and asked.stdout == bare.stderr
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"metering {version('metering_middleware')}\n"
+    gateway = subprocess.run(
+        [sys.executable, "-m", "example_gateway", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert gateway.returncode == 0
+    assert gateway.stdout == f"metering-gateway {version('metering_middleware')}\n"
+
+
+def test_bad_usage_is_one_line_naming_the_help() -> None:
+    bad = run("--db", "memory://", "accounts", "list", "--format", "yaml")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert bad.stderr.startswith("metering accounts list: error: argument --format")
+    assert "metering accounts list --help" in bad.stderr
+
+
+def _parsers(
+    parser: argparse.ArgumentParser,
+) -> list[tuple[argparse.ArgumentParser, list[argparse.Action]]]:
+    """Every parser of the tree with its actions, and each command's entry in its group."""
+    found = [(parser, list(parser._actions))]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found[0][1].extend(action._get_subactions())
+            for sub in dict.fromkeys(action.choices.values()):
+                found.extend(_parsers(sub))
+    return found
+
+
+RST = re.compile(r"`|:[a-z]+:|\*\*|^\.\. ", re.MULTILINE)
+PARSERS: dict[str, ModuleType] = {"metering": cli, "metering-gateway": gateway_cli}
+
+
+@pytest.mark.parametrize("name", PARSERS)
+def test_every_option_and_command_has_plain_text_help(name: str) -> None:
+    tree = _parsers(PARSERS[name].build_parser())
+    assert len(tree) >= (19 if name == "metering" else 4)  # the walk reached the leaves
+    for parser, actions in tree:
+        assert parser.description, parser.prog
+        text = parser.format_help()  # also proves every %-format in a help renders
+        assert not RST.search(text), (parser.prog, RST.findall(text))
+        for action in actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            where = f"{parser.prog} {action.option_strings or action.dest}"
+            assert action.help and action.help != argparse.SUPPRESS, where
+
+
+UNIT = re.compile(r"(seconds|minutes|hours|days|months|ms)$")
+# A calendar month (--month YYYY-MM) is a date, not a duration; --months is a duration.
+DURATION = re.compile(r"lag|grace|months|timeout|interval|ttl|delay|wait|period|drain|age")
+
+
+@pytest.mark.parametrize("name", PARSERS)
+def test_every_duration_has_its_unit_in_its_name_and_help(name: str) -> None:
+    durations = [
+        action
+        for _, actions in _parsers(PARSERS[name].build_parser())
+        for action in actions
+        if action.option_strings and any(DURATION.search(o) for o in action.option_strings)
+    ]
+    if name == "metering":
+        assert {a.option_strings[0] for a in durations} >= {
+            "--lag-seconds",
+            "--grace-days",
+            "--months",
+            "--validity-months",
+        }
+    for action in durations:
+        unit = UNIT.search(action.option_strings[0])
+        assert unit, action.option_strings
+        assert action.help and unit.group(1) in action.help, action.option_strings
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e30", "-5", "soon"])
+def test_nonsense_durations_are_bad_usage_in_one_line(db: str, value: str) -> None:
+    # The old spellings, so the test runs on the old parser too (which gave a traceback for
+    # inf and 1e30, a float error for nan, and a bill for a grace of -5 days).
+    for argv in (
+        ["settle", f"--lag={value}"],
+        ["bill", "a", "--month", "2026-03", f"--grace={value}"],
+    ):
+        result = run("--db", db, *argv)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_gateway_alone_prints_its_help_and_exits_2() -> None:
+    bare = subprocess.run(
+        [sys.executable, "-m", "example_gateway"], capture_output=True, text=True, timeout=60
+    )
+    assert bare.returncode == 2 and bare.stdout == "" and "Traceback" not in bare.stderr
+    assert bare.stderr.startswith("usage: metering-gateway ")
+    assert all(f"\n  {c} " in bare.stderr for c in ("demo", "serve", "mock"))

@@ -15,6 +15,7 @@ from datetime import timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from .._cli_args import add_command, add_commands, duration, positive_int
 from ..catalog import Catalog, default_catalog, load_catalog
 from ..clock import SystemClock
 from ..ledger import LedgerStore
@@ -211,65 +212,119 @@ RATING_COLUMNS: dict[Callable[..., Any], list[str]] = {
 }
 
 
-def add_rating_commands(
-    groups: Any, common: argparse.ArgumentParser, parser_class: type[argparse.ArgumentParser]
-) -> None:
+def add_rating_commands(groups: Any) -> None:
     """Add ``plans``, ``settle``, ``rerate`` and ``bill`` to the CLI's subcommands."""
-    rating = parser_class(add_help=False)
-    rating.add_argument(
-        "--catalog", help=f"catalog file (default: ${CATALOG_ENV} or the packaged one)"
-    )
-    parents = [common, rating]
 
-    plans = groups.add_parser("plans", help="QPS subscriptions and resource plans")
-    pacts = plans.add_subparsers(dest="command", required=True, parser_class=parser_class)
-    buy = pacts.add_parser("buy", help="buy a plan (entries are immutable once bought)")
-    kinds = buy.add_subparsers(dest="kind", required=True, parser_class=parser_class)
+    def command(subs: Any, name: str, text: str) -> argparse.ArgumentParser:
+        p = add_command(subs, name, text)
+        p.add_argument(
+            "--catalog",
+            metavar="FILE",
+            help=f"catalog file (default: ${CATALOG_ENV} or the packaged one)",
+        )
+        return p
+
+    def grace(p: argparse.ArgumentParser, text: str) -> None:
+        # --grace is the spelling before the unit went into the name; scripts keep working.
+        p.add_argument(
+            "--grace-days",
+            "--grace",
+            dest="grace",
+            metavar="DAYS",
+            type=duration("days"),
+            default=2.0,
+            help=f"{text} (default: 2)",
+        )
+
+    plans = add_command(groups, "plans", "QPS subscriptions and resource plans")
+    pacts = add_commands(plans, "command")
+    buy = add_command(pacts, "buy", "buy a plan (entries are immutable once bought)")
+    kinds = add_commands(buy, "kind")
     for kind, text in (
-        ("single", "a single-category resource plan"),
-        ("general", "a general-purpose resource plan (default: every image category)"),
-        ("qps", "a QPS subscription for one API (a renewal starts when the current one ends)"),
+        ("single", "buy a single-category resource plan"),
+        ("general", "buy a general-purpose resource plan (default: every image category)"),
+        ("qps", "buy a QPS subscription for one API (a renewal starts when the current ends)"),
     ):
-        p = kinds.add_parser(kind, parents=parents, help=text)
-        p.add_argument("account")
-        p.add_argument("--price", type=_decimal, required=True, help="price paid, CNY")
-        p.add_argument("--ordered-at", help="when it was bought (ISO 8601; default: now)")
+        p = command(kinds, kind, text)
+        p.add_argument("account", help="the account it is for")
+        p.add_argument(
+            "--price", metavar="CNY", type=_decimal, required=True, help="price paid, in CNY"
+        )
+        p.add_argument(
+            "--ordered-at",
+            metavar="TIME",
+            help="when it was bought (ISO 8601; default: now); the plan starts then",
+        )
         p.add_argument("--id", help="plan id (default: generated)")
         if kind == "qps":
-            p.add_argument("--category", required=True)
-            p.add_argument("--action", required=True)
-            p.add_argument("--qps", type=int, required=True)
-            p.add_argument("--months", type=int, default=1, help="period (default: 1)")
+            p.add_argument("--category", required=True, help="the API's category, e.g. facebody")
+            p.add_argument("--action", required=True, help="the API's action, e.g. DetectFace")
+            p.add_argument(
+                "--qps", type=positive_int, required=True, help="calls per second subscribed"
+            )
+            p.add_argument(
+                "--months",
+                type=positive_int,
+                default=1,
+                help="length of the period, in months (default: 1)",
+            )
         else:
             if kind == "single":
-                p.add_argument("--category", required=True)
+                p.add_argument("--category", required=True, help="the category it covers, e.g. ocr")
             else:
-                p.add_argument("--categories", help="comma-separated categories")
-            p.add_argument("--points", type=_decimal, required=True)
-            p.add_argument("--validity-months", type=int, default=12, help="validity (default: 12)")
+                p.add_argument(
+                    "--categories",
+                    metavar="LIST",
+                    help="comma-separated categories it covers (default: every image category)",
+                )
+            p.add_argument("--points", type=_decimal, required=True, help="resource points bought")
+            p.add_argument(
+                "--validity-months",
+                metavar="MONTHS",
+                type=positive_int,
+                default=12,
+                help="how long the points stay valid, in months (default: 12)",
+            )
         p.set_defaults(handler=_plans_buy)
-    lst = pacts.add_parser("list", parents=parents, help="plans with their points left")
-    lst.add_argument("--account")
+    lst = command(pacts, "list", "plans with their points left")
+    lst.add_argument("--account", help="this account's plans only")
     lst.set_defaults(handler=_plans_list)
-    show = pacts.add_parser("show", parents=parents, help="one plan")
-    show.add_argument("id")
+    show = command(pacts, "show", "one plan")
+    show.add_argument("id", help="the plan's id")
     show.set_defaults(handler=_plans_show)
 
-    grace = {"type": float, "default": 2.0, "help": "days a month stays open (default: 2)"}
-    st = groups.add_parser("settle", parents=parents, help="settle new ledger records")
+    st = command(groups, "settle", "settle new ledger records (progress on stderr)")
     st.add_argument("--account", help="settle this account only")
-    st.add_argument("--month", type=_month, help="settle no further than this month's end")
     st.add_argument(
-        "--lag", type=float, default=60.0, help="seconds behind now to settle (default: 60)"
+        "--month", metavar="YYYY-MM", type=_month, help="settle no further than this month's end"
     )
-    st.add_argument("--grace", **grace)
+    # --lag is the spelling before the unit went into the name; scripts keep working.
+    st.add_argument(
+        "--lag-seconds",
+        "--lag",
+        dest="lag",
+        metavar="SECONDS",
+        type=duration("seconds"),
+        default=60.0,
+        help="settle only records older than this many seconds, so calls still being "
+        "written are not missed (default: 60)",
+    )
+    grace(st, "days after a month's end before it closes; later records become adjustments")
     st.set_defaults(handler=_settle)
-    rr = groups.add_parser("rerate", parents=parents, help="re-rate settled months")
-    rr.add_argument("--month", type=_month, required=True, help="re-rate from this month on")
-    rr.add_argument("--account")
+    rr = command(groups, "rerate", "re-rate settled months from their records")
+    rr.add_argument(
+        "--month",
+        metavar="YYYY-MM",
+        type=_month,
+        required=True,
+        help="re-rate from this month on",
+    )
+    rr.add_argument("--account", help="re-rate this account only")
     rr.set_defaults(handler=_rerate)
-    bill = groups.add_parser("bill", parents=parents, help="an account's bill for a month")
-    bill.add_argument("account")
-    bill.add_argument("--month", type=_month, required=True)
-    bill.add_argument("--grace", **grace)
+    bill = command(groups, "bill", "an account's bill for a month")
+    bill.add_argument("account", help="the account billed")
+    bill.add_argument(
+        "--month", metavar="YYYY-MM", type=_month, required=True, help="the billing month (UTC+8)"
+    )
+    grace(bill, "days after the month's end before the bill is final")
     bill.set_defaults(handler=_bill)

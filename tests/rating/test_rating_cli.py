@@ -191,3 +191,18 @@ def test_settle_one_account_and_a_busy_lock(db: str, capsys: pytest.CaptureFixtu
 def test_rating_needs_an_sqlite_ledger(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--db", "memory://", "plans", "list")
     assert code == 1 and "SQLite" in err
+
+
+def test_durations_spelled_with_their_units_and_the_old_way(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "--db", db, "settle", "--account", "globex", "--lag", "0")
+    assert code == 0, out
+    code, out, err = run(
+        capsys, "--format", "json", "--db", db, "settle", "--lag-seconds", "0", "--grace-days", "2"
+    )
+    assert code == 0, err
+    assert json.loads(out)[0]["records"] == 15_000  # globex's 3 were settled the old way
+    old = run(capsys, "--db", db, "bill", "acct", "--month", "2026-03", "--grace", "2")
+    new = run(capsys, "--db", db, "bill", "acct", "--month", "2026-03", "--grace-days", "2")
+    assert old == new and old[0] == 0 and "2000.00" in old[1]
