@@ -287,7 +287,7 @@ class RedisLimiter:
         if self.policy is FailurePolicy.OPEN:
             return Decision(AdmitStatus.ADMITTED, limit, None, 0.0, 0.0, now, degraded=True)
         share, window = local_share(limit, self.processes)
-        return self.local.admit_local((account, category, action), share, window, now)
+        return self.local.admit_local((account, category, action), share, window)
 
 
 def _decision(reply: bytes, limit: int) -> Decision:

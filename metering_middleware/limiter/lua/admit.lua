@@ -77,7 +77,17 @@ local log = redis.call('LRANGE', key, 0, -1)
 local n = #log
 if n > 0 then
   local newest = tonumber(log[1])
-  if newest > now then now = newest end  -- a clock stepped back must not reorder the log
+  if newest > now + window then
+    -- Redis's clock stepped back more than a window (its host's NTP, an operator): the
+    -- log cannot be placed on this clock, and keeping it would refuse the account until
+    -- the clock catches up (an hour for an hour). Start afresh: at most N admissions
+    -- more, once, as when a clock steps forward and the window empties early.
+    redis.call('DEL', key)
+    log = {}
+    n = 0
+  elseif newest > now then
+    now = newest  -- a small step back must not reorder the log: no time passed
+  end
 end
 local cutoff = now - window
 -- Entries are newest first: keep the leading ones still inside the window.
