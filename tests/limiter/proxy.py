@@ -23,21 +23,32 @@ class LossyProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        try:
+        dropping = asyncio.Event()  # the next bytes from Redis are the reply to lose
+
+        async def to_redis() -> None:
             while chunk := await reader.read(65536):
                 self.commands += [w for w in (b"EVALSHA", b"SCRIPT", b"PING") if w in chunk]
-                up_writer.write(chunk)
-                await up_writer.drain()
-                answer = await up_reader.read(65536)  # one request, one reply (no pipelining)
                 if self.lose_reply_to is not None and self.lose_reply_to in chunk:
                     self.lose_reply_to = None
+                    dropping.set()
+                up_writer.write(chunk)
+                await up_writer.drain()
+
+        async def to_client() -> None:
+            while chunk := await up_reader.read(65536):
+                if dropping.is_set():  # Redis ran it; the client sees its connection close
                     self.lost += 1
-                    return  # Redis ran it; the client sees its connection reset
-                writer.write(answer)
+                    return
+                writer.write(chunk)
                 await writer.drain()
-        except (ConnectionError, OSError):
-            pass
+
+        pumps = [asyncio.create_task(to_redis()), asyncio.create_task(to_client())]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
             up_writer.close()
             writer.close()
 
