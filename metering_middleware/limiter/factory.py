@@ -35,8 +35,8 @@ class LimiterSettings:
     connect_timeout: float = 0.5
     #: Consecutive failures that open the circuit breaker.
     breaker_threshold: int = 3
-    #: Seconds the breaker stays open before one call probes Redis again.
-    breaker_cooldown: float = 5.0
+    #: Seconds the breaker stays open before a background probe asks Redis again.
+    breaker_cooldown: float = 0.2
     #: Prefix of every Redis key (no braces: the account is the hash tag).
     key_prefix: str = "mm:"
     #: HTTP status of a ``Throttling.User`` refusal: 429, or 400 as VIAPI answers.

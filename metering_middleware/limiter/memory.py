@@ -3,7 +3,10 @@
 The log holds the admission times of the last window (at most N of them, N <= ~100),
 so the check is exact: admit at ``t`` iff fewer than N admissions lie in
 ``(t - window, t]``. Times are integer microseconds, as in the Redis script, so both
-backends draw the window's edge at the same place.
+backends draw the window's edge at the same place. They are the clock's monotonic
+reading: a window is an interval, so a wall clock stepped back (NTP, an operator) can
+neither refuse calls until it catches up nor, stepped forward, free a full window. Only
+``Decision.at`` is wall time.
 
 One process only: two processes with separate logs would each admit N. ``start``
 takes an exclusive ``flock`` on a lock file beside the ledger and refuses to start
@@ -88,7 +91,12 @@ class SlidingLogs:
 
 
 def _decision(
-    result: tuple[bool, int, int, int, int], limit: int, window: float, *, degraded: bool = False
+    result: tuple[bool, int, int, int, int],
+    limit: int,
+    window: float,
+    at: float,
+    *,
+    degraded: bool = False,
 ) -> Decision:
     admitted, count, reset_at, retry_at, now_us = result
     return Decision(
@@ -97,7 +105,7 @@ def _decision(
         remaining=max(0, limit - count),
         reset=(reset_at - now_us) / _US,
         retry_after=0.0 if admitted else (retry_at - now_us) / _US,
-        at=now_us / _US,
+        at=at,
         degraded=degraded,
         window=window,
     )
@@ -163,18 +171,20 @@ class MemoryLimiter:
         now: float | None = None,
     ) -> Decision:
         check_admit_args(limit, now, self._allow_explicit)
-        t = self._clock.time() if now is None else now
+        t = self._clock.time() if now is None else now  # what the decision says (wall)
+        mono = self._clock.monotonic() if now is None else now  # where the window lies
         # MemoryNonceStore.claim never suspends: the claim and the log check stay atomic.
         if nonce is not None and not await self.nonces.claim(
             nonce.access_key_id, nonce.nonce, nonce.expires_at
         ):
             return Decision(AdmitStatus.NONCE_REUSED, limit, None, 0.0, 0.0, t)
         result = self._logs.admit(
-            (account, category, action), limit, int(WINDOW_SECONDS * _US), round(t * _US)
+            (account, category, action), limit, int(WINDOW_SECONDS * _US), round(mono * _US)
         )
-        return _decision(result, limit, WINDOW_SECONDS)
+        return _decision(result, limit, WINDOW_SECONDS, t)
 
-    def admit_local(self, key: Hashable, limit: int, window: float, now: float) -> Decision:
-        """A degraded decision on this process's log (the Redis ``local`` policy)."""
-        result = self._logs.admit(key, limit, round(window * _US), round(now * _US))
-        return _decision(result, limit, window, degraded=True)
+    def admit_local(self, key: Hashable, limit: int, window: float) -> Decision:
+        """A degraded decision on this process's log, now (the Redis ``local`` policy)."""
+        now_us = round(self._clock.monotonic() * _US)
+        result = self._logs.admit(key, limit, round(window * _US), now_us)
+        return _decision(result, limit, window, self._clock.time(), degraded=True)

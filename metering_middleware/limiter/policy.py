@@ -9,7 +9,9 @@
 
 A circuit breaker keeps a dead Redis from costing every call a timeout: after
 ``threshold`` consecutive failures it opens and calls go straight to the policy;
-after ``cooldown`` seconds one call probes Redis (half-open); a success closes it.
+after ``cooldown`` seconds (monotonic) one probe may try Redis (half-open); a success
+closes it, a failure starts a new cool-down. ``RedisLimiter`` runs that probe in the
+background, so calls never wait on it and the cool-down can be short.
 """
 
 from __future__ import annotations
@@ -48,12 +50,13 @@ class CircuitBreaker:
     """Consecutive-failure breaker with a single half-open probe; time from ``clock``.
 
     Use: ``if breaker.allow(): try the backend, then record_success() or
-    record_failure()`` (or ``abandon()`` if the attempt was cancelled).
+    record_failure()`` (or ``abandon()`` if the attempt was cancelled). Any attempt
+    that ends (a call in flight when the breaker opened, too) may record its result.
     """
 
     __slots__ = ("_clock", "_cooldown", "_failures", "_opened_at", "_state", "_threshold", "opens")
 
-    def __init__(self, clock: Clock, *, threshold: int = 3, cooldown: float = 5.0) -> None:
+    def __init__(self, clock: Clock, *, threshold: int = 3, cooldown: float = 0.2) -> None:
         if threshold < 1:
             raise ValueError("threshold must be at least 1")
         if cooldown <= 0:

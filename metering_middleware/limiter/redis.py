@@ -6,19 +6,32 @@ Keys carry the account as a Redis Cluster hash tag, ``<prefix>{<account>}:...``,
 of an account's keys live in one slot. After Redis loses its script cache (restart,
 ``SCRIPT FLUSH``, failover) the ``NOSCRIPT`` answer reloads the script and retries once.
 
+A Redis restart leaves every pooled connection dead. redis-py's own retry runs a
+command again once, on a new connection, after a connection error (never after a
+timeout), so those stale sockets are not Redis failures. The script may have run before
+the connection broke; the claim token it stores with the nonce makes the second run
+exactly-once (no second log entry, its own nonce not taken for a replay).
+
 While Redis fails, a ``FailurePolicy`` decides and a ``CircuitBreaker`` keeps the dead
-server from costing each call a timeout; nonces then go to an in-process store.
+server from costing each call a timeout; nonces then go to an in-process store. While
+the breaker is open, a background probe (``SCRIPT LOAD``, at most one per cool-down)
+asks whether Redis is back, so no call waits on a dead server and shared limits resume
+within one cool-down of Redis answering.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
+import secrets
 from importlib.resources import files
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from ..clock import Clock
@@ -50,6 +63,13 @@ _EXPLICIT_TTL_MS = 600_000
 _FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
 
+def _retry() -> Retry:
+    """Once more on a new connection after a connection error (a stale pooled socket,
+    a reset, ``LOADING``); never after a timeout: a hung Redis would cost two, and a
+    timed-out script may still be running."""
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
 def _escape(part: str) -> str:
     # '{' and '}' would move the hash tag, ':' would make keys ambiguous.
     if "%" in part or "{" in part or "}" in part or ":" in part:
@@ -75,9 +95,11 @@ class RedisLimiter:
 
     ``processes`` (P) only matters for the ``local`` policy. ``socket_timeout`` bounds
     each round trip; a timed-out admission is a failure (it may still have been counted
-    by Redis: the conservative side). Commands are never retried: the script is not
-    idempotent. A ``client`` given by the caller is used as is (its own timeouts and
-    retries; give it none) and is not closed by ``close``.
+    by Redis: the conservative side) and is not retried. A connection error is retried
+    once by redis-py (``_retry``); ``health_check_interval``: a connection idle that
+    long is checked with a ``PING`` (retried the same way) before it carries a script,
+    never in the busy normal case. A ``client`` given by the caller is used as is (its
+    own timeouts and retries) and is not closed by ``close``.
     """
 
     def __init__(
@@ -90,7 +112,8 @@ class RedisLimiter:
         socket_timeout: float = 0.1,
         connect_timeout: float = 0.5,
         breaker_threshold: int = 3,
-        breaker_cooldown: float = 5.0,
+        breaker_cooldown: float = 0.2,
+        health_check_interval: float = 5.0,
         key_prefix: str = "mm:",
         allow_explicit_time: bool = False,
         client: aioredis.Redis | None = None,
@@ -121,13 +144,20 @@ class RedisLimiter:
             url,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=_retry(),
+            health_check_interval=health_check_interval,
         )
         self._sha: str | None = None
+        self._probe: asyncio.Future[None] | None = None
+        # Claim tokens: unique per admission, across processes (a random tag each).
+        self._tag = secrets.token_hex(6)
+        self._seq = itertools.count()
         #: Round trips that failed (connection, timeout, Redis error), since start.
         self.failures = 0
         #: Decisions the failure policy made, since start.
         self.degraded = 0
+        #: Background probes started while the breaker was open, since start.
+        self.probes = 0
 
     @property
     def client(self) -> aioredis.Redis:
@@ -142,8 +172,18 @@ class RedisLimiter:
             self._failed(exc)
 
     async def close(self) -> None:
+        probe = self._probe
+        if probe is not None:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
         if self._own_client:
             await self._client.aclose()
+
+    async def wait_probe(self) -> None:
+        """Wait for the background probe in flight, if any (tests); never raises."""
+        if self._probe is not None:
+            await asyncio.wait([self._probe])
 
     async def admit(
         self,
@@ -156,7 +196,8 @@ class RedisLimiter:
         now: float | None = None,
     ) -> Decision:
         check_admit_args(limit, now, self._allow_explicit)
-        if not self.breaker.allow():
+        if self.breaker.state is not BreakerState.CLOSED:
+            self._probe_behind()
             return await self._fallback(account, category, action, limit, nonce)
         keys = [log_key(self._prefix, account, category, action)]
         explicit = "" if now is None else str(round(now * _US))
@@ -164,19 +205,13 @@ class RedisLimiter:
         if nonce is not None:
             keys.append(nonce_key(self._prefix, account, nonce.access_key_id, nonce.nonce))
             args.append(str(round(nonce.expires_at * 1000)))
-        settled = False
+            args.append(f"{self._tag}{next(self._seq):x}")  # the claim token (lua/admit.lua)
         try:
             reply = await self._run(keys, args)
-            settled = True
-        except _FAILURES as exc:
-            settled = True
+        except _FAILURES as exc:  # (cancelled mid-flight: it tells nothing, not recorded)
             self._failed(exc)
             return await self._fallback(account, category, action, limit, nonce)
-        finally:
-            if not settled:  # cancelled mid-flight: it tells nothing about Redis
-                self.breaker.abandon()
-        if self.breaker.record_success():
-            log.warning("limiter: Redis answers again at %s; shared limits resumed", self.url)
+        self._answered()
         return _decision(reply, limit)
 
     async def _run(self, keys: list[str], args: list[str]) -> bytes:
@@ -193,6 +228,34 @@ class RedisLimiter:
 
     async def _load(self) -> None:
         self._sha = str(await self._client.script_load(SCRIPT))
+
+    def _probe_behind(self) -> None:
+        """Start the one probe of this cool-down behind the caller, if it is due."""
+        if self._probe is None and self.breaker.allow():  # allow(): open -> half-open
+            self.probes += 1
+            self._probe = asyncio.ensure_future(self._probe_once())
+            self._probe.add_done_callback(self._probe_done)
+
+    async def _probe_once(self) -> None:
+        # SCRIPT LOAD: Redis answers, and a restarted one has the script before a call.
+        try:
+            await self._load()
+        except _FAILURES as exc:
+            self._failed(exc)  # open again, for a new cool-down
+            return
+        except BaseException:
+            self.breaker.abandon()  # learnt nothing: the next call starts another
+            raise
+        self._answered()
+
+    def _probe_done(self, probe: asyncio.Future[None]) -> None:
+        self._probe = None
+        if not probe.cancelled() and (exc := probe.exception()) is not None:
+            log.error("limiter: the Redis probe failed unexpectedly: %r", exc)
+
+    def _answered(self) -> None:
+        if self.breaker.record_success():
+            log.warning("limiter: Redis answers again at %s; shared limits resumed", self.url)
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
@@ -224,7 +287,7 @@ class RedisLimiter:
         if self.policy is FailurePolicy.OPEN:
             return Decision(AdmitStatus.ADMITTED, limit, None, 0.0, 0.0, now, degraded=True)
         share, window = local_share(limit, self.processes)
-        return self.local.admit_local((account, category, action), share, window, now)
+        return self.local.admit_local((account, category, action), share, window)
 
 
 def _decision(reply: bytes, limit: int) -> Decision:
