@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
+import httpx
 import pytest
 
 from example_gateway.app import create_gateway_app
@@ -169,7 +170,27 @@ async def send_and_check(
         )
         clock = SystemClock()
         await SignatureVerifier(MemoryNonceStore(clock), clock).verify(call, OPERATOR[1])
+    else:
+        await _client_signature_still_holds(gw, seen)
     return response, seen
+
+
+async def _client_signature_still_holds(gw: Gateway, seen: MockRequest) -> None:
+    """Without re-signing, what arrived still carries the client's valid signature.
+
+    The gateway rebuilt the query (and a V1 form) from what the meter read: an
+    upstream checking the client's signature accepts it. (The proxy sets the
+    upstream's own ``Host``; the client's is kept in ``X-Forwarded-Host``.)
+    """
+    headers = dict(seen.headers)
+    headers["host"] = headers.get("x-forwarded-host", headers["host"])
+    if headers.get("authorization", "").startswith("ACS3-HMAC-SHA256"):
+        query = tuple(parse_qsl(seen.query_string, keep_blank_values=True))
+        call = SignedCall("v3", seen.method, "/", query, headers, seen.body, gw.access_key_id)
+    else:
+        call = SignedCall("v1", seen.method, "/", seen.params, headers, seen.body, gw.access_key_id)
+    clock = SystemClock()
+    await SignatureVerifier(MemoryNonceStore(clock), clock).verify(call, gw.secret)
 
 
 def _code(response: RawResponse) -> str:
@@ -203,6 +224,7 @@ PATHS = [
     "/%2e",
     "/a/..",
     "/?/",
+    "*",
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 
@@ -210,7 +232,7 @@ METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 async def test_unsigned_tricks_never_reach_the_upstream(run: Run) -> None:
     for path in [*PATHS, "/"]:
         for method in METHODS:
-            target = path + ("&" if "?" in path else "?") + UNSIGNED
+            target = path if path == "*" else path + ("&" if "?" in path else "?") + UNSIGNED
             # Refused, or (``/%68ealthz`` is ``/healthz``) answered by the gateway's own route.
             _, seen = await send_and_check(run, method, target, [("host", HOST)])
             assert seen is None, (method, target)
@@ -228,6 +250,8 @@ async def test_signed_calls_reach_the_upstream_only_at_the_viapi_path(run: Run) 
     gw = run.gw
     for path in PATHS:
         # V1 signatures do not cover the path: admitted by the meter, never forwarded.
+        if path == "*":
+            continue
         _, seen = await send_and_check(run, "GET", f"{path}?{urlencode(v1(gw))}", [("host", HOST)])
         assert seen is None, path
         # V3 signatures do: signed for exactly this path, still never forwarded.
@@ -377,3 +401,43 @@ async def test_smuggled_actions_are_refused_or_never_reach_the_upstream(run: Run
     assert set(names) - set(refused) == through, refused
     assert all(status >= 400 for status in refused.values())
     assert gw.mock.stats.requests == len(through)
+
+
+# --- (c) websockets, (d) after shutdown ---------------------------------------------------
+
+
+async def test_websocket_upgrade_is_refused(run: Run) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    url = run.gw.url.replace("http://", "ws://") + "/?" + UNSIGNED
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(url):
+            pass
+    assert info.value.response.status_code == 403
+    assert run.gw.mock.stats.requests == 0
+
+
+async def test_a_call_after_the_gateway_shut_down_gets_503(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    key, secret = await add_account(url, "acme")
+    runtime = MeteringRuntime(MeteringConfig(ledger_url=url), catalog=roomy_catalog())
+    mock = create_mock_upstream()
+    async with run_server(mock) as upstream:
+        app = create_gateway_app(GatewayConfig(upstream=upstream), runtime)
+        async with run_server(app) as base:
+            # The gateway's lifespan started the meter (the mounted app gets none).
+            assert runtime.started
+            gw = Gateway(base, base, tmp_path / "ledger.sqlite", runtime, mock, key, secret)
+            ok = await raw_request(base, "POST", "/", v3(gw), _BODY)
+            assert ok.status == 200
+        assert runtime.stopped and not runtime.started
+        # The same app, called after its lifespan ended (a straggler on a kept connection).
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            late = await client.post("/", content=_BODY, headers=dict(v3(gw)))
+            health = await client.get("/healthz")
+    assert late.status_code == 503
+    assert late.json()["Code"] == "ServiceUnavailable"
+    assert health.status_code == 200  # the gateway's own routes still answer
+    assert mock.stats.requests == 1

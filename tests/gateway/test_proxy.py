@@ -270,7 +270,9 @@ async def test_only_viapi_paths_and_methods_are_forwarded(gw: Gateway) -> None:
     assert gw.mock.stats.requests == before
 
 
-async def test_a_proxy_without_the_meter_forwards_nothing() -> None:
+async def test_a_proxy_without_the_meter_forwards_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     mock = create_mock_upstream()
     async with (
         run_server(mock) as upstream,
@@ -281,3 +283,4 @@ async def test_a_proxy_without_the_meter_forwards_nothing() -> None:
     assert r.status_code == 500
     assert r.json()["Code"] == "InternalError"
     assert mock.stats.requests == 0
+    assert any("no MeteredCall in scope" in m for m in caplog.messages)

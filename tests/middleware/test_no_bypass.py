@@ -3,13 +3,16 @@ a stopped meter answers 503."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from starlette.types import Message
 
-from metering_middleware import MeteringConfig, MeteringMiddleware, MeteringRuntime
+from metering_middleware import MeteringConfig, MeteringMiddleware, MeteringRuntime, metered_call
 from metering_middleware.credentials import CredentialManager, SecretBox
 from metering_middleware.ledger.memory import MemoryStore
+from metering_middleware.signing import sign_v1_params
 
-from .harness import Env, FakeUpstream, make_env
+from .harness import HOST, Env, FakeUpstream, make_env
 
 
 async def test_operational_paths_are_metered_like_any_other(env: Env) -> None:
@@ -94,3 +97,63 @@ async def test_first_call_before_any_lifespan_starts_the_meter() -> None:
         assert len(await env.store.calls()) == 1
     finally:
         await env.runtime.stop()
+
+
+async def test_a_v1_call_reaches_the_app_named_only_by_what_was_verified(env: Env) -> None:
+    # The SDKs send x-acs-action beside the signed Action; V1 signs neither headers
+    # nor the content type, so what an upstream could read there is the meter's.
+    call = env.v1("RecognizeFace")
+    call["headers"] = [
+        *call["headers"],
+        (b"x-acs-action", b"DetectFace"),
+        (b"x-acs-version", b"2020-01-01"),
+        (b"x-acs-anything", b"1"),
+        (b"authorization", b"Basic dXNlcjpwYXNz"),
+        (b"content-type", b"text/plain"),
+        (b"x-kept", b"yes"),
+    ]
+    response = await env.request(**call)
+    assert response.status == 200
+    [(scope, _)] = env.upstream.seen
+    headers = scope["headers"]
+    assert [v for k, v in headers if k.startswith(b"x-acs-")] == [b"RecognizeFace", b"2019-12-30"]
+    assert dict(headers)[b"x-acs-action"] == b"RecognizeFace"
+    assert b"authorization" not in dict(headers) and b"content-type" not in dict(headers)
+    assert dict(headers)[b"x-kept"] == b"yes"
+    metered = metered_call(scope)
+    assert metered is not None
+    assert (metered.action, metered.style, metered.form) == ("RecognizeFace", "v1", ())
+    assert dict(metered.query)["Action"] == "RecognizeFace"
+    [record] = await env.store.calls()
+    assert record.action == "RecognizeFace"
+
+
+async def test_a_v1_form_reaches_the_app_under_the_media_type_that_was_read(env: Env) -> None:
+    env.clock.advance(1.0)
+    params = [("Action", "DetectFace"), ("Version", "2019-12-30"), ("ImageURL", "http://x/a")]
+    signed = sign_v1_params(
+        "POST", params, env.access_key_id, env.secret, now=env.clock.now(), nonce="form-1"
+    )
+    content_type = b"APPLICATION/X-WWW-FORM-URLENCODED; Charset=UTF-8"
+    response = await env.request(
+        method="POST",
+        headers=[(b"host", HOST.encode()), (b"content-type", content_type)],
+        body=urlencode(signed).encode(),
+    )
+    assert response.status == 200
+    [(scope, body)] = env.upstream.seen
+    assert body == urlencode(signed).encode()
+    assert [v for k, v in scope["headers"] if k == b"content-type"] == [
+        b"application/x-www-form-urlencoded"
+    ]
+    metered = metered_call(scope)
+    assert metered is not None and metered.query == () and metered.form == tuple(signed)
+
+
+async def test_a_v1_body_its_signature_does_not_cover_is_refused(env: Env) -> None:
+    call = env.v1()
+    call["headers"] = [*call["headers"], (b"content-type", b"application/x-www-form-urlencodedX")]
+    response = await env.request(**call, body=b"Action=RecognizeFace")
+    assert response.status == 415
+    assert response.json()["Code"] == "UnsupportedMediaType"
+    assert env.upstream.seen == []
