@@ -8,11 +8,19 @@ forwarded. It forwards only what VIAPI serves: RPC calls (V1 and V3 alike) at
 made here, any other method a 405 ``UnsupportedHTTPMethod``. The upstream's
 path is always the configured base path plus ``/``, never the caller's text.
 
+What is forwarded is built from that ``MeteredCall``: the query (and a V1
+form) re-encoded from the parameters the meter read, ``x-acs-action`` and
+``x-acs-version`` the verified ones, so no second parser's reading of the raw
+text reaches the upstream. Both signatures cover decoded values, so a client's
+signature still holds over the rebuilt request; with re-signing the operator's
+V3 signature covers exactly it.
+
 Bodies are streamed both ways and never buffered (except when re-signing,
-which needs the whole body): the caller's request body flows to the upstream
-as it arrives, the upstream's answer flows back byte for byte: gzip stays
-gzip, Content-Length stays, so the metering middleware wrapped around this app
-sees exactly what the caller sees.
+which needs the whole body, and V1 forms, rebuilt from what the meter already
+read): a V3 caller's request body flows to the upstream as it arrives, the
+upstream's answer flows back byte for byte: gzip stays gzip, Content-Length
+stays, so the metering middleware wrapped around this app sees exactly what
+the caller sees.
 
 Failures answer the way VIAPI would, so SDKs surface a precise ``Code``:
 upstream timeouts are 504 ``GatewayTimeout``, unreachable or broken upstreams

@@ -41,8 +41,9 @@ class MeteredCall:
     trusted_hop: bool = False
     #: The query's parameters as the meter read them, in arrival order.
     query: tuple[tuple[str, str], ...] = ()
-    #: The form body's parameters as the meter read them (a body the meter does
-    #: not read as a form has none). V1: ``params`` is ``query + form``.
+    #: V1: the form body's parameters as the meter read them (a body the meter
+    #: does not read as a form has none); ``params`` is ``query + form``. V3:
+    #: none (the body, covered by the signature's hash, is forwarded as it is).
     form: tuple[tuple[str, str], ...] = ()
 
 

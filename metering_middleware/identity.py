@@ -90,7 +90,8 @@ class CallIdentity:
     signed: SignedCall
     #: The query's parameters, in arrival order.
     query: tuple[tuple[str, str], ...] = ()
-    #: The form body's parameters (none unless the body is a form the meter read).
+    #: V1: the form body's parameters (none unless the body is a form the meter
+    #: read). V3: none (the signed body is forwarded as it is).
     form: tuple[tuple[str, str], ...] = ()
 
 
@@ -273,6 +274,30 @@ def wants_xml(
     return _format_wants_xml(fmt)
 
 
+#: V3 parameters that name the call (which the headers already name).
+_V3_NAMED = frozenset({"Action", "Version"})
+
+
+def _agree(key: str, value: str, action: str, version: str) -> None:
+    if value != (action if key == "Action" else version):
+        raise ApiError(
+            INVALID_PARAMETER,
+            f'The parameter "{key}" disagrees with the x-acs-{key.lower()} header.',
+        )
+
+
+def _scan_v3_form(body: bytes, action: str, version: str) -> None:
+    """Refuse a V3 form naming another call; only the names are decoded, values if named."""
+    cached = _DECODED.get
+    for piece in body.split(b"&"):
+        if piece:
+            raw_name, _, raw_value = piece.partition(b"=")
+            name = cached(raw_name) or _unquote(raw_name, "form body", _CACHE_NAME)
+            if name in _V3_NAMED:
+                value = cached(raw_value) or _unquote(raw_value, "form body", _CACHE_VALUE)
+                _agree(name, value, action, version)
+
+
 def _missing(name: str) -> ApiError:
     return ApiError(
         MISSING_PARAMETER,
@@ -405,21 +430,17 @@ class IdentityResolver:
             raise _missing("Signature (in the Authorization header)")
         item = self._item(action, version, hdrs)
         params = tuple(parse_params(query_string)) if query_string else ()
-        form: tuple[tuple[str, str], ...] = ()
-        if _read_form(hdrs.get("content-type"), body, "v3"):
-            form = tuple(parse_params(body, "form body"))
         # The headers name the call; a parameter naming another would be a second
-        # meaning for an upstream that reads parameters.
-        for pairs in (params, form):
-            for key, value in pairs:
-                if (key == "Action" and value != action) or (key == "Version" and value != version):
-                    raise ApiError(
-                        INVALID_PARAMETER,
-                        f'The parameter "{key}" disagrees with the x-acs-{key.lower()} header.',
-                    )
+        # meaning for an upstream that reads parameters. (The body is forwarded as
+        # signed, so a V3 form is only scanned for the two names, not kept.)
+        for key, value in params:
+            if key in _V3_NAMED:
+                _agree(key, value, action, version)
+        if _read_form(hdrs.get("content-type"), body, "v3"):
+            _scan_v3_form(body, action, version)
         signed = SignedCall("v3", method, path, params, hdrs, body, access_key_id, parsed)
         return CallIdentity(
-            "v3", access_key_id, action, version, item.category, item, False, signed, params, form
+            "v3", access_key_id, action, version, item.category, item, False, signed, params
         )
 
     def _resolve_v1(
