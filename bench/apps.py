@@ -7,7 +7,9 @@ Variants (``VARIANTS``):
 - ``trivial+strict`` / ``trivial+batched``: the same app inside
   ``MeteringMiddleware`` (signatures verified, nonces claimed, one ledger record
   per call);
-- ``proxy``: ``example_gateway.proxy.create_proxy_app`` with its defaults;
+- ``proxy``: ``example_gateway.proxy.create_proxy_app`` with its defaults, behind
+  ``premetered`` (a fixed stand-in for the meter's ``MeteredCall``: the proxy
+  forwards nothing without one);
 - ``gateway+strict`` / ``gateway+batched``: ``create_gateway_app``, i.e. the same
   proxy with the meter mounted (the example gateway as shipped);
 - ``mock``: the example's mock VIAPI, upstream of the proxy variants.
@@ -31,6 +33,7 @@ __all__ = [
     "bench_catalog",
     "build_app",
     "is_metered",
+    "premetered",
     "serve",
     "trivial_app",
 ]
@@ -87,6 +90,27 @@ async def trivial_app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": _BODY})
 
 
+def premetered(app: ASGIApp) -> ASGIApp:
+    """The proxy's cost without the meter's: a ``MeteredCall`` read from the query alone.
+
+    Benchmarks only: it admits everything, which is what a baseline measures.
+    """
+    from metering_middleware.context import STATE_KEY, MeteredCall
+    from metering_middleware.identity import parse_params
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = tuple(parse_params(scope["query_string"]))
+            call = MeteredCall(
+                "bench", "bench", "facebody", "DetectFace", "2019-12-30", "bench", "v3",
+                query, False, query,
+            )  # fmt: skip
+            scope = {**scope, "state": {**(scope.get("state") or {}), STATE_KEY: call}}
+        await app(scope, receive, send)
+
+    return wrapped
+
+
 def is_metered(variant: str) -> bool:
     return "+" in variant
 
@@ -103,7 +127,7 @@ def build_app(variant: str, *, ledger_url: str | None = None, upstream: str | No
         from example_gateway.proxy import create_proxy_app
 
         assert upstream is not None, "the proxy needs --upstream"
-        return create_proxy_app(upstream)
+        return premetered(create_proxy_app(upstream))
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}")
 

@@ -219,10 +219,14 @@ def main() -> None:
     if role == "upstream":
         serve(upstream_app, args.port, "off")
     elif role == "proxy":
+        from apps import premetered
+
         from example_gateway.proxy import create_proxy_app
 
-        app = create_proxy_app(
-            args.upstream, transport=args.transport, max_connections=args.max_connections
+        app = premetered(
+            create_proxy_app(
+                args.upstream, transport=args.transport, max_connections=args.max_connections
+            )
         )
         serve(app, args.port, "on")
     elif role == "load":

@@ -1,18 +1,26 @@
-"""The example gateway: a streaming VIAPI proxy with the meter mounted in front.
+"""The example gateway: its own operational routes beside one metered proxy.
 
-    client ──► MeteringMiddleware ──► proxy (Starlette + one httpx client) ──► upstream
+    client ─┬─► /healthz /readyz /metrics (GET): answered by the gateway itself
+            └─► everything else ──► MeteringMiddleware ──► proxy ──► upstream
 
-``/healthz`` (alive), ``/readyz`` (ledger reachable and taking records) and
-``/metrics`` (Prometheus) pass through the meter unmetered.
+The meter has nothing to skip: every request that is not exactly one of the
+gateway's own routes enters it and is identified, verified, admitted and
+metered (or refused) before the proxy sees it, and the proxy forwards only
+what the meter passed on (``scope["state"]["metering"]``). ``/healthz`` (alive),
+``/readyz`` (ledger reachable and taking records) and ``/metrics``
+(Prometheus) never reach the upstream.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.routing import Mount, Route
 
 from metering_middleware import MeteringMiddleware, MeteringRuntime
 from metering_middleware.clock import Clock, SystemClock
@@ -25,7 +33,7 @@ __all__ = ["create_gateway_app"]
 
 def create_gateway_app(
     gateway: GatewayConfig, runtime: MeteringRuntime, *, clock: Clock | None = None
-) -> ASGIApp:
+) -> Starlette:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(runtime.metrics)
 
@@ -52,10 +60,25 @@ def create_gateway_app(
         max_connections=gateway.max_connections,
         transport=gateway.transport,
         resign=resign,
-        extra_routes=[
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics),
-        ],
     )
-    return MeteringMiddleware(proxy, runtime=runtime)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Starlette runs no lifespan of a mounted app: the gateway runs both. The
+        # ledger first (no call is served that it cannot take), the proxy's client
+        # inside it; on shutdown the client closes, then the ledger is flushed.
+        await runtime.start()
+        try:
+            async with proxy.router.lifespan_context(proxy):
+                yield
+        finally:
+            await runtime.stop()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        # Everything else, whatever its path, method or scope type: the one metered app.
+        Mount("", app=MeteringMiddleware(proxy, runtime=runtime)),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

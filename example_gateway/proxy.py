@@ -1,10 +1,26 @@
 """A streaming reverse proxy to VIAPI: Starlette, one shared httpx client.
 
+It forwards only what the meter admitted: a request without the meter's
+``MeteredCall`` in ``scope["state"]["metering"]`` (a proxy mounted without
+``MeteringMiddleware``) is refused with 500 ``InternalError`` and logged, never
+forwarded. It forwards only what VIAPI serves: RPC calls (V1 and V3 alike) at
+``/``, by GET or POST; any other path, however encoded, is a 404 ``NotFound``
+made here, any other method a 405 ``UnsupportedHTTPMethod``. The upstream's
+path is always the configured base path plus ``/``, never the caller's text.
+
+What is forwarded is built from that ``MeteredCall``: the query (and a V1
+form) re-encoded from the parameters the meter read, ``x-acs-action`` and
+``x-acs-version`` the verified ones, so no second parser's reading of the raw
+text reaches the upstream. Both signatures cover decoded values, so a client's
+signature still holds over the rebuilt request; with re-signing the operator's
+V3 signature covers exactly it.
+
 Bodies are streamed both ways and never buffered (except when re-signing,
-which needs the whole body): the caller's request body flows to the upstream
-as it arrives, the upstream's answer flows back byte for byte: gzip stays
-gzip, Content-Length stays, so the metering middleware wrapped around this app
-sees exactly what the caller sees.
+which needs the whole body, and V1 forms, rebuilt from what the meter already
+read): a V3 caller's request body flows to the upstream as it arrives, the
+upstream's answer flows back byte for byte: gzip stays gzip, Content-Length
+stays, so the metering middleware wrapped around this app sees exactly what
+the caller sees.
 
 Failures answer the way VIAPI would, so SDKs surface a precise ``Code``:
 upstream timeouts are 504 ``GatewayTimeout``, unreachable or broken upstreams
@@ -18,17 +34,19 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Final, Protocol
-from urllib.parse import parse_qsl, quote, quote_from_bytes, unquote, urlencode
+from urllib.parse import quote_from_bytes, unquote
 
 import httpx
 from starlette.applications import Starlette
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from metering_middleware.clock import Clock
+from metering_middleware.context import MeteredCall, metered_call
 from metering_middleware.errors import BODY_TOO_LARGE, error_body
 from metering_middleware.identity import wants_xml
+from metering_middleware.signing import percent_encode
 
 from .transport import DEFAULT_TRANSPORT, TransportKind, make_client
 
@@ -60,6 +78,9 @@ _V3_SIGNATURE_HEADERS: Final = frozenset(
     {"authorization", "x-acs-security-token", "x-acs-bearer-token"}
 )
 _FORM: Final = "application/x-www-form-urlencoded"
+#: VIAPI's RPC calls, V1 and V3 alike, are made at "/" (both official SDKs' pathname).
+_VIAPI_PATH: Final = "/"
+_VIAPI_METHODS: Final = frozenset({"GET", "POST"})
 # Everything printable in a request target except "%"-escapes' own trigger, kept as is.
 _URL_SAFE: Final = "/?#[]@!$&'()*+,;=:-._~%"
 #: Answers up to this size (with Content-Length) skip the disconnect watcher.
@@ -89,9 +110,9 @@ class Resigner(Protocol):
 class V3Resigner:
     """Signs forwarded calls with ACS3-HMAC-SHA256 (``metering_middleware.signing.sign_v3``).
 
-    V1 callers become V3 calls: ``x-acs-action``/``x-acs-version`` are taken
-    from the ``Action``/``Version`` parameters (query or form body) when the
-    headers lack them; the parameters themselves stay where they are.
+    It signs what it is given: the proxy has already built the call from the
+    meter's ``MeteredCall`` (``x-acs-action``/``x-acs-version`` included), so
+    nothing here reads the request for its meaning a second time.
     """
 
     __slots__ = ("_access_key_id", "_clock", "_secret")
@@ -115,25 +136,17 @@ class V3Resigner:
         # Imported here so the proxy works (and imports) without the signer.
         from metering_middleware.signing import sign_v3
 
-        params = dict(query)
-        if body and headers.get("content-type", "").startswith(_FORM):
-            params.update(parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
-        added: dict[str, str] = {}
-        for header, param in (("x-acs-action", "Action"), ("x-acs-version", "Version")):
-            if header not in headers and param in params:
-                added[header] = params[param]
-        signed = sign_v3(
+        return sign_v3(
             method,
             path,
             tuple(query),
-            {**headers, **added},
+            headers,
             body,
             self._access_key_id,
             self._secret,
             now=self._clock.now(),
             nonce=uuid.uuid4().hex,
         )
-        return {**added, **signed}
 
 
 def create_proxy_app(
@@ -146,16 +159,17 @@ def create_proxy_app(
     transport: TransportKind = DEFAULT_TRANSPORT,
     resign: Resigner | None = None,
     max_resign_body: int = 8 * 1024 * 1024,
-    extra_routes: Sequence[BaseRoute] = (),
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
 ) -> Starlette:
-    """A Starlette app forwarding every request (any method, any path) to ``upstream_url``.
+    """A Starlette app forwarding metered VIAPI calls to ``upstream_url``.
 
-    One client serves all requests: created in the app's lifespan (closed at
-    shutdown) unless ``client`` is injected (the caller then owns it).
-    ``extra_routes`` match before the catch-all; ``lifespan`` runs inside the
-    proxy's own (after the client exists). ``app.state.http_client`` is the
-    client while the app runs.
+    Mount it inside ``MeteringMiddleware``; a gateway's own routes (health,
+    metrics) live beside the metered app, not in here. One client serves all
+    requests: created in the app's lifespan (closed at shutdown) unless
+    ``client`` is injected (the caller then owns it). ``lifespan`` runs inside
+    the proxy's own (after the client exists). A gateway that mounts this app
+    runs ``app.router.lifespan_context(app)`` itself (Starlette runs no lifespan
+    of a mounted app). ``app.state.http_client`` is the client while it runs.
     """
     proxy = _Proxy(
         httpx.URL(upstream_url),
@@ -179,8 +193,8 @@ def create_proxy_app(
             if client is None:
                 await http.aclose()
 
-    routes = [*extra_routes, Route("/{path:path}", proxy)]
-    return Starlette(routes=routes, lifespan=run)
+    # Every path and method reaches ``_Proxy``, which alone decides what is forwarded.
+    return Starlette(routes=[Route("/{path:path}", proxy)], lifespan=run)
 
 
 def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
@@ -236,23 +250,47 @@ class _Proxy:
         client = self.client
         if client is None:
             raise RuntimeError("the proxy's client is not running: serve the app with lifespan on")
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         query: bytes = scope.get("query_string", b"")
+        call = metered_call(scope)
+        if call is None:
+            # Mounted without the meter (or beside it): forwarding would be unmetered.
+            logger.error(
+                "refused %s %s: no MeteredCall in scope; mount the proxy inside MeteringMiddleware",
+                scope["method"],
+                scope["path"][:64],
+            )
+            await _error(scope, receive, send, query, 500, "InternalError", _UNMETERED)
+            return
+        raw_path = scope.get("raw_path")
+        if scope["path"] != _VIAPI_PATH or (raw_path is not None and raw_path != b"/"):
+            await _error(scope, receive, send, query, 404, "NotFound", _NOT_VIAPI)
+            return
+        if scope["method"] not in _VIAPI_METHODS:
+            await _error(scope, receive, send, query, 405, "UnsupportedHTTPMethod", _BAD_METHOD)
+            return
         headers = self._forward_headers(scope)
         body_state = _BodyState()
         content: bytes | AsyncIterator[bytes] = b""
         try:
             if self._resign is not None:
-                query, headers, content = await self._resigned(scope, receive, query, headers)
-            elif _has_body(scope):
-                content = _request_body(receive, body_state)
+                query, headers, content = await self._resigned(scope, receive, call, headers)
+            else:
+                # The query (and a V1 form) as the meter read them: still what the
+                # client signed (both signatures cover decoded values), with no
+                # second parser's reading of the raw text left to the upstream.
+                query = _encode(call.query).encode()
+                if call.style == "v1":
+                    content = _encode(call.form).encode() if call.form else b""
+                    headers = _with_length(headers, content)
+                elif _has_body(scope):
+                    content = _request_body(receive, body_state)
         except _BodyTooLarge:
             await self._refuse(scope, receive, send, query)
             return
         except _ClientGone:
             return
         # A string URL parses in half the time of ``URL.copy_with`` (~30 µs a request).
-        target = self._origin + _ascii(self._base_path + raw_path)
+        target = self._origin + _ascii(self._base_path + b"/")
         if query:
             target += "?" + _ascii(query)
         request = httpx.Request(
@@ -323,30 +361,41 @@ class _Proxy:
         return kept
 
     async def _resigned(
-        self, scope: Scope, receive: Receive, query: bytes, headers: Headers
+        self, scope: Scope, receive: Receive, call: MeteredCall, headers: Headers
     ) -> tuple[bytes, Headers, bytes]:
+        """The call as the meter verified it, signed with the operator's key.
+
+        Query, form, action and version come from ``call``, never from a second
+        reading of the request: the upstream runs exactly what was billed. A V3
+        body is forwarded as the client signed it (its hash was verified, its
+        form read by the meter); a V1 body is rebuilt from the form the meter read.
+        """
         assert self._resign is not None
         body = await _read_body(receive, self._max_body) if _has_body(scope) else b""
-        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-        kept_pairs = [(k, v) for k, v in pairs if k not in _V1_SIGNATURE_PARAMS]
-        if len(kept_pairs) != len(pairs):
-            query = _urlencode(kept_pairs).encode()
+        query_pairs = [(k, v) for k, v in call.query if k not in _V1_SIGNATURE_PARAMS]
         fields = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
         for name in _V3_SIGNATURE_HEADERS:
             fields.pop(name, None)
-        if body and fields.get("content-type", "").startswith(_FORM):
-            form = parse_qsl(body.decode(errors="replace"), keep_blank_values=True)
-            kept_form = [(k, v) for k, v in form if k not in _V1_SIGNATURE_PARAMS]
-            if len(kept_form) != len(form):
-                body = _urlencode(kept_form).encode()
-        if body or "content-length" in fields:
+        if call.style == "v1":
+            # Nothing the V1 signature left open survives: headers naming a call
+            # are set below, the body is the form that was read, or nothing.
+            for name in [n for n in fields if n.startswith("x-acs-") or n == "content-type"]:
+                del fields[name]
+            form = [(k, v) for k, v in call.form if k not in _V1_SIGNATURE_PARAMS]
+            body = _encode(form).encode() if form else b""
+            if form:
+                fields["content-type"] = _FORM
+        fields["x-acs-action"] = call.action
+        fields["x-acs-version"] = call.version
+        fields.pop("content-length", None)
+        if body:
             fields["content-length"] = str(len(body))
         # Signers canonicalise the decoded path (what ASGI calls ``scope["path"]``).
-        path = unquote(self._base_path.decode("latin-1")) + scope["path"]
-        replaced = await self._resign(scope["method"], path, tuple(kept_pairs), fields, body)
+        path = unquote(self._base_path.decode("latin-1")) + _VIAPI_PATH
+        replaced = await self._resign(scope["method"], path, tuple(query_pairs), fields, body)
         fields.update({name.lower(): value for name, value in replaced.items()})
         encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields.items()]
-        return query, encoded, body
+        return _encode(query_pairs).encode(), encoded, body
 
     async def _upstream_failed(
         self, exc: Exception, scope: Scope, receive: Receive, send: Send, query: bytes
@@ -372,6 +421,13 @@ class _BodyState:
 
     def __init__(self) -> None:
         self.gone = False
+
+
+def _with_length(headers: Headers, body: bytes) -> Headers:
+    kept = [(k, v) for k, v in headers if k not in (b"content-length", b"transfer-encoding")]
+    if body:
+        kept.append((b"content-length", b"%d" % len(body)))
+    return kept
 
 
 def _is_small(headers: Headers) -> bool:
@@ -434,8 +490,15 @@ def _ascii(raw: bytes) -> str:
     return raw.decode("ascii") if raw.isascii() else quote_from_bytes(raw, safe=_URL_SAFE)
 
 
-def _urlencode(pairs: Sequence[tuple[str, str]]) -> str:
-    return urlencode(pairs, quote_via=quote, safe="~")
+def _encode(pairs: Sequence[tuple[str, str]]) -> str:
+    # RFC 3986 as the signers encode: the upstream decodes exactly the values read.
+    pe = percent_encode
+    return "&".join([f"{pe(k)}={pe(v)}" for k, v in pairs])
+
+
+_UNMETERED: Final = "The gateway is misconfigured: this call was not metered, so it is not sent."
+_NOT_VIAPI: Final = "VIAPI serves its calls at /: nothing else is forwarded."
+_BAD_METHOD: Final = "VIAPI calls are made with GET or POST."
 
 
 async def _error(

@@ -38,8 +38,6 @@ class MeteringConfig:
     journal_path: str | None = None
     #: Error codes charged whatever the HTTP status (200 is always charged).
     chargeable_codes: frozenset[str] = DEFAULT_CHARGEABLE_CODES
-    #: Paths that are not VIAPI calls; they pass through unmetered.
-    passthrough_prefixes: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/admin")
     #: Request bodies above this many bytes are refused (413 RequestEntityTooLarge).
     max_body_bytes: int = 8 * 1024 * 1024
     #: Request heads above this many bytes (request target and query, header names and
@@ -110,13 +108,9 @@ class MeteringConfig:
             raise ConfigError(f"limiter_url: {self.limiter_url!r} is not memory:// or redis://")
         if not self.ledger_url:
             raise ConfigError("ledger_url: must not be empty")
-        for prefix in self.passthrough_prefixes:
-            if not prefix.startswith("/"):
-                raise ConfigError(f"passthrough_prefixes: {prefix!r} must start with '/'")
         if self.trusted_hop_secret is not None and len(self.trusted_hop_secret) < 16:
             raise ConfigError("trusted_hop_secret: use at least 16 characters")
         object.__setattr__(self, "chargeable_codes", frozenset(self.chargeable_codes))
-        object.__setattr__(self, "passthrough_prefixes", tuple(self.passthrough_prefixes))
 
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any], *, where: str = "metering") -> MeteringConfig:
@@ -144,10 +138,10 @@ class MeteringConfig:
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
-    if key == "chargeable_codes" or key == "passthrough_prefixes":
+    if key == "chargeable_codes":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}.{key}: must be a list of strings")
-        return frozenset(value) if key == "chargeable_codes" else tuple(value)
+        return frozenset(value)
     if key == "category_overrides":
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}.{key}: must be a table of 'Action@Version' = 'category'")
@@ -176,9 +170,8 @@ def _from_env(name: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {raw!r} is not an integer") from None
-    if name in ("chargeable_codes", "passthrough_prefixes"):
-        items = [p.strip() for p in raw.split(",") if p.strip()]
-        return frozenset(items) if name == "chargeable_codes" else tuple(items)
+    if name == "chargeable_codes":
+        return frozenset(p.strip() for p in raw.split(",") if p.strip())
     if name == "category_overrides":
         return _coerce(name, dict(p.split("=", 1) for p in raw.split(",") if "=" in p), "env")
     return raw or None if name in ("journal_path", "catalog_path", "trusted_hop_secret") else raw

@@ -4,7 +4,9 @@ The middleware puts one ``MeteredCall`` into ``scope["state"]["metering"]``
 (``request.state.metering`` in Starlette and FastAPI) before the wrapped app
 runs. A proxy that rewrites the call (the example gateway's re-signer) builds
 what it forwards from these verified values, never from its own second reading
-of the request, so the upstream runs exactly what the ledger bills.
+of the request, so the upstream runs exactly what the ledger bills; a proxy
+that finds no ``MeteredCall`` in its scope was mounted without the meter and
+must not forward anything.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ class MeteredCall:
     params: tuple[tuple[str, str], ...]
     #: Admitted as an internal hop (the trusted-hop proof), not by a signature.
     trusted_hop: bool = False
+    #: The query's parameters as the meter read them, in arrival order.
+    query: tuple[tuple[str, str], ...] = ()
+    #: V1: the form body's parameters as the meter read them (a body the meter
+    #: does not read as a form has none); ``params`` is ``query + form``. V3:
+    #: none (the body, covered by the signature's hash, is forwarded as it is).
+    form: tuple[tuple[str, str], ...] = ()
 
 
 def metered_call(scope: Scope) -> MeteredCall | None:

@@ -25,6 +25,19 @@ Choices the billing rules leave open:
   might read another is never acceptable.
 - RPC callers get XML error answers unless ``Format`` is ``JSON`` (any case):
   XML is VIAPI's RPC default, so an unknown ``Format`` keeps the default.
+
+What the upstream could read as the call, the meter reads too, or refuses
+(``UnsupportedMediaType``, 415, or ``InvalidParameter``), so the action billed
+is the only action an upstream can find:
+
+- A body is a form only under the media type ``application/x-www-form-urlencoded``
+  (any case, parameters allowed, a ``charset`` only if UTF-8); several
+  ``Content-Type`` headers are refused.
+- V1: a non-empty body that is not such a form is refused: its signature would
+  not cover it.
+- V3: a body whose media type names a form of another kind is refused (an
+  upstream might read it as one); ``Action``/``Version`` in the query or the
+  form must equal the ``x-acs-action``/``x-acs-version`` headers.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ from .signing import SignedCall, V3Authorization, parse_v3_authorization
 
 __all__ = [
     "INVALID_PARAMETER",
+    "UNSIGNED_BODY",
     "CallIdentity",
     "IdentityResolver",
     "decode_headers",
@@ -51,6 +65,8 @@ __all__ = [
 #: Malformed input (bad encoding, conflicting duplicates). Kept here, not in
 #: ``errors``, because only identification refuses with it.
 INVALID_PARAMETER = ErrorKind("InvalidParameter", 400, "bad_request")
+#: A body the meter does not read as parameters but an upstream might.
+UNSIGNED_BODY = ErrorKind("UnsupportedMediaType", 415, "unsigned_body")
 
 _V3_ALGORITHM = "ACS3-HMAC-SHA256"
 _FORM = "application/x-www-form-urlencoded"
@@ -72,6 +88,11 @@ class CallIdentity:
     #: Error answers to this caller should be XML (RPC without ``Format=JSON``).
     wants_xml: bool
     signed: SignedCall
+    #: The query's parameters, in arrival order.
+    query: tuple[tuple[str, str], ...] = ()
+    #: V1: the form body's parameters (none unless the body is a form the meter
+    #: read). V3: none (the signed body is forwarded as it is).
+    form: tuple[tuple[str, str], ...] = ()
 
 
 def _show(text: str) -> str:
@@ -173,6 +194,46 @@ def _is_form_type(content_type: str | None) -> bool:
     return content_type.partition(";")[0].strip().lower() == _FORM
 
 
+def _read_form(content_type: str | None, body: bytes, style: str) -> bool:
+    """Whether ``body`` is a form whose parameters are read; refuses what is ambiguous.
+
+    One reading for the meter and the gateway: whatever the upstream could take
+    for the call's parameters is either read here or refused.
+    """
+    if content_type is None:
+        media = ""
+    else:
+        if "," in content_type:  # several headers, joined by decode_headers
+            raise ApiError(INVALID_PARAMETER, "The request has several Content-Type headers.")
+        media, _, options = content_type.partition(";")
+        media = media.strip().lower()
+        if media == _FORM and options:
+            for option in options.split(";"):
+                name, _, value = option.partition("=")
+                charset = value.strip().strip('"').lower()
+                if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+                    raise ApiError(
+                        UNSIGNED_BODY, f"A form body must be UTF-8, not {_show(charset)}."
+                    )
+    if not body:
+        return False
+    if media == _FORM:
+        return True
+    if style == "v1":
+        raise ApiError(
+            UNSIGNED_BODY,
+            "An RPC (signature V1) call's body must be application/x-www-form-urlencoded: "
+            f"its signature does not cover a {_show(media) or 'untyped'} body.",
+        )
+    if "form" in media:
+        raise ApiError(
+            UNSIGNED_BODY,
+            f"A {_show(media)} body is not read as parameters: send a form as "
+            "application/x-www-form-urlencoded.",
+        )
+    return False
+
+
 def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
     """One header from raw ASGI headers, repeated ones joined as ``decode_headers`` does."""
     values = [v.decode("latin-1") for k, v in headers if k.lower() == name]
@@ -215,6 +276,30 @@ def wants_xml(
     if fmt is None and body and is_form(headers):
         fmt = _scan_format(body)
     return _format_wants_xml(fmt)
+
+
+#: V3 parameters that name the call (which the headers already name).
+_V3_NAMED = frozenset({"Action", "Version"})
+
+
+def _agree(key: str, value: str, action: str, version: str) -> None:
+    if value != (action if key == "Action" else version):
+        raise ApiError(
+            INVALID_PARAMETER,
+            f'The parameter "{key}" disagrees with the x-acs-{key.lower()} header.',
+        )
+
+
+def _scan_v3_form(body: bytes, action: str, version: str) -> None:
+    """Refuse a V3 form naming another call; only the names are decoded, values if named."""
+    cached = _DECODED.get
+    for piece in body.split(b"&"):
+        if piece:
+            raw_name, _, raw_value = piece.partition(b"=")
+            name = cached(raw_name) or _unquote(raw_name, "form body", _CACHE_NAME)
+            if name in _V3_NAMED:
+                value = cached(raw_value) or _unquote(raw_value, "form body", _CACHE_VALUE)
+                _agree(name, value, action, version)
 
 
 def _missing(name: str) -> ApiError:
@@ -349,9 +434,17 @@ class IdentityResolver:
             raise _missing("Signature (in the Authorization header)")
         item = self._item(action, version, hdrs)
         params = tuple(parse_params(query_string)) if query_string else ()
+        # The headers name the call; a parameter naming another would be a second
+        # meaning for an upstream that reads parameters. (The body is forwarded as
+        # signed, so a V3 form is only scanned for the two names, not kept.)
+        for key, value in params:
+            if key in _V3_NAMED:
+                _agree(key, value, action, version)
+        if _read_form(hdrs.get("content-type"), body, "v3"):
+            _scan_v3_form(body, action, version)
         signed = SignedCall("v3", method, path, params, hdrs, body, access_key_id, parsed)
         return CallIdentity(
-            "v3", access_key_id, action, version, item.category, item, False, signed
+            "v3", access_key_id, action, version, item.category, item, False, signed, params
         )
 
     def _resolve_v1(
@@ -362,9 +455,13 @@ class IdentityResolver:
         hdrs: dict[str, str],
         body: bytes,
     ) -> CallIdentity:
-        params = parse_params(query_string)
-        if body and _is_form_type(hdrs.get("content-type")):
-            params.extend(parse_params(body, "form body"))
+        query = parse_params(query_string)
+        form = (
+            parse_params(body, "form body")
+            if _read_form(hdrs.get("content-type"), body, "v1")
+            else []
+        )
+        params = query + form if form else query
         found: dict[str, str] = {}
         for key, value in params:
             if key in _V1_KEYS and found.setdefault(key, value) != value:
@@ -388,6 +485,8 @@ class IdentityResolver:
             item,
             _format_wants_xml(found.get("Format")),
             signed,
+            tuple(query),
+            tuple(form),
         )
 
     def _item(self, action: str, version: str, hdrs: Mapping[str, str]) -> BillableItem:

@@ -44,6 +44,27 @@ PARSE_ERROR = "parse_error"
 
 #: How much of a 200 body is looked at for its RequestId when no header names it.
 _SNIFF_LIMIT = 1024
+#: RFC 6455 close code 1008: "a message that violates its policy".
+_WS_POLICY_VIOLATION = 1008
+
+
+async def _unavailable(scope: Scope, send: Send, message: str) -> None:
+    """A 503 ``ServiceUnavailable`` before anything about the call is known."""
+    xml = wants_xml(scope.get("query_string", b""), scope.get("headers", ()))
+    request_id = new_record_id()
+    body, content_type = error_body(SERVICE_UNAVAILABLE.code, message, request_id, xml=xml)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": SERVICE_UNAVAILABLE.status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-acs-request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class MeteringMiddleware:
@@ -75,7 +96,6 @@ class MeteringMiddleware:
         self.app = app
         self.runtime = runtime
         cfg = runtime.config
-        self._prefixes = cfg.passthrough_prefixes
         self._strict = cfg.mode == "strict"
         self._trusted_key = cfg.trusted_hop_header.lower()
         self._trusted_header = self._trusted_key.encode("latin-1")
@@ -88,24 +108,27 @@ class MeteringMiddleware:
         self._max_headers = cfg.max_header_count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Everything that enters is metered: a gateway's own routes (health,
+        # metrics, admin) live beside the metered app, never behind a skip list
+        # in here, so nothing that skips the meter can reach the wrapped proxy.
         kind = scope["type"]
         if kind == "http":
-            if self._passes_through(scope["path"]):
-                await self.app(scope, receive, send)
-                return
-            if not self.runtime.started:
-                await self.runtime.start()
+            runtime = self.runtime
+            if not runtime.started:
+                if runtime.stopped:
+                    # Shut down for good (lifespan ended): the ledger takes nothing more.
+                    await _unavailable(scope, send, "The metering gateway is shutting down.")
+                    return
+                await runtime.start()  # first call before any lifespan: start on use
             await _MeteredCall(self, scope, receive, send).run()
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
-        else:  # websockets and anything else are not VIAPI calls
-            await self.app(scope, receive, send)
-
-    def _passes_through(self, path: str) -> bool:
-        for prefix in self._prefixes:
-            if path == prefix or (path.startswith(prefix) and path[len(prefix)] == "/"):
-                return True
-        return False
+        elif kind == "websocket":
+            # No VIAPI call is a websocket, and a passed-on one would reach the
+            # upstream unmetered: refused before the handshake is accepted.
+            await send({"type": "websocket.close", "code": _WS_POLICY_VIOLATION})
+        else:
+            raise RuntimeError(f"MeteringMiddleware does not handle {kind!r} scopes")
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -160,6 +183,33 @@ class MeteringMiddleware:
                 await self.runtime.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+#: V1 signatures cover the query and the form alone; of the headers an upstream
+#: could read as the call, these are dropped from a V1 call (or set by the meter).
+_V1_UNSIGNED_HEADERS = frozenset((b"authorization", b"content-type"))
+_FORM_TYPE = b"application/x-www-form-urlencoded"
+
+
+def _v1_headers(
+    headers: list[tuple[bytes, bytes]], identity: CallIdentity
+) -> list[tuple[bytes, bytes]]:
+    """A V1 call's headers as forwarded: nothing its signature leaves open names a call.
+
+    ``x-acs-action``/``x-acs-version`` (which the SDKs send beside the signed
+    ``Action``) and every other ``x-acs-*`` header, ``Authorization`` (a V3
+    reading) and the client's ``Content-Type`` are dropped; the action, version
+    and, for a form the meter read, the form's media type are set from what was
+    verified. (Names are lower-case in ASGI.)
+    """
+    kept = [
+        (k, v) for k, v in headers if not k.startswith(b"x-acs-") and k not in _V1_UNSIGNED_HEADERS
+    ]
+    kept.append((b"x-acs-action", identity.action.encode()))
+    kept.append((b"x-acs-version", identity.version.encode()))
+    if identity.form:
+        kept.append((b"content-type", _FORM_TYPE))
+    return kept
 
 
 class _BodyReplay:
@@ -387,8 +437,12 @@ class _MeteredCall:
             identity.style,
             identity.signed.params,
             trusted,
+            identity.query,
+            identity.form,
         )
         scope = {**scope, "state": state}
+        if identity.style == "v1":
+            scope["headers"] = _v1_headers(scope["headers"], identity)
         if identity.item.free:
             try:
                 await self.meter.app(scope, _BodyReplay(body, self.receive), self.send)

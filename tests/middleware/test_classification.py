@@ -105,18 +105,6 @@ async def test_free_actions_pass_without_a_record(env: Env) -> None:
     assert (await counts(env))[("acme", "free", "free_action")] == 1
 
 
-async def test_passthrough_paths_are_not_metered(env: Env) -> None:
-    response = await env.request(method="GET", path="/healthz")
-    assert response.status == 200
-    response = await env.request(method="GET", path="/healthz/deep")
-    assert response.status == 200
-    assert len(env.upstream.seen) == 2
-    assert await counts(env) == Counter()
-    # A prefix only matches whole segments.
-    response = await env.request(method="GET", path="/healthzx")
-    assert response.status == 400
-
-
 async def test_exception_before_start_is_free_and_propagates(env: Env) -> None:
     env.upstream.reply = Reply(raise_before_start=True)
     with pytest.raises(RuntimeError, match="upstream exploded"):
