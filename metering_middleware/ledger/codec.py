@@ -11,13 +11,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from .records import CallRecord, Outcome, OutcomeCount
+from .records import CallRecord, ClaimedNonce, Outcome, OutcomeCount
 from .store import CredentialRow
 
 __all__ = [
     "CallRow",
     "CountKey",
     "CountRow",
+    "NonceRow",
     "count_from_json",
     "count_from_row",
     "count_key",
@@ -25,8 +26,13 @@ __all__ = [
     "count_to_row",
     "credential_from_row",
     "credential_to_row",
+    "epoch_text",
     "format_time",
     "minute_of",
+    "nonce_from_json",
+    "nonce_from_row",
+    "nonce_to_json",
+    "nonce_to_row",
     "parse_time",
     "record_from_json",
     "record_from_row",
@@ -38,6 +44,8 @@ __all__ = [
 CallRow = tuple[str, str | None, str, str, str, str, str, str, str, int, str | None, float, str]
 #: The ``outcome_counts`` columns in table order.
 CountRow = tuple[str, str, str, str, str, str, int]
+#: The ``nonces`` columns in table order.
+NonceRow = tuple[str, str, str, str]
 #: What identifies one counter: everything but the count.
 CountKey = tuple[datetime, str, str, str, Outcome, str]
 
@@ -222,6 +230,42 @@ def credential_from_row(row: tuple[Any, ...]) -> CredentialRow:
         enabled=bool(row[3]),
         created_at=parse_time(row[4]),
         disabled_at=None if row[5] is None else parse_time(row[5]),
+    )
+
+
+def epoch_text(seconds: float) -> str:
+    """Epoch seconds as ledger time text (microseconds, like every stored time)."""
+    return format_time(datetime.fromtimestamp(seconds, UTC))
+
+
+def nonce_to_row(nonce: ClaimedNonce) -> NonceRow:
+    return (nonce.access_key_id, nonce.nonce, nonce.account, epoch_text(nonce.expires_at))
+
+
+def nonce_from_row(row: tuple[Any, ...]) -> ClaimedNonce:
+    return ClaimedNonce(
+        account=row[2],
+        access_key_id=row[0],
+        nonce=row[1],
+        expires_at=parse_time(row[3]).timestamp(),
+    )
+
+
+def nonce_to_json(nonce: ClaimedNonce) -> dict[str, Any]:
+    return {
+        "account": nonce.account,
+        "access_key_id": nonce.access_key_id,
+        "nonce": nonce.nonce,
+        "expires_at": epoch_text(nonce.expires_at),
+    }
+
+
+def nonce_from_json(data: dict[str, Any]) -> ClaimedNonce:
+    return ClaimedNonce(
+        account=_text(data["account"]),
+        access_key_id=_text(data["access_key_id"]),
+        nonce=_text(data["nonce"]),
+        expires_at=parse_time(_text(data["expires_at"])).timestamp(),
     )
 
 
