@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from importlib.resources import files
 
 import redis.asyncio as aioredis
@@ -48,6 +49,8 @@ _TTL_MS = int(WINDOW_SECONDS * 1000) + 1
 #: With explicit (test) time the script's clock is not Redis's, so keep logs longer.
 _EXPLICIT_TTL_MS = 600_000
 _FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+#: Nonces per pipelined round trip when seeding.
+_SEED_CHUNK = 1000
 
 
 def _escape(part: str) -> str:
@@ -178,6 +181,45 @@ class RedisLimiter:
         if self.breaker.record_success():
             log.warning("limiter: Redis answers again at %s; shared limits resumed", self.url)
         return _decision(reply, limit)
+
+    async def seed_nonces(self, claims: Iterable[tuple[str, NonceClaim]]) -> int:
+        """Hold ``(account, claim)`` nonces claimed before a restart; returns how many
+        Redis did not hold yet.
+
+        Each is ``SET key expiry NX PX remaining`` under the key and value the admission
+        script uses, so a Redis that came back empty refuses their replays again, and
+        gateways starting together (or a Redis that kept them) change nothing. The
+        in-process store the failure policy claims into is seeded too. A Redis that is
+        down now is logged and counted as a failure, never fatal (the policy decides).
+        """
+        claims = list(claims)
+        await self.local.seed_nonces(claims)
+        now_ms = round(self._clock.time() * 1000)
+        added = 0
+        try:
+            for start in range(0, len(claims), _SEED_CHUNK):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    queued = 0
+                    for account, claim in claims[start : start + _SEED_CHUNK]:
+                        expires = round(claim.expires_at * 1000)
+                        if expires <= now_ms or not account:
+                            continue  # expired; or no account, so no key the script reads
+                        key = nonce_key(self._prefix, account, claim.access_key_id, claim.nonce)
+                        pipe.set(key, str(expires), nx=True, px=expires - now_ms)
+                        queued += 1
+                    if queued:
+                        added += sum(1 for done in await pipe.execute() if done)
+        except _FAILURES as exc:
+            self._failed(exc)
+            log.error(
+                "limiter: could not seed %d nonces claimed before the restart into Redis at "
+                "%s (%r): until they expire, their replays are refused only while this "
+                "process decides without Redis",
+                len(claims),
+                self.url,
+                exc,
+            )
+        return added
 
     async def _run(self, keys: list[str], args: list[str]) -> bytes:
         if self._sha is None:

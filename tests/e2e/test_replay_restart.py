@@ -1,0 +1,144 @@
+"""A captured signed request replayed after the gateway restarted: refused, charged once.
+
+Real gateways (uvicorn, the example app, the mock VIAPI upstream) on a real SQLite
+ledger, restarted in this process (a clean stop: the lifespan flushes the writer).
+The same after ``kill -9`` of a gateway process is in ``test_replay_kill.py``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from example_gateway.app import create_gateway_app
+from example_gateway.config import GatewayConfig
+from example_gateway.mock_upstream import create_mock_upstream
+from metering_middleware import MeteringConfig, MeteringRuntime
+from metering_middleware.limiter import MemoryLimiter
+from tests.limiter.redis_server import RedisServer
+from tests.support.catalogs import roomy_catalog
+from tests.support.servers import run_server
+
+from .conftest import add_account
+from .signed import v3_headers
+
+BODY = b"ImageURL=https%3A%2F%2Fx%2Fpeople.jpg"
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    try:
+        server = RedisServer(tmp_path / "redis")
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))  # a missing redis-server fails the test, never skips it
+    yield server
+    server.kill()
+
+
+def charged(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM calls").fetchone()[0])
+
+
+async def call_through(
+    config: MeteringConfig, headers: dict[str, str], body: bytes = BODY
+) -> httpx.Response:
+    """Start a gateway on ``config``, send one call, stop the gateway (clean)."""
+    runtime = MeteringRuntime(config, catalog=roomy_catalog())
+    async with run_server(create_mock_upstream()) as upstream:
+        app = create_gateway_app(GatewayConfig(upstream=upstream), runtime)
+        async with run_server(app) as base, httpx.AsyncClient(timeout=10.0) as client:
+            response = await client.post(base, content=body, headers=headers)
+    assert not runtime.started  # the lifespan stopped it: the writer flushed
+    return response
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param({"mode": "strict"}, id="strict"),
+        pytest.param({"mode": "batched", "flush_interval": 0.5}, id="batched"),
+        # No limiter: the verifier claims the nonce itself.
+        pytest.param({"mode": "strict", "enforce_qps": False}, id="no-limiter"),
+    ],
+)
+async def test_a_replay_after_a_clean_restart_is_refused_and_charged_once(
+    tmp_path: Path, settings: dict[str, Any]
+) -> None:
+    db = tmp_path / "ledger.sqlite"
+    url = f"sqlite:///{db}"
+    key, secret = await add_account(url, "acme")
+    config = MeteringConfig(ledger_url=url, **settings)
+    captured = v3_headers(key, secret, BODY)
+
+    first = await call_through(config, captured)
+    assert first.status_code == 200
+    for _ in range(2):  # restarted twice: the nonce is still held, and held once
+        replay = await call_through(config, captured)
+        assert replay.status_code == 400, replay.text
+        assert replay.json()["Code"] == "SignatureNonceUsed"
+    assert charged(db) == 1
+    # A fresh signature by the same key still goes through after the restarts.
+    assert (await call_through(config, v3_headers(key, secret, BODY))).status_code == 200
+    assert charged(db) == 2
+
+
+async def test_expired_nonces_are_neither_restored_nor_kept(tmp_path: Path) -> None:
+    """Only live nonces come back; rows whose expiry passed are pruned by the writer."""
+    db = tmp_path / "ledger.sqlite"
+    url = f"sqlite:///{db}"
+    key, secret = await add_account(url, "acme")
+    config = MeteringConfig(ledger_url=url, mode="strict")
+    assert (await call_through(config, v3_headers(key, secret, BODY))).status_code == 200
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE nonces SET expires_at = '2000-01-01T00:00:00.000000Z'")
+    runtime = MeteringRuntime(config, catalog=roomy_catalog())
+    async with runtime:
+        assert runtime.limiter is not None
+        assert isinstance(runtime.limiter.inner, MemoryLimiter)
+        assert len(runtime.limiter.inner.nonces) == 0
+        await runtime.writer.tick()  # the writer's first pass prunes what expired
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM nonces").fetchone()[0] == 0
+
+
+# -- with Redis as the limiter ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "redis_between",
+    [
+        # Redis kept the nonce itself (this passed before nonces were in the ledger too).
+        pytest.param("kept", id="redis-kept"),
+        # A cache-only Redis restarted empty: only the ledger remembers the nonce.
+        pytest.param("restarted-empty", id="redis-restarted-empty"),
+        # Redis is down when the gateway comes back: the failure policy's own nonce store
+        # decides, and it was seeded from the ledger.
+        pytest.param("down", id="redis-down-local-policy"),
+    ],
+)
+async def test_a_replay_after_a_restart_with_redis_is_refused_and_charged_once(
+    tmp_path: Path, redis: RedisServer, redis_between: str
+) -> None:
+    db = tmp_path / "ledger.sqlite"
+    url = f"sqlite:///{db}"
+    key, secret = await add_account(url, "acme")
+    config = MeteringConfig(
+        ledger_url=url, mode="strict", limiter_url=redis.url, limiter_failure_policy="local"
+    )
+    captured = v3_headers(key, secret, BODY)
+    assert (await call_through(config, captured)).status_code == 200
+    if redis_between != "kept":
+        redis.kill()
+        if redis_between == "restarted-empty":
+            redis.start()
+    replay = await call_through(config, captured)
+    assert replay.status_code == 400, replay.text
+    assert replay.json()["Code"] == "SignatureNonceUsed"
+    assert charged(db) == 1
