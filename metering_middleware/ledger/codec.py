@@ -26,7 +26,6 @@ __all__ = [
     "count_to_row",
     "credential_from_row",
     "credential_to_row",
-    "epoch_text",
     "format_time",
     "minute_of",
     "nonce_from_json",
@@ -44,8 +43,8 @@ __all__ = [
 CallRow = tuple[str, str | None, str, str, str, str, str, str, str, int, str | None, float, str]
 #: The ``outcome_counts`` columns in table order.
 CountRow = tuple[str, str, str, str, str, str, int]
-#: The ``nonces`` columns in table order.
-NonceRow = tuple[str, str, str, str]
+#: The ``nonces`` columns after ``seq``, in table order.
+NonceRow = tuple[str, str, str, int]
 #: What identifies one counter: everything but the count.
 CountKey = tuple[datetime, str, str, str, Outcome, str]
 
@@ -233,21 +232,16 @@ def credential_from_row(row: tuple[Any, ...]) -> CredentialRow:
     )
 
 
-def epoch_text(seconds: float) -> str:
-    """Epoch seconds as ledger time text (microseconds, like every stored time)."""
-    return format_time(datetime.fromtimestamp(seconds, UTC))
-
-
 def nonce_to_row(nonce: ClaimedNonce) -> NonceRow:
-    return (nonce.access_key_id, nonce.nonce, nonce.account, epoch_text(nonce.expires_at))
+    # Epoch milliseconds (see migration 0003): cheap per call, exact for whole-second
+    # signature timestamps, and what Redis holds.
+    return (nonce.access_key_id, nonce.nonce, nonce.account, round(nonce.expires_at * 1000))
 
 
 def nonce_from_row(row: tuple[Any, ...]) -> ClaimedNonce:
+    """A nonce from ``(access_key_id, nonce, account, expires_ms)``."""
     return ClaimedNonce(
-        account=row[2],
-        access_key_id=row[0],
-        nonce=row[1],
-        expires_at=parse_time(row[3]).timestamp(),
+        account=row[2], access_key_id=row[0], nonce=row[1], expires_at=int(row[3]) / 1000
     )
 
 
@@ -256,7 +250,7 @@ def nonce_to_json(nonce: ClaimedNonce) -> dict[str, Any]:
         "account": nonce.account,
         "access_key_id": nonce.access_key_id,
         "nonce": nonce.nonce,
-        "expires_at": epoch_text(nonce.expires_at),
+        "expires_ms": round(nonce.expires_at * 1000),
     }
 
 
@@ -265,7 +259,7 @@ def nonce_from_json(data: dict[str, Any]) -> ClaimedNonce:
         account=_text(data["account"]),
         access_key_id=_text(data["access_key_id"]),
         nonce=_text(data["nonce"]),
-        expires_at=parse_time(_text(data["expires_at"])).timestamp(),
+        expires_at=_integer(data["expires_ms"]) / 1000,
     )
 
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from .codec import CountKey, count_key, epoch_text, format_time, parse_time
+from .codec import CountKey, count_key, format_time, parse_time
 from .records import CallRecord, ClaimedNonce, OutcomeCount
 from .store import CallSummary, CredentialRow
 
@@ -80,7 +80,7 @@ class MemoryStore:
             added[key] = added.get(key, 0) + c.count
         held = self._nonces
         new_nonces: dict[tuple[str, str], ClaimedNonce] = {}
-        for nonce in nonces:  # the later expiry wins, as in the SQLite upsert
+        for nonce in nonces:  # one per nonce, the later expiry (what a reader of SQLite's takes)
             key_n = (nonce.access_key_id, nonce.nonce)
             nonce = replace(nonce, expires_at=_stored_epoch(nonce.expires_at))
             old = new_nonces.get(key_n) or held.get(key_n)
@@ -192,8 +192,8 @@ def _stored(when: datetime) -> datetime:
 
 
 def _stored_epoch(seconds: float) -> float:
-    """Epoch seconds as a round trip through storage gives them (whole microseconds)."""
-    return parse_time(epoch_text(seconds)).timestamp()
+    """Epoch seconds as a round trip through storage gives them (whole milliseconds)."""
+    return round(seconds * 1000) / 1000
 
 
 def _bound(when: datetime | None) -> datetime | None:

@@ -14,8 +14,8 @@ Behaviour worth knowing before running it in production:
   on a NOT NULL violation instead of silently dropping the row) and adds the
   outcome counts (upsert-add), then commits. Any SQLite or OS failure rolls
   back and is raised as ``StoreError``.
-- **Nonces.** ``write`` also holds the batch's claimed signature nonces (table
-  ``nonces``, one row per nonce with its expiry) in the same transaction;
+- **Nonces.** ``write`` also appends the batch's claimed signature nonces (table
+  ``nonces``, one row per claim with its expiry) in the same transaction;
   ``live_nonces`` reads them back in keyset pages at start, ``prune_nonces``
   deletes a bounded number of expired ones (the writer calls it).
 - **File identity.** The store remembers the (device, inode) of the file it
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -59,7 +60,6 @@ from .codec import (
     count_to_row,
     credential_from_row,
     credential_to_row,
-    epoch_text,
     format_time,
     nonce_from_row,
     nonce_to_row,
@@ -86,20 +86,15 @@ _ADD_COUNT = (
     " ON CONFLICT (minute, account, category, action, outcome, detail)"
     " DO UPDATE SET count = count + excluded.count"
 )
-# A nonce claimed again after it expired is a new claim: the later expiry wins.
-_HOLD_NONCE = (
-    "INSERT INTO nonces (access_key_id, nonce, account, expires_at) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (access_key_id, nonce) DO UPDATE SET account = excluded.account,"
-    " expires_at = excluded.expires_at WHERE excluded.expires_at > nonces.expires_at"
-)
+# Appended, never upserted: a key on the (random) nonce would cost a page per row.
+_HOLD_NONCE = "INSERT INTO nonces (access_key_id, nonce, account, expires_ms) VALUES (?, ?, ?, ?)"
 _LIVE_NONCES = (
-    "SELECT access_key_id, nonce, account, expires_at FROM nonces"
-    " WHERE (access_key_id, nonce) > (?, ?) AND expires_at > ?"
-    " ORDER BY access_key_id, nonce LIMIT ?"
+    "SELECT seq, access_key_id, nonce, account, expires_ms FROM nonces"
+    " WHERE seq > ? AND expires_ms > ? ORDER BY seq LIMIT ?"
 )
 _PRUNE_NONCES = (
-    "DELETE FROM nonces WHERE (access_key_id, nonce) IN (SELECT access_key_id, nonce"
-    " FROM nonces WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
+    "DELETE FROM nonces WHERE seq IN"
+    " (SELECT seq FROM nonces WHERE expires_ms <= ? ORDER BY expires_ms LIMIT ?)"
 )
 _CALL_COLUMNS = (
     "id, request_id, account, access_key_id, category, action, version, item,"
@@ -305,24 +300,24 @@ class SqliteStore:
             conn = self._connection()
             try:
                 run: Callable[..., Awaitable[int]] = conn._execute
-                return await run(_prune_transaction, conn._conn, epoch_text(now), limit)
+                return await run(_prune_transaction, conn._conn, math.floor(now * 1000), limit)
             except _SQLITE_FAILURES as exc:
                 raise StoreError(f"cannot prune nonces: {exc}") from exc
 
     async def live_nonces(
         self, now: float, *, chunk: int = 10_000
     ) -> AsyncIterator[list[ClaimedNonce]]:
-        # Keyset pages on the primary key: each page is one short read under the lock,
+        # Keyset pages in insertion order: each page is one short read under the lock,
         # so the writer commits between pages however many nonces there are.
-        after = ("", "")
-        cutoff = epoch_text(now)
+        after = 0
+        cutoff = math.floor(now * 1000)
         while True:
-            rows = await self._fetch(_LIVE_NONCES, (*after, cutoff, chunk))
+            rows = await self._fetch(_LIVE_NONCES, (after, cutoff, chunk))
             if rows:
-                yield [nonce_from_row(row) for row in rows]
+                yield [nonce_from_row(row[1:]) for row in rows]
             if len(rows) < chunk:
                 return
-            after = (rows[-1][0], rows[-1][1])
+            after = rows[-1][0]
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -421,11 +416,11 @@ def _write_transaction(
         raise
 
 
-def _prune_transaction(db: sqlite3.Connection, cutoff: str, limit: int) -> int:
+def _prune_transaction(db: sqlite3.Connection, cutoff_ms: int, limit: int) -> int:
     """Delete up to ``limit`` expired nonces, earliest first (bounded work per call)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        deleted = db.execute(_PRUNE_NONCES, (cutoff, limit)).rowcount
+        deleted = db.execute(_PRUNE_NONCES, (cutoff_ms, limit)).rowcount
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

@@ -97,7 +97,7 @@ async def test_expired_nonces_are_neither_restored_nor_kept(tmp_path: Path) -> N
     config = MeteringConfig(ledger_url=url, mode="strict")
     assert (await call_through(config, v3_headers(key, secret, BODY))).status_code == 200
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE nonces SET expires_at = '2000-01-01T00:00:00.000000Z'")
+        conn.execute("UPDATE nonces SET expires_ms = 946684800000")  # 2000-01-01
     runtime = MeteringRuntime(config, catalog=roomy_catalog())
     async with runtime:
         assert runtime.limiter is not None

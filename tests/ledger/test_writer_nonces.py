@@ -20,7 +20,7 @@ from metering_middleware.ledger import (
 
 from .support import T0, make_records
 
-NOW = T0.timestamp()
+NOW = T0.replace(microsecond=0).timestamp()  # signature times are whole seconds
 
 
 def _nonce(name: str, expires_in: float = 900.0) -> ClaimedNonce:
@@ -122,13 +122,13 @@ async def test_nonces_are_journaled_with_their_batch_and_replayed_before_its_rec
 
 async def test_journal_nonce_lines_round_trip_and_are_not_damage(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.jsonl")
-    nonces = [_nonce("n-1"), ClaimedNonce("", "LTAI2", "n-ü", NOW + 0.000001)]
+    nonces = [_nonce("n-1"), ClaimedNonce("", "LTAI2", "n-ü", NOW + 0.001)]
     records = make_records(2)
     await journal.append(records[:1], [], nonces)
     await journal.append(records[1:])
     assert await journal.replay() == (records, [])
     assert await journal.replay_nonces(NOW) == nonces
-    assert await journal.replay_nonces(NOW + 0.000001) == nonces[:1]  # expired: left out
+    assert await journal.replay_nonces(NOW + 0.001) == nonces[:1]  # expired: left out
 
 
 async def test_the_writer_prunes_expired_nonces_in_bounded_passes() -> None:
