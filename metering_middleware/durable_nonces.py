@@ -15,6 +15,14 @@ Two wrappers do the recording, one per place a nonce is claimed:
   store while Redis is down): every decision that claimed it is recorded;
 - :class:`DurableNonceStore` around the verifier's store, when no limiter runs.
 
+A shared backend can also lose its nonces while the gateway runs: a cache-only
+Redis that restarts comes back empty, and nonces claimed in-process while Redis
+was unreachable were never in it. So the limiter wrapper seeds it again, behind
+the calls (never on their path): when the backend says it lost what was seeded
+(``nonces_lost``, checked at most once per ``check_interval``), and on the first
+shared decision after degraded ones. A replay in the second or so before that
+re-seed completes is not seen.
+
 What a crash can lose: a nonce is durable when its batch is. A chargeable call's
 nonce is committed no later than its record, so a call whose record survived
 always has its nonce back after the restart: a replayed signature is never
@@ -31,14 +39,17 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, runtime_checkable
 
+from .clock import Clock
 from .ledger import ClaimedNonce, LedgerStore, LedgerWriter
 from .limiter import AdmitStatus, Decision, Limiter, NonceClaim
 from .nonces import NonceStore
+from .reload import BackgroundReload
 
 __all__ = [
     "DurableNonceLimiter",
     "DurableNonceStore",
     "NonceSeeding",
+    "NonceWatching",
     "restore_nonces",
 ]
 
@@ -55,14 +66,44 @@ class NonceSeeding(Protocol):
     async def seed_nonces(self, claims: Iterable[tuple[str, NonceClaim]]) -> int: ...
 
 
+@runtime_checkable
+class NonceWatching(Protocol):
+    """A shared backend that can tell it lost the nonces seeded into it (Redis)."""
+
+    async def nonces_lost(self) -> bool: ...
+
+
 class DurableNonceLimiter:
-    """A ``Limiter`` whose nonce claims are also kept in the ledger."""
+    """A ``Limiter`` whose nonce claims are also kept in the ledger.
 
-    __slots__ = ("_writer", "inner")
+    With ``reseed`` (and a backend that is :class:`NonceWatching`), the backend is
+    seeded again from the ledger when it lost its nonces or comes back from an outage.
+    """
 
-    def __init__(self, inner: Limiter, writer: LedgerWriter) -> None:
+    __slots__ = ("_degraded", "_reseed", "_resync", "_watch", "_writer", "inner")
+
+    def __init__(
+        self,
+        inner: Limiter,
+        writer: LedgerWriter,
+        *,
+        reseed: Callable[[], Awaitable[None]] | None = None,
+        clock: Clock | None = None,
+        check_interval: float = 1.0,
+    ) -> None:
         self.inner = inner
         self._writer = writer
+        self._reseed = reseed
+        self._watch: BackgroundReload | None = None
+        if reseed is not None and clock is not None and isinstance(inner, NonceWatching):
+            self._watch = BackgroundReload(self._check, clock, check_interval, "nonce check")
+        self._degraded = False  # the last decision was the failure policy's
+        self._resync = False  # the backend came back: seed it whatever it says
+
+    async def join(self) -> None:
+        """Wait for a running check or re-seed (tests, shutdown); never raises."""
+        if self._watch is not None:
+            await self._watch.join()
 
     async def start(self) -> None:
         await self.inner.start()
@@ -85,7 +126,31 @@ class DurableNonceLimiter:
             self._writer.hold_nonce(
                 ClaimedNonce(account, nonce.access_key_id, nonce.nonce, nonce.expires_at)
             )
+        watch = self._watch
+        if watch is not None:
+            if decision.degraded:
+                self._degraded = True
+            elif self._degraded:
+                # Shared decisions again: what was claimed without the backend goes to it.
+                self._degraded = False
+                self._resync = True
+            watch.start_if_due()
         return decision
+
+    async def _check(self) -> None:
+        assert self._reseed is not None and isinstance(self.inner, NonceWatching)
+        resync, self._resync = self._resync, False
+        try:
+            if not resync and not await self.inner.nonces_lost():
+                return
+            log.warning(
+                "limiter %s: seeding the ledger's live nonces again",
+                "back from an outage" if resync else "lost its nonces (restarted empty?)",
+            )
+            await self._reseed()
+        except Exception:  # behind the calls: log, and the next check tries again
+            self._resync = self._resync or resync
+            log.exception("seeding the limiter's nonces again failed")
 
     async def seed_nonces(self, claims: Iterable[tuple[str, NonceClaim]]) -> int:
         inner = self.inner
@@ -139,6 +204,7 @@ async def restore_nonces(
     """
     accounts: dict[str, str] = {}
     read = added = 0
+    seeded = False
     async for chunk in store.live_nonces(now):
         claims: list[tuple[str, NonceClaim]] = []
         for n in chunk:
@@ -150,4 +216,7 @@ async def restore_nonces(
             claims.append((account, NonceClaim(n.access_key_id, n.nonce, n.expires_at)))
         read += len(claims)
         added += await target.seed_nonces(claims)
+        seeded = True
+    if not seeded:
+        await target.seed_nonces([])  # none to seed: the target still learns it was seeded
     return read, added

@@ -122,7 +122,9 @@ class MeteringRuntime:
             )
             # Every nonce the limiter claims is kept in the ledger too (a restart, or a
             # Redis that restarted empty, must not reopen its replay window).
-            self.limiter = DurableNonceLimiter(backend, self.writer)
+            self.limiter = DurableNonceLimiter(
+                backend, self.writer, reseed=self._restore_nonces, clock=self.clock
+            )
         # With a limiter, the nonce is claimed by ``admit`` in the same round trip as
         # the QPS decision (shared between processes with Redis), not by the verifier.
         verifier_nonces: NonceStore
@@ -211,6 +213,7 @@ class MeteringRuntime:
                 return
             self._started = False
             if self.limiter is not None:
+                await self.limiter.join()
                 await self.limiter.close()
             # The writer flushes everything pending (or journals it) before the store closes.
             await self.writer.stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Iterable
 from importlib.resources import files
 
@@ -51,6 +52,8 @@ _EXPLICIT_TTL_MS = 600_000
 _FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 #: Nonces per pipelined round trip when seeding.
 _SEED_CHUNK = 1000
+#: The seed marker's life; each check renews it, and a gateway gone idle longer re-seeds.
+_MARKER_TTL_MS = 3_600_000
 
 
 def _escape(part: str) -> str:
@@ -127,6 +130,9 @@ class RedisLimiter:
             retry=Retry(NoBackoff(), 0),
         )
         self._sha: str | None = None
+        # Set when this process seeded Redis with the ledger's nonces: gone means Redis
+        # lost them (restarted empty, flushed) and they must be seeded again.
+        self._seed_marker = f"{key_prefix}seeded:{uuid.uuid4().hex}"
         #: Round trips that failed (connection, timeout, Redis error), since start.
         self.failures = 0
         #: Decisions the failure policy made, since start.
@@ -197,18 +203,17 @@ class RedisLimiter:
         now_ms = round(self._clock.time() * 1000)
         added = 0
         try:
-            for start in range(0, len(claims), _SEED_CHUNK):
+            for start in range(0, max(len(claims), 1), _SEED_CHUNK):
                 async with self._client.pipeline(transaction=False) as pipe:
-                    queued = 0
                     for account, claim in claims[start : start + _SEED_CHUNK]:
                         expires = round(claim.expires_at * 1000)
                         if expires <= now_ms or not account:
                             continue  # expired; or no account, so no key the script reads
                         key = nonce_key(self._prefix, account, claim.access_key_id, claim.nonce)
                         pipe.set(key, str(expires), nx=True, px=expires - now_ms)
-                        queued += 1
-                    if queued:
-                        added += sum(1 for done in await pipe.execute() if done)
+                    # Last, so it is only there once the nonces before it are.
+                    pipe.set(self._seed_marker, "1", px=_MARKER_TTL_MS)
+                    added += sum(1 for done in (await pipe.execute())[:-1] if done)
         except _FAILURES as exc:
             self._failed(exc)
             log.error(
@@ -220,6 +225,18 @@ class RedisLimiter:
                 exc,
             )
         return added
+
+    async def nonces_lost(self) -> bool:
+        """True if Redis no longer holds what ``seed_nonces`` gave it (its marker is gone:
+        Redis restarted empty, or was flushed). Renews the marker otherwise. False when
+        Redis cannot be asked now (the admission path counts that failure)."""
+        if self.breaker.state is not BreakerState.CLOSED:
+            return False  # not a probe: the breaker's half-open call is admission's
+        try:
+            renewed = await self._client.set(self._seed_marker, "1", xx=True, px=_MARKER_TTL_MS)
+        except _FAILURES:
+            return False
+        return renewed is None
 
     async def _run(self, keys: list[str], args: list[str]) -> bytes:
         if self._sha is None:

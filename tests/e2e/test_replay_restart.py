@@ -8,6 +8,7 @@ The same after ``kill -9`` of a gateway process is in ``test_replay_kill.py``.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from example_gateway.app import create_gateway_app
 from example_gateway.config import GatewayConfig
 from example_gateway.mock_upstream import create_mock_upstream
 from metering_middleware import MeteringConfig, MeteringRuntime
+from metering_middleware.clock import ManualClock
 from metering_middleware.limiter import MemoryLimiter
 from tests.limiter.redis_server import RedisServer
 from tests.support.catalogs import roomy_catalog
@@ -142,3 +144,32 @@ async def test_a_replay_after_a_restart_with_redis_is_refused_and_charged_once(
     assert replay.status_code == 400, replay.text
     assert replay.json()["Code"] == "SignatureNonceUsed"
     assert charged(db) == 1
+
+
+async def test_a_redis_restarted_empty_under_a_running_gateway_gets_its_nonces_again(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    db = tmp_path / "ledger.sqlite"
+    url = f"sqlite:///{db}"
+    key, secret = await add_account(url, "acme")
+    config = MeteringConfig(ledger_url=url, mode="strict", limiter_url=redis.url)
+    # The gateway's clock drives its checks; signatures carry real time, and so does it.
+    clock = ManualClock(time.time())
+    runtime = MeteringRuntime(config, clock=clock, catalog=roomy_catalog())
+    assert runtime.limiter is not None
+    captured = v3_headers(key, secret, BODY)
+    async with run_server(create_mock_upstream()) as upstream:
+        app = create_gateway_app(GatewayConfig(upstream=upstream), runtime)
+        async with run_server(app) as base, httpx.AsyncClient(timeout=10.0) as client:
+            assert (await client.post(base, content=BODY, headers=captured)).status_code == 200
+            redis.kill()
+            redis.start()  # a cache-only Redis: back empty, the gateway still running
+            for _ in range(3):  # other calls go on; a check runs behind them once a second
+                clock.advance(1.0)
+                fresh = await client.post(base, content=BODY, headers=v3_headers(key, secret, BODY))
+                assert fresh.status_code == 200
+                await runtime.limiter.join()
+            replay = await client.post(base, content=BODY, headers=captured)
+    assert replay.status_code == 400, replay.text
+    assert replay.json()["Code"] == "SignatureNonceUsed"
+    assert charged(db) == 4

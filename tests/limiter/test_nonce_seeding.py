@@ -10,6 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from metering_middleware.clock import ManualClock, SystemClock
+from metering_middleware.durable_nonces import DurableNonceLimiter, restore_nonces
+from metering_middleware.ledger import LedgerWriter, MemoryStore
 from metering_middleware.limiter import AdmitStatus, MemoryLimiter, NonceClaim
 from metering_middleware.limiter.redis import RedisLimiter, nonce_key
 
@@ -81,3 +83,53 @@ async def test_memory_seeding_holds_the_nonces_for_admit() -> None:
     assert await lim.seed_nonces([("acct", claim)]) == 0
     d = await lim.admit("acct", "facebody", "DetectFace", 5, nonce=claim)
     assert d.status is AdmitStatus.NONCE_REUSED
+
+
+async def test_nonces_claimed_without_redis_reach_it_once_it_answers_again(
+    own_redis: RedisServer,
+) -> None:
+    """The failure policy's own claims are copied to Redis on recovery (from the ledger),
+    so a replay to *another* gateway after the outage is refused too."""
+    clock = ManualClock(time.time())
+    store = MemoryStore()
+    writer = LedgerWriter(store, journal=None, clock=clock)
+    inner = RedisLimiter(own_redis.url, clock, failure_policy="local", socket_timeout=0.1)
+
+    async def account_of(access_key_id: str) -> str | None:
+        return None
+
+    async def reseed() -> None:
+        await restore_nonces(store, gateway, clock.time(), account_of)
+
+    gateway = DurableNonceLimiter(inner, writer, reseed=reseed, clock=clock)
+    other = RedisLimiter(own_redis.url, SystemClock(), socket_timeout=5)  # another gateway
+    admin = aioredis.Redis.from_url(own_redis.url)
+    await writer.start()
+    await gateway.start()
+    try:
+        await reseed()  # what the runtime's start does
+        # Unreachable, data kept: every command waits out the pause, then times out.
+        await admin.execute_command("CLIENT", "PAUSE", "1000", "ALL")
+        for i in range(3):  # the breaker opens after three failures
+            await gateway.admit("acct", "facebody", "DetectFace", 5, nonce=_claim(clock, f"t{i}"))
+        during = _claim(clock, "during")  # decided without touching Redis at all
+        d = await gateway.admit("acct", "facebody", "DetectFace", 5, nonce=during)
+        assert d.degraded and d.admitted
+        await writer.flush_now()
+        while (await admin.ping()) is not True:  # the pause is over when Redis answers
+            pass
+        clock.advance(5.0)  # the breaker's cool-down: the next call probes Redis
+        d = await gateway.admit("acct", "facebody", "DetectFace", 5, nonce=_claim(clock, "x"))
+        assert d.admitted and not d.degraded
+        await gateway.join()
+        d = await other.admit("acct", "facebody", "DetectFace", 5, nonce=during)
+        assert d.status is AdmitStatus.NONCE_REUSED
+    finally:
+        await gateway.close()
+        await other.close()
+        await admin.aclose()
+        await writer.stop()
+
+
+def _claim(clock: ManualClock, nonce: str) -> NonceClaim:
+    return NonceClaim("LTAIkey", nonce, clock.time() + 600)
