@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from example_gateway.config import GatewayConfig
 from example_gateway.mock_upstream import create_mock_upstream
 from metering_middleware import MeteringConfig, MeteringRuntime
 from metering_middleware.clock import ManualClock
+from metering_middleware.ledger import LedgerStore, MemoryStore
+from metering_middleware.ledger.store import CredentialRow
 from metering_middleware.limiter import MemoryLimiter
 from tests.limiter.redis_server import RedisServer
 from tests.support.catalogs import roomy_catalog
@@ -49,10 +52,14 @@ def charged(db: Path) -> int:
 
 
 async def call_through(
-    config: MeteringConfig, headers: dict[str, str], body: bytes = BODY
+    config: MeteringConfig,
+    headers: dict[str, str],
+    body: bytes = BODY,
+    *,
+    store: LedgerStore | None = None,
 ) -> httpx.Response:
     """Start a gateway on ``config``, send one call, stop the gateway (clean)."""
-    runtime = MeteringRuntime(config, catalog=roomy_catalog())
+    runtime = MeteringRuntime(config, catalog=roomy_catalog(), store=store)
     async with run_server(create_mock_upstream()) as upstream:
         app = create_gateway_app(GatewayConfig(upstream=upstream), runtime)
         async with run_server(app) as base, httpx.AsyncClient(timeout=10.0) as client:
@@ -89,6 +96,23 @@ async def test_a_replay_after_a_clean_restart_is_refused_and_charged_once(
     # A fresh signature by the same key still goes through after the restarts.
     assert (await call_through(config, v3_headers(key, secret, BODY))).status_code == 200
     assert charged(db) == 2
+
+
+async def test_memory_ledger_nonces_last_as_long_as_its_records() -> None:
+    """``memory://``: the store object holds records and nonces alike. A runtime restarted
+    on the same store (same process) refuses the replay; a new process has neither the
+    records nor the nonces, so nothing it holds is charged twice."""
+    store = MemoryStore()
+    secret = "memory-secret-0123456789"
+    await store.add_credential(
+        CredentialRow("LTAImemory0000000001", "acme", f"plain:{secret}", True, datetime.now(UTC))
+    )
+    config = MeteringConfig(ledger_url="memory://", mode="strict")
+    captured = v3_headers("LTAImemory0000000001", secret, BODY)
+    assert (await call_through(config, captured, store=store)).status_code == 200
+    replay = await call_through(config, captured, store=store)
+    assert replay.status_code == 400 and replay.json()["Code"] == "SignatureNonceUsed"
+    assert len(await store.calls()) == 1
 
 
 async def test_expired_nonces_are_neither_restored_nor_kept(tmp_path: Path) -> None:
