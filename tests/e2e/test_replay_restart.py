@@ -197,3 +197,34 @@ async def test_a_redis_restarted_empty_under_a_running_gateway_gets_its_nonces_a
     assert replay.status_code == 400, replay.text
     assert replay.json()["Code"] == "SignatureNonceUsed"
     assert charged(db) == 4
+
+
+async def test_a_nonce_journaled_while_the_store_was_down_comes_back_through_the_journal(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "ledger.sqlite"
+    url = f"sqlite:///{db}?busy_timeout_ms=50"
+    key, secret = await add_account(url, "acme")
+    config = MeteringConfig(ledger_url=url, mode="strict")
+    captured = v3_headers(key, secret, BODY)
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        runtime = MeteringRuntime(config, catalog=roomy_catalog())
+        async with run_server(create_mock_upstream()) as upstream:
+            app = create_gateway_app(GatewayConfig(upstream=upstream), runtime)
+            async with run_server(app) as base, httpx.AsyncClient(timeout=10.0) as client:
+                # Another process takes the write lock and keeps it past the stop below.
+                locker.execute("BEGIN EXCLUSIVE")
+                first = await client.post(base, content=BODY, headers=captured)
+        assert first.status_code == 200
+        assert runtime.writer.stats.journaled == 1  # the record and its nonce, in the journal
+    finally:
+        if locker.in_transaction:
+            locker.execute("ROLLBACK")
+        locker.close()
+    assert charged(db) == 0
+    # The next start replays the journal (nonces first), then seeds what the store holds.
+    replay = await call_through(config, captured)
+    assert replay.status_code == 400, replay.text
+    assert replay.json()["Code"] == "SignatureNonceUsed"
+    assert charged(db) == 1
