@@ -28,9 +28,10 @@ nonce is committed no later than its record, so a call whose record survived
 always has its nonce back after the restart: a replayed signature is never
 charged twice. In strict mode that covers every call a client got a complete
 answer to. Nonces of calls not (yet) recorded wait for the next batch, or at
-most the writer's counter delay (``count_interval``, 1 s, in strict mode; the
-flush interval in batched mode): a kill within that time may let such a call be
-replayed once, and the replay is the first charge of that signature.
+most the writer's counter delay (strict: ``count_interval``, 1 s; batched: the
+flush interval, or ``count_interval`` if shorter) plus one commit: a kill within
+that time may let such a call be replayed once, and as its record was lost with
+its nonce (or it was never charged), the replay is that signature's first charge.
 """
 
 from __future__ import annotations

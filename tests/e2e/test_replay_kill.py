@@ -132,3 +132,31 @@ async def test_replay_after_kill_9_of_gateway_and_redis_is_refused(
 ) -> None:
     settings = {"mode": "strict", "limiter_url": redis.url}
     await replay_after_kill(tmp_path, settings, redis)
+
+
+async def test_batched_kill_before_the_flush_loses_call_and_nonce_together(
+    tmp_path: Path,
+) -> None:
+    """What batched mode can lose, exactly: a call answered in the last flush interval
+    loses its record and its nonce together, so its replay is accepted, and the ledger
+    still holds one charge for that signature (the replay's)."""
+    db = tmp_path / "ledger.sqlite"
+    url = f"sqlite:///{db}"
+    key, secret = await add_account(url, "acme")
+    captured = v3_headers(key, secret, BODY)
+    # A long interval: the kill (milliseconds after the answer) comes before any flush;
+    # counters would take the batch along after count_interval (1 s) at the latest.
+    cfg_settings = {"mode": "batched", "flush_interval": 30.0}
+    async with run_server(create_mock_upstream()) as upstream:
+        cfg = {"ledger": url, "upstream": upstream, "settings": cfg_settings}
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            async with gateway_process(cfg) as gateway:
+                first = await client.post(gateway, content=BODY, headers=captured)
+            assert first.status_code == 200
+            assert charged(db) == 0  # killed before its batch: record and nonce lost
+            settings = {**cfg_settings, "flush_interval": 0.05}
+            async with gateway_process({**cfg, "settings": settings}) as gateway:
+                replay = await client.post(gateway, content=BODY, headers=captured)
+                await until_charged(db, 1)
+    assert replay.status_code == 200
+    assert charged(db) == 1
