@@ -157,6 +157,8 @@ class DurableNonceLimiter:
         inner = self.inner
         if isinstance(inner, NonceSeeding):
             return await inner.seed_nonces(claims)
+        if not list(claims):
+            return 0
         log.warning(
             "limiter %r cannot take the nonces claimed before this start: replays of "
             "them are refused only by its own memory",
@@ -184,6 +186,8 @@ class DurableNonceStore:
     async def seed_nonces(self, claims: Iterable[tuple[str, NonceClaim]]) -> int:
         seed = getattr(self.inner, "seed", None)
         if seed is None:
+            if not list(claims):
+                return 0
             log.warning(
                 "nonce store %r cannot take the nonces claimed before this start", self.inner
             )
