@@ -7,6 +7,9 @@ WAL file with synchronous=FULL:
 
 - ``writer``: LedgerWriter strict (group commit), 64 concurrent submitters, each
   awaiting its record's commit before submitting the next;
+- ``writer+nonce``: the same, each call also holding its signature nonce first
+  (``hold_nonce``, as the runtime does at admission): one more row per call in
+  the same transaction;
 - ``plain``: sqlite3 ``executemany`` of the same rows in transactions of 1000
   rows (the best case of the performance notes), no asyncio;
 - ``plain-64``: the same in transactions of 64 rows, the batch size 64
@@ -28,7 +31,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from metering_middleware.ledger import CallRecord, LedgerWriter, MemoryStore, SqliteStore
+from metering_middleware.ledger import (
+    CallRecord,
+    ClaimedNonce,
+    LedgerWriter,
+    MemoryStore,
+    SqliteStore,
+)
 from metering_middleware.ledger.codec import format_time, record_to_row
 from metering_middleware.ledger.migrate import migrate_file
 from metering_middleware.ledger.sqlite import _INSERT_CALL
@@ -57,16 +66,23 @@ def make_records(n: int) -> list[CallRecord]:
     ]
 
 
-async def run_writer(path: Path, records: list[CallRecord]) -> tuple[float, float, int]:
+async def run_writer(
+    path: Path, records: list[CallRecord], *, nonces: bool = False
+) -> tuple[float, float, int]:
     async with SqliteStore(path, synchronous="FULL") as store:
         writer = LedgerWriter(store, journal=None, mode="strict")
         await writer.start()
         arrivals = iter(records)
+        expires = time.time() + 900
 
         async def submitter() -> None:
             # Each takes the next arrival, like request handlers: a batch then holds
             # records made close together in time, as in a real gateway.
             for record in arrivals:
+                if nonces:
+                    writer.hold_nonce(
+                        ClaimedNonce(record.account, record.access_key_id, record.id, expires)
+                    )
                 await writer.submit(record)
 
         wall, cpu = time.perf_counter(), time.process_time()
@@ -109,7 +125,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     records = make_records(args.records)
-    rates: dict[str, list[float]] = {"writer": [], "plain": [], "plain-64": []}
+    rates: dict[str, list[float]] = {
+        "writer": [],
+        "writer+nonce": [],
+        "plain": [],
+        "plain-64": [],
+    }
     cpu: dict[str, list[float]] = {name: [] for name in rates}
     commits: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,6 +138,8 @@ def main() -> None:
             wall, used, made = asyncio.run(run_writer(Path(tmp, f"w{n}.db"), records))
             results = {"writer": (wall, used)}
             commits.append(made)
+            wall, used, _ = asyncio.run(run_writer(Path(tmp, f"n{n}.db"), records, nonces=True))
+            results["writer+nonce"] = (wall, used)
             results["plain"] = run_plain(Path(tmp, f"p{n}.db"), records, 1000)
             results["plain-64"] = run_plain(Path(tmp, f"q{n}.db"), records, SUBMITTERS)
             for name, (wall, used) in results.items():
@@ -133,7 +156,8 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in rates.items()}
     submit_us = asyncio.run(time_submit(records))
     print(
-        f"median rows/s: writer {median['writer']:,.0f}, plain {median['plain']:,.0f}, "
+        f"median rows/s: writer {median['writer']:,.0f}, "
+        f"writer+nonce {median['writer+nonce']:,.0f}, plain {median['plain']:,.0f}, "
         f"plain-64 {median['plain-64']:,.0f}; "
         f"writer/plain {median['writer'] / median['plain']:.2f}, "
         f"writer/plain-64 {median['writer'] / median['plain-64']:.2f}; "

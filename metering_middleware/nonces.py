@@ -3,11 +3,16 @@
 Alibaba keeps a nonce for the span its timestamp is accepted in: a request
 signed at ``t`` is valid until ``t + 15 min``, so its nonce is held until then
 and no longer. Keys are ``(AccessKeyId, nonce)``: nonces are per key.
+
+A restart must not forget them: the runtime keeps every claimed nonce in the
+ledger beside the records (``metering_middleware.durable_nonces``) and seeds the
+store in use with the live ones at start (``MemoryNonceStore.seed``).
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from typing import Protocol
 
 from .clock import Clock
@@ -58,21 +63,42 @@ class MemoryNonceStore:
     async def claim(self, access_key_id: str, nonce: str, expires_at: float) -> bool:
         # No await inside: the check and the insert are atomic on the event loop.
         now = self._clock.time()
+        self._expire(now)
+        if (access_key_id, nonce) in self._held:
+            return False
+        if expires_at > now:  # else outside its window: nothing could replay it
+            self._hold(access_key_id, nonce, expires_at)
+        return True
+
+    def seed(self, claimed: Iterable[tuple[str, str, float]]) -> int:
+        """Hold ``(access_key_id, nonce, expires_at)`` nonces claimed before a restart.
+
+        Idempotent (a nonce held already stays as it is); returns how many were new.
+        """
+        now = self._clock.time()
+        self._expire(now)
+        held = self._held
+        added = 0
+        for access_key_id, nonce, expires_at in claimed:
+            if expires_at > now and (access_key_id, nonce) not in held:
+                self._hold(access_key_id, nonce, expires_at)
+                added += 1
+        return added
+
+    def _expire(self, now: float) -> None:
         heap = self._heap
         held = self._held
         while heap and heap[0][0] <= now:
             _, key_id, old = heapq.heappop(heap)
             del held[key_id, old]
+
+    def _hold(self, access_key_id: str, nonce: str, expires_at: float) -> None:
+        heap = self._heap
+        held = self._held
         key = (access_key_id, nonce)
-        if key in held:
-            return False
-        if expires_at <= now:
-            # Already outside its window: nothing could replay it, nothing to keep.
-            return True
         if len(held) >= self._max:
             _, key_id, old = heapq.heappop(heap)
             del held[key_id, old]
             self.evicted += 1
         held[key] = expires_at
         heapq.heappush(heap, (expires_at, access_key_id, nonce))
-        return True

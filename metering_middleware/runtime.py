@@ -17,6 +17,7 @@ from .catalog import Catalog, default_catalog, load_catalog
 from .clock import Clock, SystemClock
 from .config import MeteringConfig
 from .credentials import CredentialCache, SecretBox
+from .durable_nonces import DurableNonceLimiter, DurableNonceStore, NonceSeeding, restore_nonces
 from .entitlements import (
     EntitlementInputs,
     EntitlementSource,
@@ -104,10 +105,10 @@ class MeteringRuntime:
             refresh_interval=config.credential_refresh,
         )
         local_nonces = nonces or MemoryNonceStore(self.clock)
-        self.limiter: Limiter | None = None
+        self.limiter: DurableNonceLimiter | None = None
         ledger_file = _ledger_file(config)
         if config.enforce_qps:
-            self.limiter = limiter or open_limiter(
+            backend = limiter or open_limiter(
                 LimiterSettings(
                     url=config.limiter_url,
                     failure_policy=config.limiter_failure_policy,  # type: ignore[arg-type]
@@ -119,12 +120,23 @@ class MeteringRuntime:
                 lock_path=ledger_file + ".limiter.lock" if ledger_file else None,
                 nonces=local_nonces if isinstance(local_nonces, MemoryNonceStore) else None,
             )
+            # Every nonce the limiter claims is kept in the ledger too (a restart, or a
+            # Redis that restarted empty, must not reopen its replay window).
+            self.limiter = DurableNonceLimiter(
+                backend, self.writer, reseed=self._restore_nonces, clock=self.clock
+            )
         # With a limiter, the nonce is claimed by ``admit`` in the same round trip as
         # the QPS decision (shared between processes with Redis), not by the verifier.
+        verifier_nonces: NonceStore
+        #: Where the nonces claimed before a restart are put back at start.
+        self._nonce_seeding: NonceSeeding
+        if self.limiter is not None:
+            verifier_nonces = DeferredNonceStore()
+            self._nonce_seeding = self.limiter
+        else:
+            verifier_nonces = self._nonce_seeding = DurableNonceStore(local_nonces, self.writer)
         self.verifier = SignatureVerifier(
-            DeferredNonceStore() if self.limiter is not None else local_nonces,
-            self.clock,
-            window_seconds=config.signature_window,
+            verifier_nonces, self.clock, window_seconds=config.signature_window
         )
         # Plans live beside an SQLite ledger; other ledgers (memory://) sell none.
         self.rating_store: RatingStore | None = None
@@ -180,6 +192,7 @@ class MeteringRuntime:
             await self.entitlements.refresh()
             if self.limiter is not None:
                 await self.limiter.start()
+            await self._restore_nonces()
             self._started = True
             log.info(
                 "metering started: ledger=%s mode=%s catalog items=%d",
@@ -188,6 +201,20 @@ class MeteringRuntime:
                 len(self.catalog.items),
             )
 
+    async def _restore_nonces(self) -> None:
+        """Refuse the replays of calls made before this start: seed the nonces held."""
+
+        async def account_of(access_key_id: str) -> str | None:
+            credential = await self.credentials.lookup(access_key_id)
+            return None if credential is None else credential.account
+
+        # Wall time: a nonce's expiry is what its signature's timestamp says.
+        read, added = await restore_nonces(
+            self.store, self._nonce_seeding, self.clock.time(), account_of
+        )
+        if read:
+            log.info("restored %d live signature nonces (%d new to the nonce store)", read, added)
+
     async def stop(self) -> None:
         async with self._lock:
             if not self._started:
@@ -195,6 +222,7 @@ class MeteringRuntime:
             self._started = False
             self._stopped = True
             if self.limiter is not None:
+                await self.limiter.join()
                 await self.limiter.close()
             # The writer flushes everything pending (or journals it) before the store closes.
             await self.writer.stop()

@@ -19,6 +19,7 @@ FORBIDDEN = {
     "outcome": {"middleware", "runtime", "ledger", "rating"},
     "identity": {"middleware", "runtime", "ledger", "rating", "limiter"},
     "middleware": {"cli", "rating"},
+    "durable_nonces": {"middleware", "runtime", "cli", "rating"},
 }
 
 

@@ -92,3 +92,17 @@ async def test_matches_a_naive_model(steps: list[tuple[int, str, str, int]]) -> 
             model[key_id, nonce] = now + ttl
         assert await store.claim(key_id, nonce, now + ttl) is expected
         assert len(store) == sum(1 for t in model.values() if t > now)
+
+
+async def test_seeded_nonces_are_held_like_claimed_ones() -> None:
+    clock = ManualClock()
+    store = MemoryNonceStore(clock)
+    now = clock.time()
+    assert await store.claim("ak", "live-claimed", now + 60)
+    seeded = [("ak", "a", now + 60), ("ak", "live-claimed", now + 60), ("ak", "old", now)]
+    assert store.seed(seeded) == 1  # one new; one held already; one already expired
+    assert store.seed(seeded) == 0  # idempotent
+    assert not await store.claim("ak", "a", now + 900)
+    assert await store.claim("ak", "old", now + 900)
+    clock.advance(60)  # seeded nonces expire at their own expiry, like claimed ones
+    assert await store.claim("ak", "a", clock.time() + 900)

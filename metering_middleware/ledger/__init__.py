@@ -3,7 +3,7 @@
 from .ids import RecordIdFactory, new_record_id, record_id_time
 from .journal import Journal
 from .memory import MemoryStore
-from .records import CallRecord, Outcome, OutcomeCount
+from .records import CallRecord, ClaimedNonce, Outcome, OutcomeCount
 from .sqlite import SqliteStore
 from .store import CallSummary, CredentialRow, LedgerStore, StoreError
 from .urls import open_store
@@ -12,6 +12,7 @@ from .writer import LedgerUnavailable, LedgerWriter, WriterStats
 __all__ = [
     "CallRecord",
     "CallSummary",
+    "ClaimedNonce",
     "CredentialRow",
     "Journal",
     "LedgerStore",

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..clock import Clock
 from .codec import CountKey
 from .journal import Journal
-from .records import CallRecord, OutcomeCount
+from .records import CallRecord, ClaimedNonce, OutcomeCount
 from .store import LedgerStore
 
 __all__ = ["Batch", "BatchSink", "LedgerUnavailable", "SharedFuture", "fail", "merge", "resolve"]
@@ -41,6 +41,8 @@ class Batch:
     records: list[CallRecord]
     counts: list[OutcomeCount]
     future: SharedFuture | None
+    #: Signature nonces claimed by calls since the last batch (committed with it).
+    nonces: list[ClaimedNonce] = field(default_factory=list)
 
 
 class BatchSink:
@@ -84,7 +86,7 @@ class BatchSink:
         """Make ``batch`` durable: in the store, else the journal, else hold it."""
         if not self.store_down:
             try:
-                await self._store.write(batch.records, batch.counts)
+                await _write(self._store, batch.records, batch.counts, batch.nonces)
             except Exception as exc:
                 self._store_failed(exc)
             else:
@@ -99,8 +101,11 @@ class BatchSink:
         if self._journal is not None:
             batches = self.held + new
             records = [r for b in batches for r in b.records]
+            nonces = [n for b in batches for n in b.nonces]
             try:
-                await self._journal.append(records, merge([c for b in batches for c in b.counts]))
+                await self._journal.append(
+                    records, merge([c for b in batches for c in b.counts]), nonces
+                )
             except Exception as exc:
                 self.n["journal_failures"] += 1
                 if not self.held:
@@ -147,8 +152,11 @@ class BatchSink:
         if self.held:
             held = self.held
             records = [r for b in held for r in b.records]
+            nonces = [n for b in held for n in b.nonces]
             try:
-                await self._store.write(records, merge([c for b in held for c in b.counts]))
+                await _write(
+                    self._store, records, merge([c for b in held for c in b.counts]), nonces
+                )
             except Exception as exc:
                 self._store_failed(exc)
                 await self._journal_or_hold([])
@@ -176,6 +184,8 @@ class BatchSink:
     async def _replay(self) -> bool:
         """Replay the journal into the store and truncate it; False if the store failed."""
         assert self._journal is not None
+        if not await self._replay_nonces():
+            return False
         try:
             # From where an earlier replay stopped if its truncate failed: those records
             # are committed, and replaying their counters again would count them twice.
@@ -209,6 +219,47 @@ class BatchSink:
         self.journal_dirty = False
         self._journal_applied = 0
         return True
+
+    async def _replay_nonces(self) -> bool:
+        """The journal's live nonces into the store, before its records: a record in the
+        store always has its nonce there too. False if the store failed."""
+        assert self._journal is not None
+        try:
+            nonces = await self._journal.replay_nonces(self._clock.time(), self._journal_applied)
+        except OSError:
+            return True  # _replay reads the file next and reports it
+        if nonces:
+            try:
+                await self._store.write((), (), nonces)
+            except Exception as exc:
+                self._store_failed(exc)
+                return False
+            self.n["commits"] += 1
+        return True
+
+    async def prune_nonces(self, limit: int) -> int:
+        """Drop up to ``limit`` expired nonces from the store; 0 while it is down."""
+        if self.store_down:
+            return 0
+        try:
+            return await self._store.prune_nonces(self._clock.time(), limit)
+        except Exception as exc:  # not a record: nothing to journal, next time will do
+            self._log.debug("pruning expired nonces failed: %s", exc)
+            return 0
+
+
+async def _write(
+    store: LedgerStore,
+    records: Sequence[CallRecord],
+    counts: Sequence[OutcomeCount],
+    nonces: Sequence[ClaimedNonce],
+) -> None:
+    # A batch without nonces makes the call it always made, so a store (or a test's
+    # wrapper of one) written before nonces were stored still takes it.
+    if nonces:
+        await store.write(records, counts, nonces)
+    else:
+        await store.write(records, counts)
 
 
 def merge(counts: Sequence[OutcomeCount]) -> list[OutcomeCount]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from .records import CallRecord, Outcome, OutcomeCount
+from .records import CallRecord, ClaimedNonce, Outcome, OutcomeCount
 from .store import CredentialRow
 
 __all__ = [
     "CallRow",
     "CountKey",
     "CountRow",
+    "NonceRow",
     "count_from_json",
     "count_from_row",
     "count_key",
@@ -27,6 +28,10 @@ __all__ = [
     "credential_to_row",
     "format_time",
     "minute_of",
+    "nonce_from_json",
+    "nonce_from_row",
+    "nonce_to_json",
+    "nonce_to_row",
     "parse_time",
     "record_from_json",
     "record_from_row",
@@ -38,6 +43,8 @@ __all__ = [
 CallRow = tuple[str, str | None, str, str, str, str, str, str, str, int, str | None, float, str]
 #: The ``outcome_counts`` columns in table order.
 CountRow = tuple[str, str, str, str, str, str, int]
+#: The ``nonces`` columns after ``seq``, in table order.
+NonceRow = tuple[str, str, str, int]
 #: What identifies one counter: everything but the count.
 CountKey = tuple[datetime, str, str, str, Outcome, str]
 
@@ -222,6 +229,37 @@ def credential_from_row(row: tuple[Any, ...]) -> CredentialRow:
         enabled=bool(row[3]),
         created_at=parse_time(row[4]),
         disabled_at=None if row[5] is None else parse_time(row[5]),
+    )
+
+
+def nonce_to_row(nonce: ClaimedNonce) -> NonceRow:
+    # Epoch milliseconds (see migration 0003): cheap per call, exact for whole-second
+    # signature timestamps, and what Redis holds.
+    return (nonce.access_key_id, nonce.nonce, nonce.account, round(nonce.expires_at * 1000))
+
+
+def nonce_from_row(row: tuple[Any, ...]) -> ClaimedNonce:
+    """A nonce from ``(access_key_id, nonce, account, expires_ms)``."""
+    return ClaimedNonce(
+        account=row[2], access_key_id=row[0], nonce=row[1], expires_at=int(row[3]) / 1000
+    )
+
+
+def nonce_to_json(nonce: ClaimedNonce) -> dict[str, Any]:
+    return {
+        "account": nonce.account,
+        "access_key_id": nonce.access_key_id,
+        "nonce": nonce.nonce,
+        "expires_ms": round(nonce.expires_at * 1000),
+    }
+
+
+def nonce_from_json(data: dict[str, Any]) -> ClaimedNonce:
+    return ClaimedNonce(
+        account=_text(data["account"]),
+        access_key_id=_text(data["access_key_id"]),
+        nonce=_text(data["nonce"]),
+        expires_at=_integer(data["expires_ms"]) / 1000,
     )
 
 

@@ -2,8 +2,11 @@
 
 When the store cannot take a batch, the writer appends it here and fsyncs
 before telling anyone it is durable. The file is JSON lines, one object per
-record (``{"r": {...}}``) or counter (``{"c": {...}}``), written with the codec
-the stores use, so a replay gives back exactly what was submitted.
+record (``{"r": {...}}``), counter (``{"c": {...}}``) or claimed signature
+nonce (``{"n": {...}}``), written with the codec the stores use, so a replay
+gives back exactly what was submitted. Nonces are read apart
+(:meth:`Journal.replay_nonces`, only those still live), so the writer can put
+them into the store before the records they came with.
 
 Crash safety:
 
@@ -39,8 +42,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .codec import count_from_json, count_to_json, record_from_json, record_to_json
-from .records import CallRecord, OutcomeCount
+from .codec import (
+    count_from_json,
+    count_to_json,
+    nonce_from_json,
+    nonce_to_json,
+    record_from_json,
+    record_to_json,
+)
+from .records import CallRecord, ClaimedNonce, OutcomeCount
 
 __all__ = ["Journal"]
 
@@ -66,11 +76,19 @@ class Journal:
         return f"Journal({str(self._path)!r})"
 
     async def append(
-        self, records: Sequence[CallRecord], counts: Sequence[OutcomeCount] = ()
+        self,
+        records: Sequence[CallRecord],
+        counts: Sequence[OutcomeCount] = (),
+        nonces: Sequence[ClaimedNonce] = (),
     ) -> None:
         """Append one batch and fsync it; raise ``OSError`` if it is not durable."""
-        if records or counts:
-            await asyncio.to_thread(self._append_sync, records, counts)
+        if records or counts or nonces:
+            await asyncio.to_thread(self._append_sync, records, counts, nonces)
+
+    async def replay_nonces(self, now: float, start: int = 0) -> list[ClaimedNonce]:
+        """The nonces appended since the last truncate (from byte ``start``) that are
+        still held at ``now`` (epoch seconds); expired ones are nobody's concern."""
+        return await asyncio.to_thread(self._replay_nonces_sync, now, start)
 
     async def replay(self, start: int = 0) -> tuple[list[CallRecord], list[OutcomeCount]]:
         """What was appended since the last truncate, from byte ``start`` (a line boundary,
@@ -90,8 +108,14 @@ class Journal:
 
     # -- in a worker thread ----------------------------------------------------------------
 
-    def _append_sync(self, records: Sequence[CallRecord], counts: Sequence[OutcomeCount]) -> None:
-        lines = [_dumps({"r": record_to_json(r)}) for r in records]
+    def _append_sync(
+        self,
+        records: Sequence[CallRecord],
+        counts: Sequence[OutcomeCount],
+        nonces: Sequence[ClaimedNonce] = (),
+    ) -> None:
+        lines = [_dumps({"n": nonce_to_json(n)}) for n in nonces]
+        lines.extend(_dumps({"r": record_to_json(r)}) for r in records)
         lines.extend(_dumps({"c": count_to_json(c)}) for c in counts)
         data = ("\n".join(lines) + "\n").encode("utf-8")
         created = not self._path.exists()
@@ -142,6 +166,23 @@ class Journal:
                 )
         return records, counts
 
+    def _replay_nonces_sync(self, now: float, start: int) -> list[ClaimedNonce]:
+        nonces: list[ClaimedNonce] = []
+        try:
+            with self._path.open("rb") as file:
+                file.seek(start)
+                for line in file:  # line by line: only nonce lines are kept
+                    if line.startswith(b'{"n":'):
+                        try:
+                            nonce = nonce_from_json(json.loads(line)["n"])
+                        except (ValueError, KeyError, TypeError):
+                            continue  # torn or damaged: replay() reports damaged lines
+                        if nonce.expires_at > now:
+                            nonces.append(nonce)
+        except FileNotFoundError:
+            pass
+        return nonces
+
     def _truncate_sync(self) -> None:
         try:
             fd = os.open(self._path, os.O_WRONLY | os.O_TRUNC)
@@ -165,6 +206,8 @@ def _parse(line: bytes, records: list[CallRecord], counts: list[OutcomeCount]) -
             records.append(record_from_json(entry["r"]))
         elif "c" in entry:
             counts.append(count_from_json(entry["c"]))
+        elif "n" in entry:
+            nonce_from_json(entry["n"])  # checked here; read by ``replay_nonces``
         else:
             return False
     except (ValueError, KeyError, TypeError):  # JSONDecodeError and UnicodeError are ValueErrors

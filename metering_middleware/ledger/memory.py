@@ -10,12 +10,12 @@ look at what was committed while the "outage" lasts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 
 from .codec import CountKey, count_key, format_time, parse_time
-from .records import CallRecord, OutcomeCount
+from .records import CallRecord, ClaimedNonce, OutcomeCount
 from .store import CallSummary, CredentialRow
 
 __all__ = ["MemoryStore"]
@@ -36,6 +36,7 @@ class MemoryStore:
         self._calls: dict[str, CallRecord] = {}  # insertion order is the store's seq order
         self._counts: dict[CountKey, int] = {}
         self._credentials: dict[str, CredentialRow] = {}
+        self._nonces: dict[tuple[str, str], ClaimedNonce] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore(calls={len(self._calls)}, fail_with={self.fail_with!r})"
@@ -59,9 +60,14 @@ class MemoryStore:
     async def check(self) -> None:
         self._maybe_fail()
 
-    async def write(self, records: Sequence[CallRecord], counts: Sequence[OutcomeCount]) -> None:
+    async def write(
+        self,
+        records: Sequence[CallRecord],
+        counts: Sequence[OutcomeCount],
+        nonces: Sequence[ClaimedNonce] = (),
+    ) -> None:
         self._maybe_fail()
-        if not records and not counts:
+        if not records and not counts and not nonces:
             return
         # Build first, apply after: a bad value must leave the store untouched (one transaction).
         new_calls: dict[str, CallRecord] = {}
@@ -72,10 +78,38 @@ class MemoryStore:
         for c in counts:
             key = count_key(replace(c, minute=_stored(c.minute)))
             added[key] = added.get(key, 0) + c.count
+        held = self._nonces
+        new_nonces: dict[tuple[str, str], ClaimedNonce] = {}
+        for nonce in nonces:  # one per nonce, the later expiry (what a reader of SQLite's takes)
+            key_n = (nonce.access_key_id, nonce.nonce)
+            nonce = replace(nonce, expires_at=_stored_epoch(nonce.expires_at))
+            old = new_nonces.get(key_n) or held.get(key_n)
+            if old is None or nonce.expires_at > old.expires_at:
+                new_nonces[key_n] = nonce
         self._calls.update(new_calls)
         for key, n in added.items():
             self._counts[key] = self._counts.get(key, 0) + n
+        held.update(new_nonces)
         self.writes += 1
+
+    async def live_nonces(
+        self, now: float, *, chunk: int = 10_000
+    ) -> AsyncIterator[list[ClaimedNonce]]:
+        live = sorted(
+            (n for n in self._nonces.values() if n.expires_at > now),
+            key=lambda n: (n.access_key_id, n.nonce),
+        )
+        for start in range(0, len(live), chunk):
+            yield live[start : start + chunk]
+
+    async def prune_nonces(self, now: float, limit: int) -> int:
+        self._maybe_fail()
+        expired = sorted(
+            (n for n in self._nonces.values() if n.expires_at <= now), key=lambda n: n.expires_at
+        )[: max(limit, 0)]
+        for n in expired:
+            del self._nonces[n.access_key_id, n.nonce]
+        return len(expired)
 
     async def calls(
         self,
@@ -155,6 +189,11 @@ class MemoryStore:
 def _stored(when: datetime) -> datetime:
     """The datetime a round trip through storage gives (UTC; naive ones refused)."""
     return parse_time(format_time(when))
+
+
+def _stored_epoch(seconds: float) -> float:
+    """Epoch seconds as a round trip through storage gives them (whole milliseconds)."""
+    return round(seconds * 1000) / 1000
 
 
 def _bound(when: datetime | None) -> datetime | None:

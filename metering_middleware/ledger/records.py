@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-__all__ = ["CallRecord", "Outcome", "OutcomeCount"]
+__all__ = ["CallRecord", "ClaimedNonce", "Outcome", "OutcomeCount"]
 
 
 class Outcome(StrEnum):
@@ -54,3 +54,20 @@ class OutcomeCount:
     outcome: Outcome
     detail: str
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedNonce:
+    """A signature nonce a call claimed, kept beside the ledger until ``expires_at``.
+
+    A restart must not reopen a replay window: the nonces claimed before it are
+    loaded back at start (``MeteringRuntime.start``). ``expires_at`` is epoch
+    seconds, like the claim itself (the signature's timestamp plus the window).
+    ``account`` is "" when the claimer did not know it (the verifier claims
+    nonces itself when no limiter runs); the AccessKey's account fills it in.
+    """
+
+    account: str
+    access_key_id: str
+    nonce: str
+    expires_at: float

@@ -14,6 +14,10 @@ Behaviour worth knowing before running it in production:
   on a NOT NULL violation instead of silently dropping the row) and adds the
   outcome counts (upsert-add), then commits. Any SQLite or OS failure rolls
   back and is raised as ``StoreError``.
+- **Nonces.** ``write`` also appends the batch's claimed signature nonces (table
+  ``nonces``, one row per claim with its expiry) in the same transaction;
+  ``live_nonces`` reads them back in keyset pages at start, ``prune_nonces``
+  deletes a bounded number of expired ones (the writer calls it).
 - **File identity.** The store remembers the (device, inode) of the file it
   opened. Before each write and in ``check()`` it stats the path again: if the
   file was removed or replaced (restored from a backup, moved away, deleted by
@@ -36,9 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -50,17 +55,20 @@ from ..clock import Clock, SystemClock
 from .codec import (
     CallRow,
     CountRow,
+    NonceRow,
     count_from_row,
     count_to_row,
     credential_from_row,
     credential_to_row,
     format_time,
+    nonce_from_row,
+    nonce_to_row,
     parse_time,
     record_from_row,
     record_to_row,
 )
 from .migrate import migrate_file
-from .records import CallRecord, OutcomeCount
+from .records import CallRecord, ClaimedNonce, OutcomeCount
 from .store import CallSummary, CredentialRow, StoreError
 
 __all__ = ["SqliteStore"]
@@ -77,6 +85,16 @@ _ADD_COUNT = (
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (minute, account, category, action, outcome, detail)"
     " DO UPDATE SET count = count + excluded.count"
+)
+# Appended, never upserted: a key on the (random) nonce would cost a page per row.
+_HOLD_NONCE = "INSERT INTO nonces (access_key_id, nonce, account, expires_ms) VALUES (?, ?, ?, ?)"
+_LIVE_NONCES = (
+    "SELECT seq, access_key_id, nonce, account, expires_ms FROM nonces"
+    " WHERE seq > ? AND expires_ms > ? ORDER BY seq LIMIT ?"
+)
+_PRUNE_NONCES = (
+    "DELETE FROM nonces WHERE seq IN"
+    " (SELECT seq FROM nonces WHERE expires_ms <= ? ORDER BY expires_ms LIMIT ?)"
 )
 _CALL_COLUMNS = (
     "id, request_id, account, access_key_id, category, action, version, item,"
@@ -218,12 +236,18 @@ class SqliteStore:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def write(self, records: Sequence[CallRecord], counts: Sequence[OutcomeCount]) -> None:
-        if not records and not counts:
+    async def write(
+        self,
+        records: Sequence[CallRecord],
+        counts: Sequence[OutcomeCount],
+        nonces: Sequence[ClaimedNonce] = (),
+    ) -> None:
+        if not records and not counts and not nonces:
             return
         recorded_at = format_time(self._clock.now())
         rows = [record_to_row(r, recorded_at) for r in records]
         count_rows = [count_to_row(c) for c in counts]
+        nonce_rows = [nonce_to_row(n) for n in nonces]
         async with self._lock:
             conn = self._connection()
             try:
@@ -233,7 +257,7 @@ class SqliteStore:
                 # ~100-150 µs of CPU per commit). ``_execute`` is aiosqlite's own
                 # "run this in my thread" (private, but stable since its first releases).
                 run: Callable[..., Awaitable[None]] = conn._execute
-                await run(_write_transaction, conn._conn, rows, count_rows)
+                await run(_write_transaction, conn._conn, rows, count_rows, nonce_rows)
             except _SQLITE_FAILURES as exc:
                 raise StoreError(f"ledger write failed: {exc}") from exc
             self.writes += 1
@@ -270,6 +294,30 @@ class SqliteStore:
             except _SQLITE_FAILURES as exc:
                 raise StoreError(f"cannot update credential: {exc}") from exc
         return changed > 0
+
+    async def prune_nonces(self, now: float, limit: int) -> int:
+        async with self._lock:
+            conn = self._connection()
+            try:
+                run: Callable[..., Awaitable[int]] = conn._execute
+                return await run(_prune_transaction, conn._conn, math.floor(now * 1000), limit)
+            except _SQLITE_FAILURES as exc:
+                raise StoreError(f"cannot prune nonces: {exc}") from exc
+
+    async def live_nonces(
+        self, now: float, *, chunk: int = 10_000
+    ) -> AsyncIterator[list[ClaimedNonce]]:
+        # Keyset pages in insertion order: each page is one short read under the lock,
+        # so the writer commits between pages however many nonces there are.
+        after = 0
+        cutoff = math.floor(now * 1000)
+        while True:
+            rows = await self._fetch(_LIVE_NONCES, (after, cutoff, chunk))
+            if rows:
+                yield [nonce_from_row(row[1:]) for row in rows]
+            if len(rows) < chunk:
+                return
+            after = rows[-1][0]
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -339,11 +387,20 @@ class SqliteStore:
 
 
 def _write_transaction(
-    db: sqlite3.Connection, rows: list[CallRow], count_rows: list[CountRow]
+    db: sqlite3.Connection,
+    rows: list[CallRow],
+    count_rows: list[CountRow],
+    nonce_rows: list[NonceRow],
 ) -> None:
-    """One write transaction, run in the connection's thread; rolled back on any failure."""
+    """One write transaction, run in the connection's thread; rolled back on any failure.
+
+    The nonces claimed by a batch's calls commit with its records (the writer puts a
+    call's nonce, claimed at admission, in the batch of its record or an earlier one).
+    """
     db.execute("BEGIN IMMEDIATE")
     try:
+        if nonce_rows:
+            db.executemany(_HOLD_NONCE, nonce_rows)
         if rows:
             db.executemany(_INSERT_CALL, rows)
         if count_rows:
@@ -357,6 +414,22 @@ def _write_transaction(
             except _SQLITE_FAILURES:
                 _log.debug("rollback after a failed ledger write failed too", exc_info=True)
         raise
+
+
+def _prune_transaction(db: sqlite3.Connection, cutoff_ms: int, limit: int) -> int:
+    """Delete up to ``limit`` expired nonces, earliest first (bounded work per call)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        deleted = db.execute(_PRUNE_NONCES, (cutoff_ms, limit)).rowcount
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except _SQLITE_FAILURES:
+                _log.debug("rollback after a failed nonce prune failed too", exc_info=True)
+        raise
+    return int(deleted)
 
 
 def _filters(

@@ -5,12 +5,12 @@ One shared contract test suite runs against every implementation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from .records import CallRecord, OutcomeCount
+from .records import CallRecord, ClaimedNonce, OutcomeCount
 
 __all__ = ["CallSummary", "CredentialRow", "LedgerStore", "StoreError"]
 
@@ -54,8 +54,27 @@ class LedgerStore(Protocol):
         """Raise ``StoreError`` unless the store is reachable and still the same store."""
         ...
 
-    async def write(self, records: Sequence[CallRecord], counts: Sequence[OutcomeCount]) -> None:
-        """Commit records (idempotent by id) and add counts, in one transaction."""
+    async def write(
+        self,
+        records: Sequence[CallRecord],
+        counts: Sequence[OutcomeCount],
+        nonces: Sequence[ClaimedNonce] = (),
+    ) -> None:
+        """Commit records (idempotent by id), add counts and hold nonces, in one transaction.
+
+        A nonce already held keeps the later of the two expiries (idempotent too).
+        """
+        ...
+
+    def live_nonces(self, now: float, *, chunk: int = 10_000) -> AsyncIterator[list[ClaimedNonce]]:
+        """The nonces held past ``now`` (epoch seconds), in lists of at most ``chunk``.
+
+        The store is not locked between lists: writes go on while a caller reads them.
+        """
+        ...
+
+    async def prune_nonces(self, now: float, limit: int) -> int:
+        """Drop at most ``limit`` nonces that expired at or before ``now``; return how many."""
         ...
 
     async def calls(

@@ -13,6 +13,13 @@ list append; the writer task is woken once per batch, not per record.
 Outcome counters (``count()``) are summed per minute in memory and go with the
 next batch, or on their own at most ``count_interval`` after the first one.
 
+Claimed signature nonces (``hold_nonce()``) ride along the same way: with the
+next batch, or on their own after the same delay as counters. A call claims its
+nonce at admission, before its record exists, so its nonce is always in the
+batch of its record or an earlier one: a committed record always has its nonce
+committed (and a journaled one, journaled). Expired nonces are pruned by the
+writer task, a bounded number per pass (``prune_nonces`` of the store).
+
 Failure policy (never lose a record, never duplicate one):
 
 1. ``store.write`` fails: the batch is appended to the journal and fsynced, and
@@ -49,7 +56,7 @@ from ..clock import Clock, SystemClock
 from ._sink import Batch, BatchSink, LedgerUnavailable, SharedFuture
 from .codec import CountKey, minute_of
 from .journal import Journal
-from .records import CallRecord, Outcome, OutcomeCount
+from .records import CallRecord, ClaimedNonce, Outcome, OutcomeCount
 from .store import LedgerStore
 
 __all__ = ["LedgerUnavailable", "LedgerWriter", "WriterStats"]
@@ -57,6 +64,8 @@ __all__ = ["LedgerUnavailable", "LedgerWriter", "WriterStats"]
 _NEW, _RUNNING, _STOPPING, _STOPPED = "new", "running", "stopping", "stopped"
 _GATHER_PASSES = 8  # at most this many event-loop passes spent growing a strict group
 _MAX_WAIT = 1.0  # real seconds between re-reading the clock when nothing wakes the task
+_PRUNE_EVERY = 60.0  # seconds between prunes of expired nonces (while nonces are held)
+_PRUNE_CHUNK = 5000  # nonces deleted per prune: a short transaction; a full one prunes again
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +126,11 @@ class LedgerWriter:
         self._first_at = 0.0
         self._counts: dict[CountKey, int] = {}
         self._counts_first_at = 0.0
+        self._nonces: list[ClaimedNonce] = []
+        self._nonces_first_at = 0.0
+        # The first pass prunes what an earlier run left expired; later ones follow use.
+        self._prune_at = 0.0
+        self._prune_wanted = True
 
     # -- the hot path ----------------------------------------------------------------------
 
@@ -154,6 +168,17 @@ class LedgerWriter:
             self._wake.set()
         counts[key] = counts.get(key, 0) + 1
 
+    def hold_nonce(self, nonce: ClaimedNonce) -> None:
+        """Keep a claimed signature nonce in the store with the next batch (no future)."""
+        nonces = self._nonces
+        if not nonces:
+            if self._state is not _RUNNING and self._state is not _STOPPING:
+                raise RuntimeError(f"ledger writer is {self._state}, not running")
+            self._nonces_first_at = self._clock.monotonic()
+            # Only to set the deadline: a strict record submitted meanwhile takes it along.
+            self._wake.set()
+        nonces.append(nonce)
+
     # -- state -----------------------------------------------------------------------------
 
     @property
@@ -179,6 +204,7 @@ class LedgerWriter:
             raise RuntimeError(f"ledger writer is {self._state}; a writer starts once")
         self._loop = asyncio.get_running_loop()
         self._state = _RUNNING
+        self._prune_at = self._clock.monotonic()
         if self._journal is not None and self._journal.size() > 0:
             self._sink.journal_dirty = True
             await self._sink.recover()
@@ -260,7 +286,7 @@ class LedgerWriter:
             for done, _, _ in requests:
                 if not done.done():
                     done.set_result(self.healthy)
-            if stopping and not self._pending and not self._counts:
+            if stopping and not self._pending and not self._counts and not self._nonces:
                 return
 
     async def _gather(self) -> None:
@@ -290,6 +316,10 @@ class LedgerWriter:
             deadlines.append(self._first_at + self._flush_interval)
         if self._counts:
             deadlines.append(self._counts_first_at + self._count_delay)
+        if self._nonces:
+            deadlines.append(self._nonces_first_at + self._count_delay)
+        if self._prune_wanted:
+            deadlines.append(self._prune_at)
         if self._sink.needs_recovery:
             deadlines.append(self._sink.next_retry)
         if not deadlines:
@@ -302,6 +332,8 @@ class LedgerWriter:
             await self._sink.recover()
         if force_flush or self._batch_due(now):
             await self._flush()
+        if self._prune_wanted and now >= self._prune_at:
+            await self._prune(now)
 
     def _batch_due(self, now: float) -> bool:
         if self._pending and (
@@ -310,6 +342,8 @@ class LedgerWriter:
             or now >= self._first_at + self._flush_interval
         ):
             return True
+        if self._nonces and now >= self._nonces_first_at + self._count_delay:
+            return True
         return bool(self._counts) and now >= self._counts_first_at + self._count_delay
 
     async def _flush(self) -> None:
@@ -317,5 +351,16 @@ class LedgerWriter:
         self._pending, self._future = [], None
         counts = [OutcomeCount(*key, count=n) for key, n in self._counts.items()]
         self._counts = {}
-        if records or counts:
-            await self._sink.persist(Batch(records, counts, future))
+        nonces, self._nonces = self._nonces, []
+        if records or counts or nonces:
+            await self._sink.persist(Batch(records, counts, future, nonces))
+            if nonces:
+                self._prune_wanted = True
+
+    async def _prune(self, now: float) -> None:
+        deleted = await self._sink.prune_nonces(_PRUNE_CHUNK)
+        if deleted >= _PRUNE_CHUNK:
+            self._prune_at = now  # more are expired: go on next pass, between batches
+        else:
+            self._prune_at = now + _PRUNE_EVERY
+            self._prune_wanted = False

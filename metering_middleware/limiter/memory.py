@@ -19,7 +19,7 @@ import contextlib
 import fcntl
 import os
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 
 from ..clock import Clock
 from ..nonces import MemoryNonceStore
@@ -182,6 +182,11 @@ class MemoryLimiter:
             (account, category, action), limit, int(WINDOW_SECONDS * _US), round(mono * _US)
         )
         return _decision(result, limit, WINDOW_SECONDS, t)
+
+    async def seed_nonces(self, claims: Iterable[tuple[str, NonceClaim]]) -> int:
+        """Hold ``(account, claim)`` nonces claimed before a restart; returns how many
+        were new. The account does not matter here (nonces are per AccessKey)."""
+        return self.nonces.seed((c.access_key_id, c.nonce, c.expires_at) for _, c in claims)
 
     def admit_local(self, key: Hashable, limit: int, window: float) -> Decision:
         """A degraded decision on this process's log, now (the Redis ``local`` policy)."""

@@ -26,6 +26,8 @@ import contextlib
 import itertools
 import logging
 import secrets
+import uuid
+from collections.abc import Iterable
 from importlib.resources import files
 
 import redis.asyncio as aioredis
@@ -61,6 +63,10 @@ _TTL_MS = int(WINDOW_SECONDS * 1000) + 1
 #: With explicit (test) time the script's clock is not Redis's, so keep logs longer.
 _EXPLICIT_TTL_MS = 600_000
 _FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+#: Nonces per pipelined round trip when seeding.
+_SEED_CHUNK = 1000
+#: The seed marker's life; each check renews it, and a gateway gone idle longer re-seeds.
+_MARKER_TTL_MS = 3_600_000
 
 
 def _retry() -> Retry:
@@ -152,6 +158,9 @@ class RedisLimiter:
         # Claim tokens: unique per admission, across processes (a random tag each).
         self._tag = secrets.token_hex(6)
         self._seq = itertools.count()
+        # Set when this process seeded Redis with the ledger's nonces: gone means Redis
+        # lost them (restarted empty, flushed) and they must be seeded again.
+        self._seed_marker = f"{key_prefix}seeded:{uuid.uuid4().hex}"
         #: Round trips that failed (connection, timeout, Redis error), since start.
         self.failures = 0
         #: Decisions the failure policy made, since start.
@@ -213,6 +222,56 @@ class RedisLimiter:
             return await self._fallback(account, category, action, limit, nonce)
         self._answered()
         return _decision(reply, limit)
+
+    async def seed_nonces(self, claims: Iterable[tuple[str, NonceClaim]]) -> int:
+        """Hold ``(account, claim)`` nonces claimed before a restart; returns how many
+        Redis did not hold yet.
+
+        Each is ``SET key expiry NX PX remaining`` under the key and value the admission
+        script uses, so a Redis that came back empty refuses their replays again, and
+        gateways starting together (or a Redis that kept them) change nothing. The
+        in-process store the failure policy claims into is seeded too. A Redis that is
+        down now is logged and counted as a failure, never fatal (the policy decides).
+        """
+        claims = list(claims)
+        await self.local.seed_nonces(claims)
+        now_ms = round(self._clock.time() * 1000)
+        added = 0
+        try:
+            for start in range(0, max(len(claims), 1), _SEED_CHUNK):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for account, claim in claims[start : start + _SEED_CHUNK]:
+                        expires = round(claim.expires_at * 1000)
+                        if expires <= now_ms or not account:
+                            continue  # expired; or no account, so no key the script reads
+                        key = nonce_key(self._prefix, account, claim.access_key_id, claim.nonce)
+                        pipe.set(key, str(expires), nx=True, px=expires - now_ms)
+                    # Last, so it is only there once the nonces before it are.
+                    pipe.set(self._seed_marker, "1", px=_MARKER_TTL_MS)
+                    added += sum(1 for done in (await pipe.execute())[:-1] if done)
+        except _FAILURES as exc:
+            self._failed(exc)
+            log.error(
+                "limiter: could not seed %d nonces claimed before the restart into Redis at "
+                "%s (%r): until they expire, their replays are refused only while this "
+                "process decides without Redis",
+                len(claims),
+                self.url,
+                exc,
+            )
+        return added
+
+    async def nonces_lost(self) -> bool:
+        """True if Redis no longer holds what ``seed_nonces`` gave it (its marker is gone:
+        Redis restarted empty, or was flushed). Renews the marker otherwise. False when
+        Redis cannot be asked now (the admission path counts that failure)."""
+        if self.breaker.state is not BreakerState.CLOSED:
+            return False  # not a probe: the breaker's half-open call is admission's
+        try:
+            renewed = await self._client.set(self._seed_marker, "1", xx=True, px=_MARKER_TTL_MS)
+        except _FAILURES:
+            return False
+        return renewed is None
 
     async def _run(self, keys: list[str], args: list[str]) -> bytes:
         if self._sha is None:

@@ -9,6 +9,7 @@ def test_public_names() -> None:
     assert sorted(ledger.__all__) == [
         "CallRecord",
         "CallSummary",
+        "ClaimedNonce",
         "CredentialRow",
         "Journal",
         "LedgerStore",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -10,6 +11,7 @@ import pytest
 from metering_middleware.clock import BEIJING
 from metering_middleware.ledger import (
     CallSummary,
+    ClaimedNonce,
     CredentialRow,
     LedgerStore,
     Outcome,
@@ -19,6 +21,8 @@ from metering_middleware.ledger import (
 from .support import T0, make_record
 
 MINUTE = T0.replace(second=0, microsecond=0)
+#: Signature timestamps are whole seconds, so nonce expiries are too (stored in ms).
+WHOLE_SECOND = T0.replace(microsecond=0).timestamp()
 
 
 def _count(
@@ -194,3 +198,59 @@ async def test_naive_datetimes_are_refused(store: LedgerStore) -> None:
 
 async def test_check_passes_on_a_healthy_store(store: LedgerStore) -> None:
     await store.check()
+
+
+# -- claimed signature nonces --------------------------------------------------------------
+
+
+async def _live(store: LedgerStore, now: float, chunk: int = 10_000) -> list[ClaimedNonce]:
+    return [n async for page in store.live_nonces(now, chunk=chunk) for n in page]
+
+
+async def test_nonces_commit_with_records_and_read_back_while_live(store: LedgerStore) -> None:
+    now = WHOLE_SECOND
+    held = [
+        ClaimedNonce("acct-a", "LTAI1", "n-1", now + 900.25),
+        ClaimedNonce("", "LTAI1", "n-2", now + 60),  # claimed without an account
+        ClaimedNonce("acct-b", "LTAI2", "n-1", now + 1800.001),  # per AccessKey (ms)
+    ]
+    await store.write([make_record()], [], held)
+    assert len(await store.calls()) == 1
+    by_key = operator.attrgetter("access_key_id", "nonce")
+    assert sorted(await _live(store, now), key=by_key) == sorted(held, key=by_key)
+    # Expiry is exclusive: at its expiry a nonce is free again, so it is not live.
+    assert sorted(await _live(store, now + 60), key=by_key) == [held[0], held[2]]
+    assert await _live(store, now + 1800.001) == []
+
+
+async def test_live_nonces_come_in_pages_that_cover_every_one(store: LedgerStore) -> None:
+    now = WHOLE_SECOND
+    held = [ClaimedNonce("a", f"LTAI{i % 3}", f"n-{i:03d}", now + 100 + i) for i in range(25)]
+    await store.write([], [], held)
+    pages = [page async for page in store.live_nonces(now, chunk=10)]
+    assert [len(p) for p in pages] == [10, 10, 5]
+    by_key = operator.attrgetter("access_key_id", "nonce")
+    assert sorted((n for p in pages for n in p), key=by_key) == sorted(held, key=by_key)
+
+
+async def test_a_nonce_held_twice_is_live_until_its_later_expiry(store: LedgerStore) -> None:
+    # A journal replayed twice, or a nonce claimed again after it expired: a store may
+    # keep both rows; a reader seeds each, and the later expiry is what holds.
+    now = WHOLE_SECOND
+    await store.write([], [], [ClaimedNonce("a", "LTAI1", "n", now + 100)])
+    await store.write([], [], [ClaimedNonce("a", "LTAI1", "n", now + 50)])
+    assert max(n.expires_at for n in await _live(store, now)) == now + 100
+    assert [n.expires_at for n in await _live(store, now + 50)] == [now + 100]
+    await store.write([], [], [ClaimedNonce("a", "LTAI1", "n", now + 200)])
+    assert [n.expires_at for n in await _live(store, now + 100)] == [now + 200]
+
+
+async def test_prune_drops_expired_nonces_earliest_first_and_bounded(store: LedgerStore) -> None:
+    now = WHOLE_SECOND
+    expired = [ClaimedNonce("a", "LTAI1", f"old-{i}", now - 10 + i) for i in range(5)]
+    live = [ClaimedNonce("a", "LTAI1", "live", now + 10)]
+    await store.write([], [], expired + live)
+    assert await store.prune_nonces(now, 2) == 2
+    assert await store.prune_nonces(now, 100) == 3
+    assert await store.prune_nonces(now, 100) == 0
+    assert await _live(store, now - 100) == live  # only the live one is left
