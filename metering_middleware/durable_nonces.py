@@ -135,7 +135,10 @@ class DurableNonceLimiter:
                 # Shared decisions again: what was claimed without the backend goes to it.
                 self._degraded = False
                 self._resync = True
-            watch.start_if_due()
+            if self._resync and not watch.running:
+                watch.start()  # at once, not after the check interval: the gap is open now
+            else:
+                watch.start_if_due()
         return decision
 
     async def _check(self) -> None:

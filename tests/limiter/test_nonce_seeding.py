@@ -118,7 +118,10 @@ async def test_nonces_claimed_without_redis_reach_it_once_it_answers_again(
         await writer.flush_now()
         while (await admin.ping()) is not True:  # the pause is over when Redis answers
             pass
-        clock.advance(5.0)  # the breaker's cool-down: the next call probes Redis
+        clock.advance(5.0)  # past the breaker's cool-down: the next call starts a probe
+        d = await gateway.admit("acct", "facebody", "DetectFace", 5, nonce=_claim(clock, "p"))
+        assert d.degraded  # decided by the policy while the probe runs behind it
+        await inner.wait_probe()
         d = await gateway.admit("acct", "facebody", "DetectFace", 5, nonce=_claim(clock, "x"))
         assert d.admitted and not d.degraded
         await gateway.join()
