@@ -27,6 +27,7 @@ from ._output import render
 from .clock import BEIJING, SystemClock
 from .credentials import SECRET_KEY_ENV, CredentialManager, SecretBox
 from .ledger import LedgerStore, StoreError
+from .ledger.migrate import LedgerMissing
 from .ledger.urls import open_store
 from .rating import LockLost, SettleBusy
 from .rating._commands import CATALOG_ENV, RATING_COLUMNS, add_rating_commands
@@ -300,14 +301,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The only command that starts a new ledger; every other one needs the file to be there,
+#: so a mistyped --db is an error instead of a new, empty, migrated database.
+_CREATING = frozenset({_accounts_add})
+
+
 async def _run(args: argparse.Namespace) -> list[dict[str, Any]] | str:
     url = args.db or os.environ.get(DB_ENV) or DEFAULT_DB
     try:
-        store = open_store(url)
+        store = open_store(url, create=args.handler in _CREATING)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:
         await store.open()
+    except LedgerMissing as exc:
+        raise CliError(f"{exc} (check --db; `metering accounts add` starts a ledger)") from None
     except (StoreError, OSError) as exc:
         raise CliError(f"cannot open ledger {url}: {exc}") from None
     try:

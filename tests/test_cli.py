@@ -303,3 +303,56 @@ def test_gateway_alone_prints_its_help_and_exits_2() -> None:
     assert bare.returncode == 2 and bare.stdout == "" and "Traceback" not in bare.stderr
     assert bare.stderr.startswith("usage: metering-gateway ")
     assert all(f"\n  {c} " in bare.stderr for c in ("demo", "serve", "mock"))
+
+
+READ_AND_UPDATE_COMMANDS = [
+    ["accounts", "list"],
+    ["accounts", "disable", "acme"],
+    ["ledger", "calls"],
+    ["ledger", "summary"],
+    ["ledger", "outcomes"],
+    ["plans", "list"],
+    ["plans", "show", "plan-1"],
+    ["plans", "buy", "single", "acme", "--category", "ocr", "--points", "1", "--price", "1"],
+    ["settle"],
+    ["rerate", "--month", "2026-11"],
+    ["bill", "acme", "--month", "2026-11"],
+]
+
+
+@pytest.mark.parametrize("command", READ_AND_UPDATE_COMMANDS, ids=" ".join)
+def test_a_mistyped_ledger_path_is_an_error_not_a_new_ledger(
+    tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "ledgr.sqlite"
+    assert main(["--db", f"sqlite:///{typo}", *command]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and "no ledger file" in err and str(typo) in err
+    assert not typo.exists()
+
+
+def test_only_accounts_add_starts_a_new_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "new.sqlite"
+    assert main(["--db", str(path), "accounts", "add", "acme"]) == 0
+    assert path.exists()
+    capsys.readouterr()
+    assert main(["--db", str(path), "accounts", "list"]) == 0
+    assert "acme" in capsys.readouterr().out
+
+
+def test_a_file_that_is_not_a_ledger_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "notes.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (text)")
+    conn.close()
+    assert main(["--db", str(path), "ledger", "calls"]) == 1
+    assert "not a ledger" in capsys.readouterr().err
+    conn = sqlite3.connect(path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    conn.close()
+    assert tables == {"notes"}  # not migrated into a ledger

@@ -66,6 +66,7 @@ class BatchSink:
         self._log = log
         self.held: list[Batch] = []  # failed batches, only in memory
         self.store_down = False
+        self._down_reason = ""  # logged when it changes, not on every retry
         self.journal_dirty = False  # the journal may hold records the store lacks
         self._journal_applied = 0  # bytes of the journal already replayed (truncate failed)
         self.next_retry = 0.0
@@ -134,6 +135,7 @@ class BatchSink:
         self.n["store_failures"] += 1
         if not self.store_down:
             self.store_down = True
+            self._down_reason = str(exc)
             self.next_retry = self._clock.monotonic() + self._retry_interval
             self._log.warning("ledger store failed (%s): journaling until it recovers", exc)
 
@@ -145,7 +147,11 @@ class BatchSink:
             try:
                 await self._revive_store()
             except Exception as exc:
-                self._log.debug("ledger store still down: %s", exc)
+                if str(exc) != self._down_reason:  # e.g. gone, then another file put there
+                    self._down_reason = str(exc)
+                    self._log.warning("ledger store still down: %s", exc)
+                else:
+                    self._log.debug("ledger store still down: %s", exc)
                 if self.held:
                     await self._journal_or_hold([])
                 return

@@ -12,26 +12,45 @@ mirrors the highest one for outside tools).
 The functions here are synchronous (plain ``sqlite3``): the async store runs
 them in a thread before it opens its own connection, and a CLI can call
 :func:`migrate_file` directly.
+
+Creating is a decision, not a side effect of opening: ``migrate_file(path,
+create=False)`` (and :func:`connect_existing`) refuse a missing file
+(:class:`LedgerMissing`) and a file that is not a ledger (:class:`NotALedger`)
+instead of making a new empty database at a mistyped or vanished path.
+
+A ledger's identity is :func:`ledger_birth`: when its first migration was
+applied (microsecond UTC text in ``schema_migrations``). It is written once,
+when the file is created, and travels with every copy of the file, so a
+store can tell "the same ledger again" (moved back, restored from a backup of
+it) from "some other database at the same path".
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
 from dataclasses import dataclass
 from importlib import resources
 from os import PathLike
+from pathlib import Path
+from urllib.parse import quote
 
 from .codec import format_time
 from .store import StoreError
 
 __all__ = [
+    "LedgerMissing",
     "Migration",
+    "NotALedger",
     "SchemaTooNew",
     "apply_migrations",
+    "connect_existing",
+    "ledger_birth",
     "load_migrations",
     "migrate_file",
+    "rw_uri",
     "split_statements",
 ]
 
@@ -40,6 +59,18 @@ _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 class SchemaTooNew(StoreError):
     """The file was migrated by a newer version of this package."""
+
+
+class LedgerMissing(StoreError):
+    """No file at the ledger's path, and this open may not create one."""
+
+
+class NotALedger(StoreError):
+    """A file at the ledger's path that no ledger migration ever touched."""
+
+
+_BIRTH_SQL = "SELECT applied_at FROM schema_migrations WHERE version = 1"
+_HAS_SCHEMA_SQL = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,21 +170,74 @@ def apply_migrations(
     return applied
 
 
+def connect_existing(path: str | PathLike[str], *, timeout: float = 5.0) -> sqlite3.Connection:
+    """An autocommit connection to the ledger file at ``path``, which must exist.
+
+    Opened with ``mode=rw``, so SQLite itself never creates the file (a plain
+    ``connect`` would, even between our check and the open). The file must
+    already be a ledger (``NotALedger`` otherwise). Extra ``sqlite3.connect``
+    options are the caller's to set afterwards (PRAGMAs).
+    """
+    if not os.path.exists(path):
+        raise LedgerMissing(f"no ledger file at {str(path)!r}")
+    try:
+        conn = sqlite3.connect(
+            rw_uri(path),
+            uri=True,
+            isolation_level=None,
+            timeout=timeout,
+            check_same_thread=False,
+        )
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open ledger file {str(path)!r}: {exc}") from exc
+    try:
+        if conn.execute(_HAS_SCHEMA_SQL).fetchone() is None:
+            raise NotALedger(f"{str(path)!r} is not a ledger file (no schema_migrations table)")
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.Error):  # e.g. "file is not a database"
+            raise NotALedger(f"{str(path)!r} is not a ledger file: {exc}") from exc
+        raise
+    return conn
+
+
+def ledger_birth(conn: sqlite3.Connection) -> str | None:
+    """The ledger's identity: when its first migration was applied (None: not a ledger)."""
+    try:
+        row = conn.execute(_BIRTH_SQL).fetchone()
+    except sqlite3.OperationalError:  # no schema_migrations table
+        return None
+    return None if row is None else str(row[0])
+
+
+def rw_uri(path: str | PathLike[str]) -> str:
+    """A ``file:`` URI for ``path`` that SQLite opens read-write but never creates."""
+    # An absolute path keeps a relative one from being read as a URI authority.
+    return "file:" + quote(str(Path(path).absolute())) + "?mode=rw"
+
+
 def migrate_file(
     path: str | PathLike[str],
     *,
     busy_timeout_ms: int = 5000,
     synchronous: str = "FULL",
+    create: bool = True,
 ) -> list[int]:
     """Create or upgrade the ledger file at ``path``; return the versions applied here.
 
-    Also switches the file to WAL (a property of the file, kept across opens).
-    SQLite errors are raised as ``StoreError``.
+    With ``create=False`` a missing file is ``LedgerMissing`` and a file that is
+    not a ledger (empty, another application's database) is ``NotALedger``:
+    only a ledger that exists is upgraded. Also switches the file to WAL (a
+    property of the file, kept across opens). SQLite errors are raised as
+    ``StoreError``.
     """
-    try:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open ledger file {str(path)!r}: {exc}") from exc
+    if create:
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open ledger file {str(path)!r}: {exc}") from exc
+    else:
+        conn = connect_existing(path, timeout=busy_timeout_ms / 1000)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         mode = _enable_wal(conn, busy_timeout_ms / 1000)

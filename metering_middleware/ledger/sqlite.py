@@ -18,17 +18,27 @@ Behaviour worth knowing before running it in production:
   ``nonces``, one row per claim with its expiry) in the same transaction;
   ``live_nonces`` reads them back in keyset pages at start, ``prune_nonces``
   deletes a bounded number of expired ones (the writer calls it).
+- **Creating is for the first open only.** ``open()`` creates and migrates a
+  missing file when the store was made with ``create=True`` (the default: a
+  gateway's first start, ``metering accounts add``); with ``create=False`` it
+  raises ``LedgerMissing`` instead (the CLI's read commands, so a mistyped
+  path is an error, not a new empty ledger). Nothing after the first open
+  ever creates a file.
 - **File identity.** The store remembers the (device, inode) of the file it
-  opened. Before each write and in ``check()`` it stats the path again: if the
-  file was removed or replaced (restored from a backup, moved away, deleted by
-  hand), the open connection would go on writing into a file nobody will read,
-  so ``write``/``check`` raise ``StoreError("ledger file removed or replaced")``
-  instead. The ledger writer then journals and periodically calls
-  :meth:`SqliteStore.reopen`, which checkpoints the old file's WAL into it,
-  closes the connection and opens the path again, creating and migrating a
-  new, empty file if none is there; the journal is then replayed into it.
-  Records committed to the old file stay in the old file (wherever it was
-  moved); nothing is copied between files.
+  opened and the ledger's birth stamp (:func:`.migrate.ledger_birth`). Before
+  each operation and in ``check()`` it stats the path again: if the file was
+  removed or replaced (moved away, deleted by hand, a new file in its place),
+  the open connection would go on writing into a file nobody will read, so
+  every operation raises ``StoreError`` instead, with a message that says
+  which. The ledger writer then journals (``/readyz`` answers 503 through
+  ``check()``) and periodically calls :meth:`SqliteStore.reopen`, which
+  checkpoints the old file's WAL into it, closes the connection and opens the
+  path again *without creating*, and only if the file there is the same
+  ledger (same birth stamp: the file moved back, or a backup of it restored).
+  A missing file, an empty one or another ledger stays a store failure until
+  the real file is back; then the journal is replayed into it. Records
+  committed to the old file stay in the old file (wherever it was moved);
+  nothing is copied between files.
 - **Concurrency.** One connection per store; operations are serialised by an
   ``asyncio.Lock`` so a reader never runs inside the writer's transaction.
   WAL lets other processes (the CLI) read while the gateway writes. A write
@@ -67,7 +77,7 @@ from .codec import (
     record_from_row,
     record_to_row,
 )
-from .migrate import migrate_file
+from .migrate import ledger_birth, migrate_file, rw_uri
 from .records import CallRecord, ClaimedNonce, OutcomeCount
 from .store import CallSummary, CredentialRow, StoreError
 
@@ -118,6 +128,7 @@ class SqliteStore:
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout_ms: int = 2000,
         clock: Clock | None = None,
+        create: bool = True,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
@@ -129,6 +140,9 @@ class SqliteStore:
         self._clock: Clock = clock or SystemClock()
         self._conn: aiosqlite.Connection | None = None
         self._identity: tuple[int, int] | None = None
+        self._create = create
+        self._birth: str | None = None  # the ledger this store belongs to, once opened
+        self._opened = False  # between open() and close(), even while the file is away
         self._lock = asyncio.Lock()
         self.writes = 0
         #: Migration versions applied by the last ``open()`` (empty if already current).
@@ -158,15 +172,18 @@ class SqliteStore:
     async def open(self) -> None:
         async with self._lock:
             await self._open()
+            self._opened = True
 
     async def close(self) -> None:
         async with self._lock:
+            self._opened = False
             await self._close()
 
     async def reopen(self) -> None:
-        """Close and open the same path again (a new file is created if it is gone)."""
+        """Close and open the path again: never creating, and only the same ledger."""
         async with self._lock:
             await self._close()
+            self._opened = True
             await self._open()
 
     async def check(self) -> None:
@@ -180,25 +197,39 @@ class SqliteStore:
     async def _open(self) -> None:
         if self._conn is not None:
             return
+        # Only the first open may create the file: once this store has held a ledger, a
+        # missing file is that ledger gone (moved, deleted), not a ledger to start.
+        first = self._birth is None
         applied = await asyncio.to_thread(
             migrate_file,
             self._path,
             busy_timeout_ms=self._busy_timeout_ms,
             synchronous=self._synchronous,
+            create=first and self._create,
         )
         conn: aiosqlite.Connection | None = None
         try:
-            # Autocommit mode: transactions are explicit BEGIN IMMEDIATE ... COMMIT.
-            conn = await aiosqlite.connect(self._path, isolation_level=None)
+            # Autocommit mode: transactions are explicit BEGIN IMMEDIATE ... COMMIT. The
+            # rw URI: should the file vanish after the migration, this fails, not creates.
+            conn = await aiosqlite.connect(rw_uri(self._path), uri=True, isolation_level=None)
             await conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            read_birth: Callable[..., Awaitable[str | None]] = conn._execute
+            birth = await read_birth(ledger_birth, conn._conn)
             stat = os.stat(self._path)
         except _SQLITE_FAILURES as exc:
             if conn is not None:
                 await _close_quietly(conn)
             raise StoreError(f"cannot open ledger file {str(self._path)!r}: {exc}") from exc
+        if not first and birth != self._birth:
+            await _close_quietly(conn)
+            raise StoreError(
+                f"ledger file {str(self._path)!r} is a different ledger (created {birth}, "
+                f"not {self._birth}): not writing into it; put the real ledger file back"
+            )
         self._conn = conn
         self._identity = (stat.st_dev, stat.st_ino)
+        self._birth = birth
         self.applied_migrations = tuple(applied)
 
     async def _close(self) -> None:
@@ -219,19 +250,30 @@ class SqliteStore:
         await _close_quietly(conn)
 
     def _file_changed(self) -> bool:
+        return self._file_problem() is not None
+
+    def _file_problem(self) -> str | None:
+        """Why the file at the path is not the one we opened, or None if it is."""
         try:
             stat = os.stat(self._path)
-        except OSError:
-            return True
-        return (stat.st_dev, stat.st_ino) != self._identity
+        except FileNotFoundError:
+            return f"ledger file {str(self._path)!r} is gone (moved or removed)"
+        except OSError as exc:
+            return f"ledger file {str(self._path)!r} cannot be checked: {exc}"
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            return f"ledger file {str(self._path)!r} was replaced by another file"
+        return None
 
     def _connection(self) -> aiosqlite.Connection:
         """The open connection, after checking the file is still the one we opened."""
         conn = self._conn
         if conn is None or self._identity is None:
+            if self._opened and self._birth is not None:  # the real file is not back yet
+                raise StoreError(self._file_problem() or "ledger file is not open")
             raise StoreError("ledger store is not open")
-        if self._file_changed():
-            raise StoreError("ledger file removed or replaced")
+        problem = self._file_problem()
+        if problem is not None:
+            raise StoreError(problem)
         return conn
 
     # -- writes ----------------------------------------------------------------------------

@@ -10,6 +10,9 @@
 
 SQLite URLs take options as query parameters: ``?synchronous=NORMAL`` and
 ``?busy_timeout_ms=500``. The store is returned unopened: ``await store.open()``.
+``create=False`` makes that open refuse a missing SQLite file (``LedgerMissing``)
+instead of creating a new ledger: for every use that reads or adds to a ledger
+that should already be there (see :class:`~.sqlite.SqliteStore`).
 """
 
 from __future__ import annotations
@@ -24,25 +27,25 @@ from .store import LedgerStore
 __all__ = ["open_store"]
 
 
-def open_store(url: str) -> LedgerStore:
+def open_store(url: str, *, create: bool = True) -> LedgerStore:
     """The (unopened) store a ledger URL names; ``ValueError`` for anything else."""
     if "://" not in url:
         if not url.strip():
             raise ValueError("empty ledger URL")
-        return SqliteStore(url)
+        return SqliteStore(url, create=create)
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
         if url.split("://", 1)[1] not in ("", "/"):
             raise ValueError(f"memory:// ledger URLs take no path: {url!r}")
         return MemoryStore()
     if scheme == "sqlite":
-        return _sqlite(url)
+        return _sqlite(url, create)
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         raise ValueError("PostgreSQL ledger stores are not supported yet; use sqlite:///path")
     raise ValueError(f"unsupported ledger URL scheme {scheme!r} (use sqlite:///path or memory://)")
 
 
-def _sqlite(url: str) -> SqliteStore:
+def _sqlite(url: str, create: bool) -> SqliteStore:
     parts = urlsplit(url)
     if parts.netloc:
         raise ValueError(
@@ -61,9 +64,9 @@ def _sqlite(url: str) -> SqliteStore:
     if options:
         raise ValueError(f"unknown sqlite URL options: {', '.join(sorted(options))}")
     if timeout is None:
-        return SqliteStore(path, synchronous=mode)
+        return SqliteStore(path, synchronous=mode, create=create)
     try:
         busy_timeout_ms = int(timeout)
     except ValueError:
         raise ValueError(f"busy_timeout_ms must be an integer, not {timeout!r}") from None
-    return SqliteStore(path, synchronous=mode, busy_timeout_ms=busy_timeout_ms)
+    return SqliteStore(path, synchronous=mode, busy_timeout_ms=busy_timeout_ms, create=create)

@@ -4,11 +4,19 @@ Plain ``sqlite3`` in a worker thread (``asyncio.to_thread``), one connection, ca
 serialised by an ``asyncio.Lock``: settlement reads a million rows at a time, and
 aiosqlite's per-row hops would cost more than the reads. WAL lets the gateway keep writing
 while settlement reads. Migrations are the ledger's (``0002_rating.sql``).
+
+The file is the ledger's, with the ledger store's rules (see :mod:`..ledger.sqlite`): only
+the first ``open()`` may create it (``create=True``; :func:`rating_store_for` never does),
+and every call first checks the path still holds the file that was opened. When it was
+moved, removed or replaced, the call reopens the path without creating, and only if it
+holds the same ledger (same birth stamp); otherwise it raises ``StoreError``, so plans are
+never read from, nor purchases written into, an empty stand-in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -19,7 +27,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ..ledger.codec import format_time, parse_time
-from ..ledger.migrate import migrate_file
+from ..ledger.migrate import connect_existing, ledger_birth, migrate_file
 from ..ledger.sqlite import SqliteStore
 from ..ledger.store import LedgerStore, StoreError
 from . import _rows as rows_
@@ -42,23 +50,30 @@ from .store import (
 __all__ = ["SqliteRatingStore", "rating_store_for"]
 
 _T = TypeVar("_T")
+_log = logging.getLogger("metering_middleware.rating")
 _CALL_COLUMNS = "seq, id, account, item, occurred_at"
 
 
 def rating_store_for(ledger: LedgerStore) -> SqliteRatingStore:
     """The rating store beside an (SQLite) ledger store; ``ValueError`` for other stores."""
     if isinstance(ledger, SqliteStore):
-        return SqliteRatingStore(ledger.path)
+        return SqliteRatingStore(ledger.path, create=False)  # the ledger store decided that
     raise ValueError("rating needs an SQLite ledger (sqlite:///path); memory:// keeps no plans")
 
 
 class SqliteRatingStore:
     """A :class:`~.store.RatingStore` on the ledger's SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000, create: bool = True
+    ) -> None:
         self._path = Path(path)
         self._busy_timeout_ms = int(busy_timeout_ms)
+        self._create = create
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._birth: str | None = None  # the ledger this store belongs to, once opened
+        self._opened = False  # between open() and close(), even while the file is away
         self._lock = asyncio.Lock()
         self._books: dict[str | None, PlanBook] = {}
 
@@ -83,39 +98,80 @@ class SqliteRatingStore:
 
     async def open(self) -> None:
         async with self._lock:
-            if self._conn is not None:
-                return
-            await asyncio.to_thread(migrate_file, self._path, busy_timeout_ms=self._busy_timeout_ms)
-            try:
-                conn = sqlite3.connect(
-                    self._path,
-                    isolation_level=None,
-                    check_same_thread=False,  # used from worker threads, one call at a time
-                    timeout=self._busy_timeout_ms / 1000,
-                )
-                conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-                # Settlement results can be recomputed from the ledger, so their commits need
-                # not wait for the disk; purchases switch to FULL (see ops.durable).
-                conn.execute("PRAGMA synchronous = NORMAL")
-                # Decimal text added exactly, in SQL: lines are upserted without reading them.
-                conn.create_function("rating_add", 2, ops.add_decimal_text, deterministic=True)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open rating store {str(self._path)!r}: {exc}") from exc
-            self._conn = conn
+            if self._conn is None:
+                await asyncio.to_thread(self._open_sync)
+            self._opened = True
 
     async def close(self) -> None:
         async with self._lock:
+            self._opened = False
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
 
+    def _open_sync(self) -> None:
+        first = self._birth is None
+        # Only the first open may create the file; later ones find the same ledger or fail.
+        migrate_file(
+            self._path, busy_timeout_ms=self._busy_timeout_ms, create=first and self._create
+        )
+        conn = connect_existing(self._path, timeout=self._busy_timeout_ms / 1000)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            # Settlement results can be recomputed from the ledger, so their commits need
+            # not wait for the disk; purchases switch to FULL (see ops.durable).
+            conn.execute("PRAGMA synchronous = NORMAL")
+            # Decimal text added exactly, in SQL: lines are upserted without reading them.
+            conn.create_function("rating_add", 2, ops.add_decimal_text, deterministic=True)
+            birth = ledger_birth(conn)
+            stat = os.stat(self._path)
+        except (sqlite3.Error, OSError) as exc:
+            conn.close()
+            raise StoreError(f"cannot open rating store {str(self._path)!r}: {exc}") from exc
+        if not first and birth != self._birth:
+            conn.close()
+            raise StoreError(
+                f"ledger file {str(self._path)!r} is a different ledger (created {birth}, "
+                f"not {self._birth}); put the real ledger file back"
+            )
+        self._conn, self._identity, self._birth = conn, (stat.st_dev, stat.st_ino), birth
+
+    def _current(self) -> sqlite3.Connection:
+        """The connection, reopened first if the file at the path is not the one it has."""
+        conn = self._conn
+        if conn is not None:
+            try:
+                stat = os.stat(self._path)
+                same = (stat.st_dev, stat.st_ino) == self._identity
+            except OSError:
+                same = False
+            if same:
+                return conn
+            # Commits still in the WAL under the path's name belong to the moved file:
+            # checkpoint them into it before letting go (see SqliteStore._close).
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                _log.warning("could not checkpoint the moved ledger file", exc_info=True)
+            conn.close()
+            self._conn = None
+        try:
+            self._open_sync()
+        except StoreError as exc:
+            raise StoreError(f"ledger file {str(self._path)!r} unavailable: {exc}") from exc
+        assert self._conn is not None
+        return self._conn
+
     async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
         async with self._lock:
-            conn = self._conn
-            if conn is None:
+            if not self._opened:
                 raise StoreError("rating store is not open")
+
+            def run() -> _T:
+                return fn(self._current(), *args)
+
             try:
-                return await asyncio.to_thread(fn, conn, *args)
+                return await asyncio.to_thread(run)
             except sqlite3.IntegrityError:
                 raise
             except sqlite3.Error as exc:

@@ -67,24 +67,41 @@ async def test_locked_store_journals_then_recovers_without_loss_or_duplicate(
     assert Path(str(db) + ".journal").stat().st_size == 0
 
 
-async def test_replaced_ledger_file_is_detected(tmp_path: Path) -> None:
+async def test_a_ledger_moved_away_is_a_store_failure_until_it_is_back(tmp_path: Path) -> None:
     db = tmp_path / "ledger.sqlite"
     url = f"sqlite:///{db}"
     key, secret = await add_account(url, "acme")
+    # A stand-in at the path: a fresh ledger with no accounts and no plans (a careless
+    # rotation, or a "repair" that ran `metering accounts add` on an empty path).
+    await add_account(f"sqlite:///{tmp_path / 'stand-in.sqlite'}", "nobody")
     runtime = MeteringRuntime(
-        MeteringConfig(ledger_url=url, mode="strict"), catalog=roomy_catalog()
+        MeteringConfig(ledger_url=url, mode="strict", credential_refresh=0.05),
+        catalog=roomy_catalog(),
     )
     async with run_server(create_mock_upstream()) as upstream:
         app = create_gateway_app(GatewayConfig(upstream=upstream), runtime)
-        async with run_server(app) as base:
+        async with run_server(app) as base, httpx.AsyncClient() as client:
             before = await send_calls(base, key, secret, 2)
-            os.rename(db, tmp_path / "moved.sqlite")  # e.g. a careless rotation
-            during = await send_calls(base, key, secret, 3)
+            os.rename(db, tmp_path / "real.sqlite")
+            during = await send_calls(base, key, secret, 3)  # journaled: still answered
             assert runtime.writer.stats.journaled == 3
-            await runtime.writer.retry_now()
-    # Nothing went into the moved file after it moved; the rest is at the path again.
-    assert sorted(count_calls(tmp_path / "moved.sqlite")) == sorted(before)
-    assert sorted(count_calls(db)) == sorted(during)
+            assert not await runtime.writer.retry_now()
+            assert not db.exists()  # never recreated at run time
+            assert (await client.get(f"{base}/readyz")).status_code == 503
+
+            os.rename(tmp_path / "stand-in.sqlite", db)
+            assert not await runtime.writer.retry_now()
+            await asyncio.sleep(0.2)  # several credential reloads: all fail, none empties it
+            during += await send_calls(base, key, secret, 2)  # the tenant is not refused
+            assert (await client.get(f"{base}/readyz")).status_code == 503
+            assert count_calls(db) == []  # the stand-in got nothing
+
+            os.replace(tmp_path / "real.sqlite", db)
+            assert await runtime.writer.retry_now()
+            assert (await client.get(f"{base}/readyz")).status_code == 200
+            after = await send_calls(base, key, secret, 2)
+    calls = count_calls(db)
+    assert sorted(calls) == sorted(before + during + after)  # each exactly once
 
 
 async def test_restart_with_a_non_empty_journal(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from metering_middleware.clock import ManualClock
 from metering_middleware.ledger import Outcome, OutcomeCount, SqliteStore, StoreError
-from metering_middleware.ledger.migrate import load_migrations
+from metering_middleware.ledger.migrate import LedgerMissing, NotALedger, load_migrations
 
 from .support import T0, make_record, make_records
 
@@ -77,36 +77,103 @@ async def test_a_failing_write_rolls_back_the_whole_batch(sqlite_store: SqliteSt
     assert await sqlite_store.calls() == good
 
 
-async def test_a_removed_file_is_detected_and_reopen_starts_a_new_one(
-    sqlite_store: SqliteStore,
-) -> None:
+async def test_a_removed_file_is_a_failure_and_never_recreated(sqlite_store: SqliteStore) -> None:
     await sqlite_store.write(make_records(2), [])
     os.remove(sqlite_store.path)
 
-    with pytest.raises(StoreError, match="removed or replaced"):
+    with pytest.raises(StoreError, match="gone"):
         await sqlite_store.write(make_records(1), [])
-    with pytest.raises(StoreError, match="removed or replaced"):
+    with pytest.raises(StoreError, match="gone"):
         await sqlite_store.check()
+    for _ in range(2):  # the writer retries: every attempt fails, none creates a file
+        with pytest.raises(LedgerMissing):
+            await sqlite_store.reopen()
+        with pytest.raises(StoreError, match="gone"):
+            await sqlite_store.check()
+    assert not sqlite_store.path.exists()
 
+
+async def test_a_moved_file_is_a_failure_until_it_is_back(
+    tmp_path: Path, sqlite_store: SqliteStore
+) -> None:
+    before = make_records(3)
+    await sqlite_store.write(before, [])
+    away = tmp_path / "away.db"
+    os.rename(sqlite_store.path, away)
+    with pytest.raises(StoreError, match="gone"):
+        await sqlite_store.write(make_records(1), [])
+    with pytest.raises(LedgerMissing):
+        await sqlite_store.reopen()
+    assert not sqlite_store.path.exists()
+
+    os.rename(away, sqlite_store.path)
     await sqlite_store.reopen()
     await sqlite_store.check()
-    # A new, empty, migrated file.
-    assert sqlite_store.applied_migrations == tuple(m.version for m in load_migrations())
-    record = make_record()
-    await sqlite_store.write([record], [])
-    assert await sqlite_store.calls() == [record]
+    after = make_records(2)
+    await sqlite_store.write(after, [])
+    assert {r.id for r in await sqlite_store.calls()} == {r.id for r in before + after}
 
 
-async def test_a_replaced_file_is_detected(tmp_path: Path, sqlite_store: SqliteStore) -> None:
+async def test_another_ledger_or_an_empty_file_at_the_path_is_refused(
+    tmp_path: Path, sqlite_store: SqliteStore
+) -> None:
+    await sqlite_store.write(make_records(2), [])
     async with SqliteStore(tmp_path / "other.db") as other:
         await other.write(make_records(1), [])
     os.replace(tmp_path / "other.db", sqlite_store.path)
 
-    with pytest.raises(StoreError, match="removed or replaced"):
+    with pytest.raises(StoreError, match="replaced"):
         await sqlite_store.write(make_records(1), [])
+    with pytest.raises(StoreError, match="different ledger"):
+        await sqlite_store.reopen()
+    with pytest.raises(StoreError):
+        await sqlite_store.check()
+    assert len(_rows(sqlite_store.path, "SELECT id FROM calls")) == 1  # left as it was
 
+    sqlite_store.path.write_bytes(b"")  # e.g. `touch ledger.db` after it vanished
+    with pytest.raises(NotALedger):
+        await sqlite_store.reopen()
+    assert sqlite_store.path.stat().st_size == 0
+
+
+async def test_a_restored_copy_of_the_same_ledger_is_taken_back(
+    tmp_path: Path, sqlite_store: SqliteStore
+) -> None:
+    records = make_records(3)
+    await sqlite_store.write(records, [])
+    copy = tmp_path / "backup.db"
+    source = sqlite3.connect(sqlite_store.path)
+    target = sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    os.replace(copy, sqlite_store.path)  # a new inode, the same ledger
+
+    with pytest.raises(StoreError, match="replaced"):
+        await sqlite_store.check()
     await sqlite_store.reopen()
-    assert len(await sqlite_store.calls()) == 1  # now the replacement's content
+    await sqlite_store.check()
+    assert await sqlite_store.calls() == records
+
+
+async def test_create_false_refuses_a_missing_or_foreign_file(tmp_path: Path) -> None:
+    path = tmp_path / "typo.db"
+    with pytest.raises(LedgerMissing, match="no ledger file"):
+        await SqliteStore(path, create=False).open()
+    assert not path.exists()
+
+    conn = sqlite3.connect(path)  # some other application's database
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    with pytest.raises(NotALedger):
+        await SqliteStore(path, create=False).open()
+
+    async with SqliteStore(tmp_path / "l.db"):
+        pass
+    async with SqliteStore(tmp_path / "l.db", create=False) as existing:
+        await existing.check()
 
 
 async def test_a_locked_file_raises_store_error(sqlite_store: SqliteStore) -> None:

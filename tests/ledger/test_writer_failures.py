@@ -73,21 +73,39 @@ async def test_a_locked_sqlite_file_sends_batches_to_the_journal_until_it_recove
     assert sorted(ids) == sorted(r.id for r in before + during)
 
 
-async def test_a_removed_sqlite_file_is_reopened_and_gets_the_journal(tmp_path: Path) -> None:
+def _backup(source: Path, target: Path) -> None:
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+async def test_a_removed_sqlite_file_journals_until_a_copy_of_it_is_restored(
+    tmp_path: Path,
+) -> None:
     journal = Journal(tmp_path / "j.jsonl")
     before, during = make_records(4), make_records(6)
     async with SqliteStore(tmp_path / "l.db") as store:
         async with LedgerWriter(store, journal=journal, clock=ManualClock(T0)) as writer:
             await _submit_all(writer, before)
+            _backup(store.path, tmp_path / "backup.db")
             os.remove(store.path)
             await _submit_all(writer, during)
             assert writer.stats.journaled == 6
+            for _ in range(3):  # never a new, empty ledger at the path
+                assert not await writer.retry_now()
+                assert writer.accepting
+                assert not store.path.exists()
 
-            assert await writer.retry_now()  # reopen: a new file, then the replay
-        assert sorted(_ids_in(store.path)) == sorted(r.id for r in during)
+            os.rename(tmp_path / "backup.db", store.path)
+            assert await writer.retry_now()  # the same ledger: it gets the journal
+            assert journal.size() == 0
+        assert sorted(_ids_in(store.path)) == sorted(r.id for r in before + during)
 
 
-async def test_a_file_moved_away_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+async def test_a_file_moved_away_and_back_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.jsonl")
     records = make_records(30)
     store = SqliteStore(tmp_path / "l.db")
@@ -95,12 +113,33 @@ async def test_a_file_moved_away_loses_and_duplicates_nothing(tmp_path: Path) ->
         await _submit_all(writer, records[:10])
         os.rename(store.path, tmp_path / "moved.db")
         await _submit_all(writer, records[10:20])
+        assert not await writer.retry_now()
+        assert not store.path.exists()
+        os.rename(tmp_path / "moved.db", store.path)
         assert await writer.retry_now()
         await _submit_all(writer, records[20:])
-    # The reopen closed the old connection, so moved.db holds everything committed to it.
-    ids = Counter(_ids_in(tmp_path / "moved.db") + _ids_in(tmp_path / "l.db"))
+    ids = Counter(_ids_in(tmp_path / "l.db"))
     assert set(ids) == {r.id for r in records}
     assert max(ids.values()) == 1
+
+
+async def test_another_ledger_put_at_the_path_gets_nothing(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.jsonl")
+    records = make_records(12)
+    async with SqliteStore(tmp_path / "other.db"):
+        pass  # a fresh ledger, e.g. made by a mistyped `metering accounts add`
+    store = SqliteStore(tmp_path / "l.db")
+    async with store, LedgerWriter(store, journal=journal, clock=ManualClock(T0)) as writer:
+        await _submit_all(writer, records[:4])
+        os.rename(store.path, tmp_path / "real.db")
+        os.rename(tmp_path / "other.db", store.path)
+        await _submit_all(writer, records[4:8])
+        assert not await writer.retry_now()
+        assert _ids_in(store.path) == []  # the stand-in took nothing
+        os.replace(tmp_path / "real.db", store.path)
+        assert await writer.retry_now()
+        await _submit_all(writer, records[8:])
+    assert sorted(_ids_in(store.path)) == sorted(r.id for r in records)
 
 
 async def test_store_and_journal_down_refuses_then_commits_what_it_held(tmp_path: Path) -> None:
@@ -157,14 +196,17 @@ async def test_sqlite_and_journal_in_a_removed_directory(tmp_path: Path) -> None
         shutil.rmtree(data)
         with pytest.raises(LedgerUnavailable):
             await _submit_all(w, records[2:])
-        assert not await w.retry_now()  # cannot even create a new file
+        assert not await w.retry_now()
         assert not w.accepting
 
-        data.mkdir()
-        assert await w.retry_now()
+        data.mkdir()  # the journal can be written again; the ledger is gone for good
+        assert not await w.retry_now()
         assert w.accepting
+        assert not (data / "l.db").exists()
     await store.close()
-    assert sorted(_ids_in(data / "l.db")) == sorted(r.id for r in records[2:])
+    assert sorted(r.id for r in (await Journal(data / "j.jsonl").replay())[0]) == sorted(
+        r.id for r in records[2:]
+    )
 
 
 async def test_retries_wait_for_the_retry_interval() -> None:

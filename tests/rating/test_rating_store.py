@@ -12,7 +12,7 @@ import pytest
 
 from metering_middleware.catalog import default_catalog
 from metering_middleware.clock import ManualClock
-from metering_middleware.ledger import MemoryStore, SqliteStore
+from metering_middleware.ledger import MemoryStore, SqliteStore, StoreError
 from metering_middleware.ledger.migrate import apply_migrations, load_migrations, migrate_file
 from metering_middleware.rating import (
     LockLost,
@@ -170,3 +170,29 @@ async def test_rating_needs_an_sqlite_ledger(tmp_path: Path) -> None:
 async def test_settle_rejects_a_negative_lag(store: SqliteRatingStore) -> None:
     with pytest.raises(ValueError, match="negative"):
         await settle(store, CATALOG, ManualClock(), lag=timedelta(seconds=-1))
+
+
+async def test_a_moved_or_replaced_ledger_file_is_never_read_as_empty(tmp_path: Path) -> None:
+    path, away = tmp_path / "l.db", tmp_path / "away.db"
+    p = plan("p1", "single", {"ocr"}, 10, T, utc(2027, 3, 1))
+    async with SqliteStore(tmp_path / "stand-in.db"):
+        pass  # an empty ledger, to be put in the real one's place
+    async with SqliteRatingStore(path) as store:
+        await store.add_plan(p, T)
+        path.rename(away)
+        with pytest.raises(StoreError, match="no ledger file"):
+            await store.plan_book()
+        assert not path.exists()  # not recreated
+        (tmp_path / "stand-in.db").rename(path)
+        with pytest.raises(StoreError, match="different ledger"):
+            await store.plan_book()  # not "no plans"
+        with pytest.raises(StoreError, match="different ledger"):
+            await store.add_plan(plan("p2", "single", {"ocr"}, 5, T, utc(2027, 3, 1)), T)
+        away.replace(path)
+        assert (await store.plan_book()).plans == (p,)
+
+
+async def test_rating_store_for_never_creates_the_file(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no ledger file"):
+        await rating_store_for(SqliteStore(tmp_path / "typo.db")).open()
+    assert not (tmp_path / "typo.db").exists()
