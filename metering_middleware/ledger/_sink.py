@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ..clock import Clock
 from .codec import CountKey
@@ -19,7 +18,7 @@ from .journal import Journal
 from .records import CallRecord, OutcomeCount
 from .store import LedgerStore
 
-__all__ = ["Batch", "BatchSink", "LedgerUnavailable", "SharedFuture", "fail", "merge", "resolve"]
+__all__ = ["Batch", "BatchFuture", "BatchSink", "LedgerUnavailable", "fail", "merge", "resolve"]
 
 
 class LedgerUnavailable(Exception):
@@ -29,18 +28,50 @@ class LedgerUnavailable(Exception):
     """
 
 
-class SharedFuture(asyncio.Future[None]):
-    """A batch's future: awaited by many, so no single awaiter may cancel it."""
+class BatchFuture:
+    """One commit's outcome, told to every caller in the batch through its own future.
 
-    def cancel(self, msg: Any | None = None) -> bool:
-        return False
+    Each caller gets a plain ``asyncio.Future`` (:meth:`waiter`) that keeps the whole
+    Future contract: ``cancel()`` cancels that caller's future alone (a client that went
+    away, a ``wait_for`` that timed out) and returns True, while the commit goes ahead
+    for everybody else. One shared future could not be both: cancelling it would cancel
+    the batch for all its callers, and refusing to be cancelled breaks ``cancel()``.
+    """
+
+    __slots__ = ("_done", "_loop", "_waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiters: list[asyncio.Future[None]] = []
+        self._done = False
+
+    def waiter(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append(future)
+        return future
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self) -> None:
+        self._done = True
+        for future in self._waiters:
+            if not future.done():
+                future.set_result(None)
+
+    def set_exception(self, message: str) -> None:
+        self._done = True
+        for future in self._waiters:
+            if not future.done():
+                future.set_exception(LedgerUnavailable(message))
+                future.exception()  # marks it retrieved: batched callers may never await it
 
 
 @dataclass(slots=True)
 class Batch:
     records: list[CallRecord]
     counts: list[OutcomeCount]
-    future: SharedFuture | None
+    future: BatchFuture | None
 
 
 class BatchSink:
@@ -82,7 +113,22 @@ class BatchSink:
         return sum(len(b.records) for b in self.held)
 
     async def persist(self, batch: Batch) -> None:
-        """Make ``batch`` durable: in the store, else the journal, else hold it."""
+        """Make ``batch`` durable: in the store, else the journal, else hold it.
+
+        Whatever happens, the batch ends up committed, journaled or held, and its
+        future resolved or failed: it has left the writer's open batch, so nothing
+        else would ever settle it. An unexpected error (a bug, a cancellation)
+        holds it for retry, fails its callers, and is raised for the writer to log.
+        """
+        try:
+            await self._persist(batch)
+        except BaseException:
+            if not (batch.future is not None and batch.future.done()) and batch not in self.held:
+                fail(batch.future, "ledger write failed unexpectedly")
+                self.held.append(batch)
+            raise
+
+    async def _persist(self, batch: Batch) -> None:
         if not self.store_down:
             try:
                 await self._store.write(batch.records, batch.counts)
@@ -227,12 +273,11 @@ def merge(counts: Sequence[OutcomeCount]) -> list[OutcomeCount]:
     return [OutcomeCount(*key, count=n) for key, n in summed.items()]
 
 
-def resolve(future: SharedFuture | None) -> None:
+def resolve(future: BatchFuture | None) -> None:
     if future is not None and not future.done():
-        future.set_result(None)
+        future.set_result()
 
 
-def fail(future: SharedFuture | None) -> None:
+def fail(future: BatchFuture | None, message: str = "ledger store and journal both failed") -> None:
     if future is not None and not future.done():
-        future.set_exception(LedgerUnavailable("ledger store and journal both failed"))
-        future.exception()  # marks it retrieved: batched callers may never await it
+        future.set_exception(message)

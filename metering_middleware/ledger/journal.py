@@ -96,6 +96,7 @@ class Journal:
         data = ("\n".join(lines) + "\n").encode("utf-8")
         created = not self._path.exists()
         fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        size = 0
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -104,6 +105,15 @@ class Journal:
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+        except BaseException:
+            # Not durable, so not acknowledged: the writer holds the batch and appends it
+            # again later. Cut what this attempt wrote, or the counters in it would be
+            # replayed twice (records are idempotent by id; counters add up).
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                _log.warning("could not cut a failed append from %s", self._path)
+            raise
         finally:
             os.close(fd)
         if created:
