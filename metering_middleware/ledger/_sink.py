@@ -8,6 +8,7 @@ failure policy as a whole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -226,32 +227,48 @@ class BatchSink:
             await self._store.check()
 
     async def _replay(self) -> bool:
-        """Replay the journal into the store and truncate it; False if the store failed."""
+        """Replay the journal into the store and truncate it; False if the store failed.
+
+        Streamed: records go to the store a chunk at a time (each chunk idempotent by
+        id), so memory is bounded by the chunk, not by the journal. The counters, which
+        are not idempotent, are summed by key on the way and added in one last write,
+        all at once or not at all.
+        """
         assert self._journal is not None
+        counts: dict[CountKey, int] = {}
+        replayed = 0
+        # From where an earlier replay stopped if its truncate failed: those records
+        # are committed, and replaying their counters again would count them twice.
+        chunks = self._journal.chunks(self._journal_applied, size=self._replay_chunk)
         try:
-            # From where an earlier replay stopped if its truncate failed: those records
-            # are committed, and replaying their counters again would count them twice.
-            records, counts = await self._journal.replay(self._journal_applied)
-        except OSError as exc:  # the store is fine; keep the journal and try again later
-            self._log.error("cannot read ledger journal %s: %s", self._journal.path, exc)
-            return True
-        if records or counts:
-            merged = merge(counts)
-            # Records in chunks (each chunk is idempotent); counts, which are not, go with
-            # the last chunk so they are added all at once or not at all.
-            chunk = self._replay_chunk
-            starts = range(0, len(records), chunk) if records else range(1)
-            try:
-                for start in starts:
-                    last = start + chunk >= len(records)
-                    await self._store.write(records[start : start + chunk], merged if last else ())
-                    self.n["commits"] += 1
-            except Exception as exc:
-                self._store_failed(exc)
-                return False
-            self.n["committed"] += len(records)
-            self.n["replayed"] += len(records)
-            self._log.warning("ledger journal replayed: %d records", len(records))
+            async with contextlib.aclosing(chunks):
+                while True:
+                    try:
+                        records, chunk_counts = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except OSError as exc:  # the store is fine; keep the journal, retry later
+                        self._log.error(
+                            "cannot read ledger journal %s: %s", self._journal.path, exc
+                        )
+                        return True
+                    for c in chunk_counts:
+                        key = (c.minute, c.account, c.category, c.action, c.outcome, c.detail)
+                        counts[key] = counts.get(key, 0) + c.count
+                    if records:
+                        await self._store.write(records, ())
+                        self.n["commits"] += 1
+                        replayed += len(records)
+            if counts:
+                await self._store.write((), [OutcomeCount(*k, count=n) for k, n in counts.items()])
+                self.n["commits"] += 1
+        except Exception as exc:
+            self._store_failed(exc)
+            return False
+        if replayed:
+            self.n["committed"] += replayed
+            self.n["replayed"] += replayed
+            self._log.warning("ledger journal replayed: %d records", replayed)
         self._journal_applied = self._journal.replayed_to
         try:
             await self._journal.truncate()
