@@ -10,6 +10,12 @@ batch, not per record.
   batch (group commit), so the commit rate adapts to the load by itself.
 - ``batched``: a batch is committed ``flush_interval`` after its first record
   (or as soon as it holds ``max_batch`` records). Callers usually do not wait.
+  A kill (``kill -9``, power loss with ``synchronous=FULL``) loses the records
+  not committed yet: the open batch (at most ``flush_interval`` old) and a
+  batch whose commit is in flight, so every lost record was submitted at most
+  ``flush_interval`` + one commit's duration (+ the writer task's wake-up on a
+  busy event loop) before the kill, not "at most ``flush_interval``". A clean
+  ``stop()`` loses nothing.
 
 Outcome counters (``count()``) are summed per minute in memory and go with the
 next batch, or on their own at most ``count_interval`` after the first one.
