@@ -8,10 +8,10 @@ failure policy as a whole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..clock import Clock
 from .codec import CountKey
@@ -19,7 +19,7 @@ from .journal import Journal
 from .records import CallRecord, ClaimedNonce, OutcomeCount
 from .store import LedgerStore
 
-__all__ = ["Batch", "BatchSink", "LedgerUnavailable", "SharedFuture", "fail", "merge", "resolve"]
+__all__ = ["Batch", "BatchFuture", "BatchSink", "LedgerUnavailable", "fail", "merge", "resolve"]
 
 
 class LedgerUnavailable(Exception):
@@ -29,18 +29,50 @@ class LedgerUnavailable(Exception):
     """
 
 
-class SharedFuture(asyncio.Future[None]):
-    """A batch's future: awaited by many, so no single awaiter may cancel it."""
+class BatchFuture:
+    """One commit's outcome, told to every caller in the batch through its own future.
 
-    def cancel(self, msg: Any | None = None) -> bool:
-        return False
+    Each caller gets a plain ``asyncio.Future`` (:meth:`waiter`) that keeps the whole
+    Future contract: ``cancel()`` cancels that caller's future alone (a client that went
+    away, a ``wait_for`` that timed out) and returns True, while the commit goes ahead
+    for everybody else. One shared future could not be both: cancelling it would cancel
+    the batch for all its callers, and refusing to be cancelled breaks ``cancel()``.
+    """
+
+    __slots__ = ("_done", "_loop", "_waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiters: list[asyncio.Future[None]] = []
+        self._done = False
+
+    def waiter(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append(future)
+        return future
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self) -> None:
+        self._done = True
+        for future in self._waiters:
+            if not future.done():
+                future.set_result(None)
+
+    def set_exception(self, message: str) -> None:
+        self._done = True
+        for future in self._waiters:
+            if not future.done():
+                future.set_exception(LedgerUnavailable(message))
+                future.exception()  # marks it retrieved: batched callers may never await it
 
 
 @dataclass(slots=True)
 class Batch:
     records: list[CallRecord]
     counts: list[OutcomeCount]
-    future: SharedFuture | None
+    future: BatchFuture | None
     #: Signature nonces claimed by calls since the last batch (committed with it).
     nonces: list[ClaimedNonce] = field(default_factory=list)
 
@@ -84,7 +116,22 @@ class BatchSink:
         return sum(len(b.records) for b in self.held)
 
     async def persist(self, batch: Batch) -> None:
-        """Make ``batch`` durable: in the store, else the journal, else hold it."""
+        """Make ``batch`` durable: in the store, else the journal, else hold it.
+
+        Whatever happens, the batch ends up committed, journaled or held, and its
+        future resolved or failed: it has left the writer's open batch, so nothing
+        else would ever settle it. An unexpected error (a bug, a cancellation)
+        holds it for retry, fails its callers, and is raised for the writer to log.
+        """
+        try:
+            await self._persist(batch)
+        except BaseException:
+            if not (batch.future is not None and batch.future.done()) and batch not in self.held:
+                fail(batch.future, "ledger write failed unexpectedly")
+                self.held.append(batch)
+            raise
+
+    async def _persist(self, batch: Batch) -> None:
         if not self.store_down:
             try:
                 await _write(self._store, batch.records, batch.counts, batch.nonces)
@@ -188,34 +235,50 @@ class BatchSink:
             await self._store.check()
 
     async def _replay(self) -> bool:
-        """Replay the journal into the store and truncate it; False if the store failed."""
+        """Replay the journal into the store and truncate it; False if the store failed.
+
+        Streamed: records go to the store a chunk at a time (each chunk idempotent by
+        id), so memory is bounded by the chunk, not by the journal. The counters, which
+        are not idempotent, are summed by key on the way and added in one last write,
+        all at once or not at all.
+        """
         assert self._journal is not None
         if not await self._replay_nonces():
             return False
+        counts: dict[CountKey, int] = {}
+        replayed = 0
+        # From where an earlier replay stopped if its truncate failed: those records
+        # are committed, and replaying their counters again would count them twice.
+        chunks = self._journal.chunks(self._journal_applied, size=self._replay_chunk)
         try:
-            # From where an earlier replay stopped if its truncate failed: those records
-            # are committed, and replaying their counters again would count them twice.
-            records, counts = await self._journal.replay(self._journal_applied)
-        except OSError as exc:  # the store is fine; keep the journal and try again later
-            self._log.error("cannot read ledger journal %s: %s", self._journal.path, exc)
-            return True
-        if records or counts:
-            merged = merge(counts)
-            # Records in chunks (each chunk is idempotent); counts, which are not, go with
-            # the last chunk so they are added all at once or not at all.
-            chunk = self._replay_chunk
-            starts = range(0, len(records), chunk) if records else range(1)
-            try:
-                for start in starts:
-                    last = start + chunk >= len(records)
-                    await self._store.write(records[start : start + chunk], merged if last else ())
-                    self.n["commits"] += 1
-            except Exception as exc:
-                self._store_failed(exc)
-                return False
-            self.n["committed"] += len(records)
-            self.n["replayed"] += len(records)
-            self._log.warning("ledger journal replayed: %d records", len(records))
+            async with contextlib.aclosing(chunks):
+                while True:
+                    try:
+                        records, chunk_counts = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except OSError as exc:  # the store is fine; keep the journal, retry later
+                        self._log.error(
+                            "cannot read ledger journal %s: %s", self._journal.path, exc
+                        )
+                        return True
+                    for c in chunk_counts:
+                        key = (c.minute, c.account, c.category, c.action, c.outcome, c.detail)
+                        counts[key] = counts.get(key, 0) + c.count
+                    if records:
+                        await self._store.write(records, ())
+                        self.n["commits"] += 1
+                        replayed += len(records)
+            if counts:
+                await self._store.write((), [OutcomeCount(*k, count=n) for k, n in counts.items()])
+                self.n["commits"] += 1
+        except Exception as exc:
+            self._store_failed(exc)
+            return False
+        if replayed:
+            self.n["committed"] += replayed
+            self.n["replayed"] += replayed
+            self._log.warning("ledger journal replayed: %d records", replayed)
         self._journal_applied = self._journal.replayed_to
         try:
             await self._journal.truncate()
@@ -278,12 +341,11 @@ def merge(counts: Sequence[OutcomeCount]) -> list[OutcomeCount]:
     return [OutcomeCount(*key, count=n) for key, n in summed.items()]
 
 
-def resolve(future: SharedFuture | None) -> None:
+def resolve(future: BatchFuture | None) -> None:
     if future is not None and not future.done():
-        future.set_result(None)
+        future.set_result()
 
 
-def fail(future: SharedFuture | None) -> None:
+def fail(future: BatchFuture | None, message: str = "ledger store and journal both failed") -> None:
     if future is not None and not future.done():
-        future.set_exception(LedgerUnavailable("ledger store and journal both failed"))
-        future.exception()  # marks it retrieved: batched callers may never await it
+        future.set_exception(message)

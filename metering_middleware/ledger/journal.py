@@ -38,9 +38,9 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .codec import (
     count_from_json,
@@ -91,9 +91,41 @@ class Journal:
         return await asyncio.to_thread(self._replay_nonces_sync, now, start)
 
     async def replay(self, start: int = 0) -> tuple[list[CallRecord], list[OutcomeCount]]:
-        """What was appended since the last truncate, from byte ``start`` (a line boundary,
-        such as an earlier ``replayed_to``). A torn final line is ignored."""
-        return await asyncio.to_thread(self._replay_sync, start)
+        """Everything appended since the last truncate, from byte ``start`` (a line
+        boundary, such as an earlier ``replayed_to``), in memory at once: for tests and
+        small journals; the writer streams with :meth:`chunks`."""
+        records: list[CallRecord] = []
+        counts: list[OutcomeCount] = []
+        async for more, more_counts in self.chunks(start):
+            records.extend(more)
+            counts.extend(more_counts)
+        return records, counts
+
+    async def chunks(
+        self, start: int = 0, *, size: int = 1000
+    ) -> AsyncGenerator[tuple[list[CallRecord], list[OutcomeCount]], None]:
+        """The journal from byte ``start`` in pieces of at most ``size`` entries.
+
+        Memory stays bounded by ``size`` whatever the journal's length (an outage of
+        hours journals millions of records). A torn final line is ignored, a damaged
+        line skipped; ``replayed_to`` is the end of the last complete line read so far.
+        """
+        if size < 1:
+            raise ValueError("size must be >= 1")
+        reader = await asyncio.to_thread(_Reader.open, self, start)
+        if reader is None:
+            self.replayed_to = 0
+            return
+        try:
+            while True:
+                records, counts = await asyncio.to_thread(reader.read, size)
+                self.replayed_to = reader.position
+                if not records and not counts and reader.at_end:
+                    break
+                if records or counts:
+                    yield records, counts
+        finally:
+            await asyncio.to_thread(reader.close)
 
     async def truncate(self) -> None:
         """Empty the journal (after the store has taken everything in it)."""
@@ -120,6 +152,7 @@ class Journal:
         data = ("\n".join(lines) + "\n").encode("utf-8")
         created = not self._path.exists()
         fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        size = 0
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -128,43 +161,19 @@ class Journal:
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+        except BaseException:
+            # Not durable, so not acknowledged: the writer holds the batch and appends it
+            # again later. Cut what this attempt wrote, or the counters in it would be
+            # replayed twice (records are idempotent by id; counters add up).
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                _log.warning("could not cut a failed append from %s", self._path)
+            raise
         finally:
             os.close(fd)
         if created:
             _fsync_directory(self._path.parent)
-
-    def _replay_sync(self, start: int) -> tuple[list[CallRecord], list[OutcomeCount]]:
-        try:
-            with self._path.open("rb") as file:
-                file.seek(start)
-                data = file.read()
-        except FileNotFoundError:
-            self.replayed_to = 0
-            return [], []
-        records: list[CallRecord] = []
-        counts: list[OutcomeCount] = []
-        lines = data.split(b"\n")
-        tail = lines.pop()  # b"" when the file ends with a newline, as it should
-        self.replayed_to = start + len(data) - len(tail)
-        bad = 0
-        for line in lines:
-            if line.strip() and not _parse(line, records, counts):
-                bad += 1
-        if bad:
-            _log.error("ledger journal %s: skipped %d damaged lines", self._path, bad)
-        if tail:
-            if _parse(tail, records, counts):
-                # Complete but for its newline: the data is whole, so keep it.
-                self.replayed_to = start + len(data)
-                _log.info("ledger journal %s: final line had no newline; kept", self._path)
-            else:
-                _log.warning(
-                    "ledger journal %s: ignored a torn final line (%d bytes) from an "
-                    "interrupted append",
-                    self._path,
-                    len(tail),
-                )
-        return records, counts
 
     def _replay_nonces_sync(self, now: float, start: int) -> list[ClaimedNonce]:
         nonces: list[ClaimedNonce] = []
@@ -194,6 +203,65 @@ class Journal:
             finally:
                 os.close(fd)
         self.replayed_to = 0
+
+
+class _Reader:
+    """A journal file read line by line in a worker thread (one call at a time)."""
+
+    __slots__ = ("_file", "_path", "at_end", "bad", "position")
+
+    def __init__(self, file: BinaryIO, path: Path, start: int) -> None:
+        self._file = file
+        self._path = path
+        self.position = start  # just after the last complete line
+        self.at_end = False
+        self.bad = 0
+
+    @classmethod
+    def open(cls, journal: Journal, start: int) -> _Reader | None:
+        try:
+            file = journal.path.open("rb")
+        except FileNotFoundError:
+            return None
+        file.seek(start)
+        return cls(file, journal.path, start)
+
+    def read(self, size: int) -> tuple[list[CallRecord], list[OutcomeCount]]:
+        records: list[CallRecord] = []
+        counts: list[OutcomeCount] = []
+        while len(records) + len(counts) < size:
+            line = self._file.readline()
+            if not line:
+                self.at_end = True
+                break
+            if not line.endswith(b"\n"):
+                self._final_line(line, records, counts)
+                self.at_end = True
+                break
+            self.position += len(line)
+            if line.strip() and not _parse(line, records, counts):
+                self.bad += 1
+        return records, counts
+
+    def _final_line(
+        self, tail: bytes, records: list[CallRecord], counts: list[OutcomeCount]
+    ) -> None:
+        if _parse(tail, records, counts):
+            # Complete but for its newline: the data is whole, so keep it.
+            self.position += len(tail)
+            _log.info("ledger journal %s: final line had no newline; kept", self._path)
+        else:
+            _log.warning(
+                "ledger journal %s: ignored a torn final line (%d bytes) from an "
+                "interrupted append",
+                self._path,
+                len(tail),
+            )
+
+    def close(self) -> None:
+        self._file.close()
+        if self.bad:
+            _log.error("ledger journal %s: skipped %d damaged lines", self._path, self.bad)
 
 
 def _parse(line: bytes, records: list[CallRecord], counts: list[OutcomeCount]) -> bool:

@@ -1,14 +1,21 @@
 """The ledger writer: one task owns the store and commits records in groups.
 
-Callers ``submit()`` records and get the *batch's* future: one future per
-commit, shared by every record in it, resolved after COMMIT. The hot path is a
-list append; the writer task is woken once per batch, not per record.
+Callers ``submit()`` records and get a future resolved after their batch's
+COMMIT (each caller its own plain future; one outcome per batch settles them
+all). The hot path is two list appends; the writer task is woken once per
+batch, not per record.
 
 - ``strict``: the writer commits as soon as it is woken and takes everything
   pending. While one commit is in flight new submissions gather into the next
   batch (group commit), so the commit rate adapts to the load by itself.
 - ``batched``: a batch is committed ``flush_interval`` after its first record
   (or as soon as it holds ``max_batch`` records). Callers usually do not wait.
+  A kill (``kill -9``, power loss with ``synchronous=FULL``) loses the records
+  not committed yet: the open batch (at most ``flush_interval`` old) and a
+  batch whose commit is in flight, so every lost record was submitted at most
+  ``flush_interval`` + one commit's duration (+ the writer task's wake-up on a
+  busy event loop) before the kill, not "at most ``flush_interval``". A clean
+  ``stop()`` loses nothing.
 
 Outcome counters (``count()``) are summed per minute in memory and go with the
 next batch, or on their own at most ``count_interval`` after the first one.
@@ -32,15 +39,24 @@ Failure policy (never lose a record, never duplicate one):
    (store first, then journal) every ``retry_interval``, and ``accepting`` is
    False until they are durable again, so the middleware refuses new calls.
 3. ``stop()`` flushes what is pending (to the store or the journal) and raises
-   ``LedgerUnavailable`` if records are still only in memory.
+   ``LedgerUnavailable`` if records are still only in memory. A cancelled
+   ``stop()`` does not cancel the writer task (a commit in flight finishes).
+4. Anything unexpected (a bug, an exception type nobody planned for, a
+   cancellation inside a store or journal call): a batch that has left the
+   open batch is held and its callers get ``LedgerUnavailable`` (see
+   ``BatchSink.persist``), and the writer goes on. If the writer task itself
+   ends for any reason other than ``stop()``, every future still open is
+   failed, pending records are held (``stop()`` then raises and logs them),
+   and the writer stops ``accepting``: no caller ever waits on a writer that
+   is gone.
 
 Decisions use the injected clock; the waits between them are real but short
 and woken by events, and :meth:`tick`, :meth:`flush_now` and :meth:`retry_now`
 let tests that move a ``ManualClock`` drive the writer without sleeping.
 
-A future refuses ``cancel()``: it is shared, and a cancelled awaiter (a client
-that went away) must not cancel the commit for everybody else. The awaiting
-task still gets its ``CancelledError`` once the batch is settled.
+Each caller's future keeps the ``asyncio.Future`` contract: cancelling it
+(a client that went away, a ``wait_for`` that timed out) cancels that caller's
+wait at once and nothing else; the record stays in its batch and is committed.
 """
 
 from __future__ import annotations
@@ -53,7 +69,7 @@ from types import TracebackType
 from typing import Literal
 
 from ..clock import Clock, SystemClock
-from ._sink import Batch, BatchSink, LedgerUnavailable, SharedFuture
+from ._sink import Batch, BatchFuture, BatchSink, LedgerUnavailable, fail
 from .codec import CountKey, minute_of
 from .journal import Journal
 from .records import CallRecord, ClaimedNonce, Outcome, OutcomeCount
@@ -62,6 +78,7 @@ from .store import LedgerStore
 __all__ = ["LedgerUnavailable", "LedgerWriter", "WriterStats"]
 
 _NEW, _RUNNING, _STOPPING, _STOPPED = "new", "running", "stopping", "stopped"
+_BROKEN = "broken"  # the task ended unexpectedly: nothing is written any more
 _GATHER_PASSES = 8  # at most this many event-loop passes spent growing a strict group
 _MAX_WAIT = 1.0  # real seconds between re-reading the clock when nothing wakes the task
 _PRUNE_EVERY = 60.0  # seconds between prunes of expired nonces (while nonces are held)
@@ -122,7 +139,7 @@ class LedgerWriter:
         self._requests: list[tuple[asyncio.Future[bool], bool, bool]] = []
         # The open batch.
         self._pending: list[CallRecord] = []
-        self._future: SharedFuture | None = None
+        self._future: BatchFuture | None = None
         self._first_at = 0.0
         self._counts: dict[CountKey, int] = {}
         self._counts_first_at = 0.0
@@ -131,23 +148,25 @@ class LedgerWriter:
         # The first pass prunes what an earlier run left expired; later ones follow use.
         self._prune_at = 0.0
         self._prune_wanted = True
+        self._failed_passes = 0  # consecutive passes that raised
 
     # -- the hot path ----------------------------------------------------------------------
 
     def submit(self, record: CallRecord) -> asyncio.Future[None]:
-        """Queue ``record``; the returned future (shared by its batch) resolves once durable."""
-        future = self._future
-        if future is None:
+        """Queue ``record``; the returned future (this caller's own) resolves once durable."""
+        batch = self._future
+        if batch is None:
             if self._state is not _RUNNING and self._state is not _STOPPING:
                 raise RuntimeError(f"ledger writer is {self._state}, not running")
-            future = self._future = SharedFuture(loop=self._loop)
+            assert self._loop is not None
+            batch = self._future = BatchFuture(self._loop)
             self._first_at = self._clock.monotonic()
             self._wake.set()
         pending = self._pending
         pending.append(record)
         if len(pending) == self._max_batch:
             self._wake.set()
-        return future
+        return batch.waiter()
 
     def count(
         self,
@@ -212,14 +231,20 @@ class LedgerWriter:
 
     async def stop(self) -> None:
         """Commit (or journal) everything pending and stop the writer task."""
-        if self._state is _NEW or self._state is _STOPPED:
+        task = self._task
+        if task is None or self._state is _STOPPED:
             self._state = _STOPPED
             return
         if self._state is _RUNNING:
             self._state = _STOPPING
             self._wake.set()
-        assert self._task is not None
-        await self._task
+        try:
+            # Shielded: a cancelled stop() must not cancel a commit in flight.
+            await asyncio.shield(task)
+        except BaseException:
+            if not task.done():
+                raise  # stop() itself was cancelled; the task goes on to the end
+            # The task failed: it logged why and settled every future on its way out.
         self._state = _STOPPED
         held = self._sink.held_records
         if held:
@@ -263,31 +288,88 @@ class LedgerWriter:
     # -- the writer task -------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._passes()
+        except BaseException as exc:
+            self._abandon(exc)
+            raise
+
+    def _abandon(self, exc: BaseException) -> None:
+        """The task is ending other than by ``stop()``: settle every future still open."""
+        self._state = _STOPPED if self._state is _STOPPING else _BROKEN
+        self._log.critical("ledger writer task ended unexpectedly (%r): refusing records", exc)
+        self._hold_open_batch("ledger writer stopped unexpectedly")
+        for done, _, _ in self._requests:
+            if not done.done():
+                done.set_result(False)
+        self._requests = []
+
+    async def _passes(self) -> None:
         while True:
-            timeout = self._wait_timeout()
-            if timeout != 0.0:
-                try:
-                    async with asyncio.timeout(timeout):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-            self._wake.clear()
-            if self._strict and self._pending and not self._requests and self._state is _RUNNING:
-                await self._gather()
-            requests, self._requests = self._requests, []
+            requests: list[tuple[asyncio.Future[bool], bool, bool]] = []
             stopping = self._state is _STOPPING
             try:
+                await self._wait()
+                requests, self._requests = self._requests, []
+                stopping = self._state is _STOPPING
                 await self._step(
                     force_flush=stopping or any(flush for _, flush, _ in requests),
                     force_retry=stopping or any(retry for _, _, retry in requests),
                 )
-            except Exception:  # a bug here must not stop the ledger: log and go on
-                self._log.exception("ledger writer pass failed")
+                self._failed_passes = 0
+            except Exception as exc:  # a bug here must not stop the ledger
+                await self._pass_failed(exc)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # the writer task itself is cancelled: _run settles the futures
+                await self._pass_failed(exc)  # a stray one, raised by a store or journal
             for done, _, _ in requests:
                 if not done.done():
                     done.set_result(self.healthy)
             if stopping and not self._pending and not self._counts and not self._nonces:
                 return
+
+    async def _wait(self) -> None:
+        timeout = self._wait_timeout()
+        if timeout != 0.0:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+        self._wake.clear()
+        if self._strict and self._pending and not self._requests and self._state is _RUNNING:
+            await self._gather()
+
+    async def _pass_failed(self, exc: BaseException) -> None:
+        """An unexpected failure in a pass: nobody may wait on a pass that may never come.
+
+        A batch the pass had already cut is held by ``BatchSink.persist``. When passes
+        fail twice in a row, the open batch is held too (its callers get
+        ``LedgerUnavailable`` now; its records are retried with the held ones): the
+        failure may repeat before any flush. The next pass waits to be woken or up to
+        ``_MAX_WAIT``, so a failure that repeats cannot spin the event loop.
+        """
+        self._failed_passes += 1
+        self._log.error("ledger writer pass failed", exc_info=exc)
+        if self._failed_passes > 1:
+            self._hold_open_batch("ledger writer passes keep failing")
+        try:
+            async with asyncio.timeout(_MAX_WAIT):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    def _hold_open_batch(self, message: str) -> None:
+        records, batch = self._pending, self._future
+        self._pending, self._future = [], None
+        counts = [OutcomeCount(*key, count=n) for key, n in self._counts.items()]
+        self._counts = {}
+        nonces, self._nonces = self._nonces, []
+        if records or counts or nonces:
+            fail(batch, message)
+            self._sink.held.append(Batch(records, counts, batch, nonces))
 
     async def _gather(self) -> None:
         """Strict: let the calls already under way join the batch before it is cut.

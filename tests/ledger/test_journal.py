@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from metering_middleware.ledger import Journal, Outcome, OutcomeCount
+from metering_middleware.ledger import Journal, LedgerWriter, Outcome, OutcomeCount, SqliteStore
 
 from .support import make_record, make_records
 
@@ -102,3 +104,27 @@ async def test_an_empty_append_writes_nothing(tmp_path: Path) -> None:
     await journal.append([], [])
 
     assert not (tmp_path / "j.jsonl").exists()
+
+
+async def test_a_large_journal_replays_in_bounded_memory_exactly_once(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.jsonl")
+    records = make_records(30_000)
+    for start in range(0, len(records), 1000):  # an outage's worth of batches
+        await journal.append(records[start : start + 1000], [])
+    size = journal.size()
+    assert size > 8_000_000
+    async with SqliteStore(tmp_path / "l.db", synchronous="NORMAL") as store:
+        writer = LedgerWriter(store, journal=journal)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            await writer.start()  # replays the journal left by the "earlier run"
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        await writer.stop()
+        ids = [r.id for r in await store.calls()]
+    print(f"journal {size:,} bytes, replay peak {peak:,} bytes")
+    assert peak < size / 3, f"replay peak {peak:,} bytes for a {size:,}-byte journal"
+    assert sorted(ids) == sorted(r.id for r in records)  # every record, exactly once
+    assert journal.size() == 0

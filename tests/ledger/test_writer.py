@@ -39,26 +39,25 @@ async def test_strict_futures_resolve_only_after_rows_are_visible(tmp_path: Path
     async with SqliteStore(path) as store, LedgerWriter(store, journal=None) as writer:
         for size in (1, 7, 50):
             records = make_records(size)
-            futures = {writer.submit(r) for r in records}
-            [future] = futures  # one shared future per batch
+            futures = [writer.submit(r) for r in records]  # each caller its own future
             ids = [r.id for r in records]
 
             def on_resolved(_: object, ids: list[str] = ids) -> None:
                 # Runs the moment the future resolves, before any awaiter wakes up.
                 seen_at_resolution.append(_visible(path, ids))
 
-            future.add_done_callback(on_resolved)
-            await future
-    assert seen_at_resolution == [1, 7, 50]
+            futures[0].add_done_callback(on_resolved)
+            futures[-1].add_done_callback(on_resolved)
+            await asyncio.gather(*futures)
+    assert seen_at_resolution == [1, 1, 7, 7, 50, 50]
 
 
 async def test_strict_takes_everything_pending_in_one_commit() -> None:
     store = MemoryStore()
     async with LedgerWriter(store, journal=None, mode="strict") as writer:
-        futures = {writer.submit(r) for r in make_records(500)}
+        futures = [writer.submit(r) for r in make_records(500)]
         await asyncio.gather(*futures)
 
-    assert len(futures) == 1
     assert store.writes == 1
     assert len(await store.calls()) == 500
     assert writer.stats.committed == 500
@@ -71,9 +70,7 @@ async def test_submissions_during_a_commit_gather_into_the_next_batch() -> None:
     async with LedgerWriter(store, journal=None, mode="strict") as writer:
         first = writer.submit(make_records(1)[0])
         await store.entered.wait()  # the first commit is in flight
-        second = {writer.submit(r) for r in make_records(100)}
-        assert len(second) == 1
-        assert first not in second
+        second = [writer.submit(r) for r in make_records(100)]
         assert writer.stats.pending == 100
         store.gate.set()
         await asyncio.gather(first, *second)
@@ -93,23 +90,52 @@ async def test_concurrent_submitters_share_commits(tmp_path: Path) -> None:
         assert store.writes <= 64 * 20 // 16  # group commit, not a commit per record
 
 
-async def test_a_cancelled_awaiter_does_not_cancel_the_batch() -> None:
+async def test_a_cancelled_caller_cancels_only_its_own_wait() -> None:
     store = GatedStore()
     store.gate.clear()
     async with LedgerWriter(store, journal=None) as writer:
         records = make_records(2)
-        future = writer.submit(records[0])
-        writer.submit(records[1])
-        waiter = asyncio.create_task(asyncio.wait([future]))
-        impatient_task = asyncio.ensure_future(_await(future))
-        await store.entered.wait()
+        impatient = writer.submit(records[0])
+        patient = writer.submit(records[1])
+        impatient_task = asyncio.ensure_future(_await(impatient))
+        await store.entered.wait()  # the batch's commit is in flight
         impatient_task.cancel()
+        # At once, not after the commit (asyncio.wait never cancels: a hang detector).
+        done, _ = await asyncio.wait([impatient_task], timeout=5.0)
+        if not done:
+            store.gate.set()  # let the writer stop
+        assert done, "a cancelled caller went on waiting for the commit"
+        assert impatient_task.cancelled()
+        assert impatient.cancelled()  # the Future contract: cancel() cancels
+        assert not patient.done()
         store.gate.set()
-        await waiter
-        assert future.done()
-        assert not future.cancelled()
-        with pytest.raises(asyncio.CancelledError):
-            await impatient_task
+        await patient
+        assert not patient.cancelled()
+    assert len(await store.calls()) == 2  # the cancelled caller's record too
+
+
+async def test_future_cancel_keeps_the_future_contract() -> None:
+    store = GatedStore()
+    store.gate.clear()
+    async with LedgerWriter(store, journal=None) as writer:
+        first, second = (writer.submit(r) for r in make_records(2))
+        await store.entered.wait()
+        cancelled = first.cancel()
+        if not cancelled:
+            store.gate.set()  # let the writer stop
+        assert cancelled is True
+        assert first.cancelled() and first.done()
+        assert first.cancel() is False  # already cancelled
+        # wait_for cancels the future it waited on when it times out: it must return then,
+        # not when the commit happens to finish.
+        timing_out = asyncio.ensure_future(asyncio.wait_for(second, 0.01))
+        done, _ = await asyncio.wait([timing_out], timeout=5.0)
+        if not done:
+            store.gate.set()  # let the writer stop
+        assert done, "wait_for could not give up: the future refused to be cancelled"
+        assert isinstance(timing_out.exception(), TimeoutError)
+        assert second.cancelled()
+        store.gate.set()
     assert len(await store.calls()) == 2
 
 
