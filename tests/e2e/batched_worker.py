@@ -23,7 +23,7 @@ from example_gateway.app import create_gateway_app
 from example_gateway.config import GatewayConfig
 from metering_middleware import MeteringConfig, MeteringRuntime, SystemClock
 from metering_middleware.credentials import CredentialManager, SecretBox
-from metering_middleware.ledger import CallRecord, OutcomeCount, SqliteStore
+from metering_middleware.ledger import CallRecord, ClaimedNonce, OutcomeCount, SqliteStore
 from tests.support.catalogs import roomy_catalog
 
 
@@ -32,9 +32,14 @@ class TimedStore(SqliteStore):
         super().__init__(path)
         self._log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
-    async def write(self, records: Sequence[CallRecord], counts: Sequence[OutcomeCount]) -> None:
+    async def write(
+        self,
+        records: Sequence[CallRecord],
+        counts: Sequence[OutcomeCount],
+        nonces: Sequence[ClaimedNonce] = (),
+    ) -> None:
         started = time.monotonic()
-        await super().write(records, counts)
+        await super().write(records, counts, nonces)
         line = f"{started:.6f} {time.monotonic():.6f} {len(records)}\n"
         os.write(self._log_fd, line.encode())
 
