@@ -13,10 +13,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from metering_middleware import CatalogError, ConfigError, MeteringRuntime
+from metering_middleware import CatalogError, ConfigError, MeteringRuntime, StoreError
 from metering_middleware._cli_args import Parser, add_command, add_commands, package_version
 
 __all__ = ["build_parser", "main"]
+
+
+async def _start_and_stop(runtime: MeteringRuntime) -> None:
+    async with runtime:
+        pass
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -27,8 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         gateway, metering = load_config(args.config)
+        # Started and stopped once before serving: a ledger, journal or Redis that
+        # cannot start is one line here, not a traceback from the server's lifespan.
+        asyncio.run(_start_and_stop(MeteringRuntime(metering)))
         runtime = MeteringRuntime(metering)
-    except (ConfigError, CatalogError, ValueError) as exc:
+    except (ConfigError, CatalogError, StoreError, OSError, ValueError) as exc:
         print(f"metering-gateway: {exc}", file=sys.stderr)
         return 1
     app = create_gateway_app(gateway, runtime)

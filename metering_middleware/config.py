@@ -30,8 +30,8 @@ class MeteringConfig:
     #: Where the ledger lives: ``sqlite:///path``, ``memory://`` (tests).
     ledger_url: str = "sqlite:///metering-ledger.sqlite"
     #: ``strict``: no client holds a complete chargeable response before its record
-    #: is committed (synchronous=FULL). ``batched``: records are committed within
-    #: ``flush_interval`` seconds; a kill loses at most that interval.
+    #: is committed (synchronous=FULL). ``batched``: a batch gathers ``flush_interval``
+    #: seconds before its commit starts; a kill loses up to that plus one commit.
     mode: Mode = "strict"
     flush_interval: float = 0.05
     #: Append-only fallback file used while the store fails; default: ledger path + ".journal".

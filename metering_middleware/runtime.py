@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
@@ -25,7 +26,7 @@ from .entitlements import (
     RatingStoreEntitlements,
 )
 from .identity import IdentityResolver
-from .ledger import LedgerStore
+from .ledger import LedgerStore, StoreError
 from .ledger.journal import Journal
 from .ledger.urls import open_store
 from .ledger.writer import LedgerWriter
@@ -56,6 +57,23 @@ def _default_journal(config: MeteringConfig) -> str:
         return config.journal_path
     path = _ledger_file(config)
     return path + ".journal" if path else ""
+
+
+def _check_new_ledger(ledger: str, journal: str) -> None:
+    """A start that would create the ledger file: say so, and refuse when it was lost.
+
+    A journal holding records beside a missing ledger means a ledger existed and
+    was moved or deleted while the gateway was down: a new empty file would
+    take its records and lose its accounts and plans. Put it back instead.
+    """
+    if os.path.exists(ledger):
+        return
+    if journal and os.path.exists(journal) and os.path.getsize(journal) > 0:
+        raise StoreError(
+            f"no ledger file at {ledger!r}, but its journal {journal!r} holds records of "
+            "one: put the ledger file back (or move the journal away to start a new ledger)"
+        )
+    log.warning("no ledger file at %r: creating a new, empty ledger", ledger)
 
 
 class NoPlans:
@@ -184,6 +202,10 @@ class MeteringRuntime:
                 return
             if self._stopped:
                 raise RuntimeError("a stopped metering runtime does not start again")
+            ledger_file = _ledger_file(self.config)
+            if ledger_file:
+                journal = _default_journal(self.config)
+                await asyncio.to_thread(_check_new_ledger, ledger_file, journal)
             await self.store.open()
             await self.writer.start()
             await self.credentials.refresh()

@@ -56,3 +56,16 @@ def test_bad_configuration_stops_the_start_with_one_line(tmp_path: Path) -> None
     result = _serve(config)
     assert result.returncode == 1 and "gateway.upstream" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_ledger_that_cannot_start_stops_the_gateway_with_one_line(tmp_path: Path) -> None:
+    """A lost ledger (its journal left behind) is refused at start: one line, exit 1."""
+    db = tmp_path / "ledger.sqlite"
+    (tmp_path / "ledger.sqlite.journal").write_text('{"c": "a count of the lost ledger"}\n')
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[metering]\nledger_url = "sqlite:///{db}"\n')
+    result = _serve(config)
+    assert result.returncode == 1
+    assert result.stderr.startswith("metering-gateway: no ledger file at ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not db.exists()

@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 
 from example_gateway.app import create_gateway_app
 from example_gateway.config import GatewayConfig
 from example_gateway.mock_upstream import create_mock_upstream
-from metering_middleware import CallRecord, MeteringConfig, MeteringRuntime
+from metering_middleware import CallRecord, MeteringConfig, MeteringRuntime, StoreError
 from metering_middleware.ledger import new_record_id
 from metering_middleware.ledger.journal import Journal
 from metering_middleware.ledger.urls import open_store
@@ -144,3 +145,44 @@ async def test_restart_with_a_non_empty_journal(tmp_path: Path) -> None:
     async with runtime:
         await asyncio.sleep(0)
     assert len(count_calls(db)) == 5
+
+
+async def test_a_start_refuses_to_replace_a_lost_ledger_that_left_a_journal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleted while the gateway was down, with records journaled: no new empty ledger."""
+    db = tmp_path / "ledger.sqlite"
+    url = f"sqlite:///{db}"
+    await add_account(url, "acme")
+    record = CallRecord(
+        id=new_record_id(),
+        request_id="journaled",
+        account="acme",
+        access_key_id="LTAIx",
+        category="facebody",
+        action="DetectFace",
+        version="2019-12-30",
+        item="facebody.DetectFace",
+        occurred_at=datetime(2026, 3, 1, tzinfo=UTC),
+        status=200,
+        error_code=None,
+        latency_ms=1.0,
+    )
+    await Journal(str(db) + ".journal").append([record])
+    moved = tmp_path / "elsewhere.sqlite"
+    db.rename(moved)
+    runtime = MeteringRuntime(MeteringConfig(ledger_url=url), catalog=roomy_catalog())
+    with pytest.raises(StoreError, match="put the ledger file back"):
+        await runtime.start()
+    assert not db.exists()  # nothing created in its place
+    moved.rename(db)
+    async with MeteringRuntime(MeteringConfig(ledger_url=url), catalog=roomy_catalog()):
+        pass
+    assert count_calls(db) == ["journaled"]  # the journal went into the real ledger
+    # A first start with no journal creates the ledger, and says so.
+    fresh = tmp_path / "new.sqlite"
+    with caplog.at_level("WARNING", logger="metering_middleware"):
+        async with MeteringRuntime(MeteringConfig(ledger_url=f"sqlite:///{fresh}")):
+            pass
+    assert fresh.exists()
+    assert any("creating a new, empty ledger" in r.getMessage() for r in caplog.records)
