@@ -449,12 +449,7 @@ def _write_transaction(
             db.executemany(_ADD_COUNT, count_rows)
         db.execute("COMMIT")
     except BaseException:
-        # SQLite may already have rolled back (some I/O errors do); the original error matters.
-        if db.in_transaction:
-            try:
-                db.execute("ROLLBACK")
-            except _SQLITE_FAILURES:
-                _log.debug("rollback after a failed ledger write failed too", exc_info=True)
+        _rollback_quietly(db, "ledger write")
         raise
 
 
@@ -465,13 +460,18 @@ def _prune_transaction(db: sqlite3.Connection, cutoff_ms: int, limit: int) -> in
         deleted = db.execute(_PRUNE_NONCES, (cutoff_ms, limit)).rowcount
         db.execute("COMMIT")
     except BaseException:
-        if db.in_transaction:
-            try:
-                db.execute("ROLLBACK")
-            except _SQLITE_FAILURES:
-                _log.debug("rollback after a failed nonce prune failed too", exc_info=True)
+        _rollback_quietly(db, "nonce prune")
         raise
     return int(deleted)
+
+
+def _rollback_quietly(db: sqlite3.Connection, what: str) -> None:
+    # SQLite may already have rolled back (some I/O errors do); the original error matters.
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except _SQLITE_FAILURES:
+            _log.debug("rollback after a failed %s failed too", what, exc_info=True)
 
 
 def _filters(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from example_gateway.mock_upstream import MockUpstream, create_mock_upstream
 from metering_middleware import MeteringConfig, MeteringRuntime, SystemClock
 from metering_middleware.credentials import CredentialManager, SecretBox
 from metering_middleware.ledger.urls import open_store
+from tests.limiter.redis_server import RedisServer
 from tests.support.catalogs import roomy_catalog
 from tests.support.servers import run_server
 
@@ -69,3 +70,15 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         app = create_gateway_app(GatewayConfig(upstream=upstream, timeout=5.0), runtime)
         async with run_server(app) as base:
             yield Gateway(base, base.removeprefix("http://"), db, runtime, mock, key, secret)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own; a missing binary fails, never skips."""
+    try:
+        server = RedisServer(tmp_path / "redis")
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.kill()

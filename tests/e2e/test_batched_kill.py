@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from example_gateway.serving import free_port
+from tests.support.processes import wait_listening
 
 from .signed import v3_headers
 
@@ -34,19 +35,6 @@ ROOT = str(Path(__file__).resolve().parents[2])
 KEY, SECRET = "LTAIbatchedkill00001", "batched-kill-secret-0123456789"
 MARGIN = 0.05  # seconds: submission -> the client's receipt, and a busy loop's late timer
 
-
-async def _wait_listening(url: str, proc: asyncio.subprocess.Process) -> None:
-    async with httpx.AsyncClient(timeout=1.0) as client:
-        for _ in range(300):
-            if proc.returncode is not None:
-                raise AssertionError(f"{url} exited with {proc.returncode}")
-            try:
-                if (await client.get(url + "/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not start")
 
 
 def _committed(db: Path) -> set[str]:
@@ -78,8 +66,8 @@ async def test_kill_9_in_batched_mode_loses_only_what_the_bound_says(
     answered: list[tuple[float, float, str]] = []  # (sent, received, RequestId) of each 200
     killed_at = 0.0
     try:
-        await _wait_listening(url, gateway)
-        await _wait_listening(f"http://127.0.0.1:{mock_port}", mock)
+        await wait_listening(url, gateway)
+        await wait_listening(f"http://127.0.0.1:{mock_port}", mock)
         body = b"ImageURL=https%3A%2F%2Fx%2Fa.jpg"
         stop = asyncio.Event()
         async with httpx.AsyncClient(timeout=5.0) as client:

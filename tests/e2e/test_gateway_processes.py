@@ -13,15 +13,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from example_gateway.serving import free_port
 from tests.limiter.redis_server import RedisServer
 from tests.limiter.test_processes import _assert_exact
+from tests.support.processes import wait_listening
 
 from .signed import v3_headers
 
@@ -30,29 +29,6 @@ ROOT = str(Path(__file__).resolve().parents[2])
 KEY, SECRET = "LTAIprocesses0000001", "processes-secret-0123456789"
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    try:
-        server = RedisServer(tmp_path / "redis")
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))  # a missing redis-server fails, never skips
-    yield server
-    server.kill()
-
-
-async def _wait_listening(url: str, proc: asyncio.subprocess.Process) -> None:
-    async with httpx.AsyncClient(timeout=1.0) as client:
-        for _ in range(300):
-            if proc.returncode is not None:
-                raise AssertionError(f"{url} exited with {proc.returncode}")
-            try:
-                if (await client.get(url + "/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not start")
 
 
 async def test_four_gateway_processes_over_http_stay_exact(
@@ -85,7 +61,7 @@ async def test_four_gateway_processes_over_http_stay_exact(
             )
             gateways.append((proc, f"http://127.0.0.1:{port}", log))
         for proc, url, _ in gateways:
-            await _wait_listening(url, proc)
+            await wait_listening(url, proc)
 
         urls = itertools.cycle([url for _, url, _ in gateways])
         body = b"ImageURL=https%3A%2F%2Fx%2Fa.jpg"

@@ -18,6 +18,7 @@ import httpx
 
 from example_gateway.mock_upstream import create_mock_upstream
 from example_gateway.serving import free_port
+from tests.support.processes import wait_listening
 from tests.support.servers import run_server
 
 from .conftest import add_account
@@ -81,13 +82,8 @@ async def test_huge_heads_are_refused_unforwarded_and_memory_returns(tmp_path: P
         )  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"
+            await wait_listening(base, proc, path="/readyz")
             async with httpx.AsyncClient(timeout=1.0) as client:
-                for _ in range(300):
-                    try:
-                        if (await client.get(base + "/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.1)
                 # Warm the path once so the baseline includes what every call loads.
                 body = b"ImageURL=https%3A%2F%2Fx%2Fa.jpg"
                 ok = await client.post(base, content=body, headers=v3_headers(key, secret, body))

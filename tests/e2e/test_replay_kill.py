@@ -14,37 +14,26 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from example_gateway.mock_upstream import create_mock_upstream
 from example_gateway.serving import free_port
 from tests.limiter.redis_server import RedisServer
+from tests.support.processes import wait_listening
 from tests.support.servers import run_server
 
 from .conftest import add_account
 from .signed import v3_headers
-from .test_gateway_processes import _wait_listening
 
 WORKER = str(Path(__file__).with_name("replay_worker.py"))
 ROOT = str(Path(__file__).resolve().parents[2])
 BODY = b"ImageURL=https%3A%2F%2Fx%2Fpeople.jpg"
 
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    try:
-        server = RedisServer(tmp_path / "redis")
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))  # a missing redis-server fails the test, never skips it
-    yield server
-    server.kill()
 
 
 @asynccontextmanager
@@ -57,7 +46,7 @@ async def gateway_process(cfg: dict[str, Any]) -> AsyncIterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        await _wait_listening(url, proc)
+        await wait_listening(url, proc)
         yield url
     finally:
         if proc.returncode is None:

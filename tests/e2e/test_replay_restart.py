@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,16 +33,6 @@ from .signed import v3_headers
 
 BODY = b"ImageURL=https%3A%2F%2Fx%2Fpeople.jpg"
 
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    try:
-        server = RedisServer(tmp_path / "redis")
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))  # a missing redis-server fails the test, never skips it
-    yield server
-    server.kill()
 
 
 def charged(db: Path) -> int:

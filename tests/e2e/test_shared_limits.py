@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from example_gateway.app import create_gateway_app
 from example_gateway.config import GatewayConfig
@@ -20,17 +18,6 @@ from tests.support.servers import run_server
 
 from .conftest import add_account
 from .signed import v3_headers
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    try:
-        server = RedisServer(tmp_path / "redis")
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))  # a missing redis-server fails the test, never skips it
-    yield server
-    server.kill()
 
 
 async def test_two_gateways_share_limits_and_nonces(tmp_path: Path, redis: RedisServer) -> None:

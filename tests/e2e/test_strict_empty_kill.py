@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from example_gateway.serving import free_port
 from metering_middleware import MeteringConfig, MeteringRuntime
+from tests.support.processes import wait_listening
 from tests.support.servers import run_server
 
 from .conftest import add_account
@@ -42,19 +43,6 @@ async def empty_upstream(scope: Scope, receive: Receive, send: Send) -> None:
     headers = [(b"content-length", b"0"), (b"x-acs-request-id", f"empty-{next(_ids)}".encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
-
-
-async def _wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
-    async with httpx.AsyncClient(timeout=1.0) as client:
-        for _ in range(300):
-            assert proc.returncode is None, f"the gateway exited with {proc.returncode}"
-            try:
-                if (await client.get(url + "/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("the gateway did not start")
 
 
 async def _call(client: httpx.AsyncClient, url: str, key: str, secret: str) -> str | None:
@@ -95,7 +83,7 @@ async def test_no_empty_answer_reaches_a_client_before_its_commit_under_kill_9(
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            await _wait_ready(base, proc)
+            await wait_listening(base, proc, path="/readyz")
             async with httpx.AsyncClient(timeout=1.5) as client:
                 # Unlocked: the head arrives, after its commit.
                 first = await _call(client, base, key, secret)
