@@ -165,7 +165,14 @@ def _from_env(name: str, raw: str) -> Any:
             return float(raw)
         except ValueError:
             raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {raw!r} is not a number") from None
-    if name in ("max_body_bytes", "error_body_limit", "limiter_processes", "throttle_status"):
+    if name in (
+        "max_body_bytes",
+        "max_header_bytes",
+        "max_header_count",
+        "error_body_limit",
+        "limiter_processes",
+        "throttle_status",
+    ):
         try:
             return int(raw)
         except ValueError:

@@ -91,3 +91,22 @@ def test_bad_gateway_config(tmp_path: Path, text: str, env: dict[str, str], name
     path.write_text(text)
     with pytest.raises(ConfigError, match=name):
         load_config(path, env)
+
+
+def test_every_numeric_setting_reads_from_the_environment() -> None:
+    """A setting added to the config but not to the environment reader would stay text."""
+    from dataclasses import fields
+
+    base = MeteringConfig()
+    numeric = [
+        f.name
+        for f in fields(MeteringConfig)
+        if isinstance(getattr(base, f.name), int | float)
+        and not isinstance(getattr(base, f.name), bool)
+    ]
+    assert "max_header_bytes" in numeric and "flush_interval" in numeric
+    for name in numeric:
+        value = getattr(base, name)
+        doubled = value * 2 if name != "throttle_status" else 400
+        config = base.with_env({f"METERING_{name.upper()}": str(doubled)})
+        assert getattr(config, name) == doubled, name
