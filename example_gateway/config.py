@@ -17,7 +17,10 @@ from typing import Any, Literal
 
 from metering_middleware.config import ConfigError, MeteringConfig
 
-__all__ = ["GatewayConfig", "ResignConfig", "load_config"]
+__all__ = ["GATEWAY_SETTLE_INTERVAL", "GatewayConfig", "ResignConfig", "load_config"]
+
+#: Seconds between the gateway's own settlement passes (``[metering] settle_interval``).
+GATEWAY_SETTLE_INTERVAL = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,5 +122,8 @@ def load_config(
         gateway = replace(GatewayConfig(), **gw_doc, resign=resign)
     except TypeError as exc:
         raise ConfigError(f"gateway: {exc}") from None
-    metering = MeteringConfig.from_mapping(doc.get("metering", {})).with_env(env)
+    metering_doc = dict(doc.get("metering", {}))
+    # The gateway settles its ledger itself unless told otherwise (0 turns it off).
+    metering_doc.setdefault("settle_interval", GATEWAY_SETTLE_INTERVAL)
+    metering = MeteringConfig.from_mapping(metering_doc).with_env(env)
     return gateway, metering

@@ -72,6 +72,10 @@ class MeteringConfig:
     throttle_status: int = 429
     #: Seconds between refreshes of the cached QPS entitlements (plan changes).
     entitlement_refresh: float = 1.0
+    #: Seconds between settlement passes run by this process, off the event loop (one
+    #: settler at a time across processes, by the settlement lock); 0: none (settle with
+    #: ``metering settle``). The example gateway's default is 60.
+    settle_interval: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("strict", "batched"):
@@ -95,6 +99,9 @@ class MeteringConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name}: must be a positive integer")
+        value = self.settle_interval
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError("settle_interval: must be zero (off) or a positive number of seconds")
         if self.limiter_failure_policy not in ("open", "closed", "local"):
             raise ConfigError(
                 f"limiter_failure_policy: {self.limiter_failure_policy!r} is not one of "
@@ -160,7 +167,13 @@ def _from_env(name: str, raw: str) -> Any:
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
             raise ConfigError(f"{ENV_PREFIX}ENFORCE_QPS: {raw!r} is not true or false")
         return raw.lower() in ("1", "true", "yes")
-    if name in ("flush_interval", "credential_refresh", "signature_window", "entitlement_refresh"):
+    if name in (
+        "flush_interval",
+        "credential_refresh",
+        "signature_window",
+        "entitlement_refresh",
+        "settle_interval",
+    ):
         try:
             return float(raw)
         except ValueError:

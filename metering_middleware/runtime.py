@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from .catalog import Catalog, default_catalog, load_catalog
 from .clock import Clock, SystemClock
-from .config import MeteringConfig
+from .config import ConfigError, MeteringConfig
 from .credentials import CredentialCache, SecretBox
 from .durable_nonces import DurableNonceLimiter, DurableNonceStore, NonceSeeding, restore_nonces
 from .entitlements import (
@@ -34,6 +34,7 @@ from .limiter import DeferredNonceStore, Limiter, LimiterSettings, open_limiter
 from .metrics import MeteringMetrics
 from .nonces import MemoryNonceStore, NonceStore
 from .rating import RatingStore, SqliteRatingStore
+from .settler import BackgroundSettler
 from .signing import SignatureVerifier
 
 __all__ = ["MeteringRuntime"]
@@ -161,6 +162,13 @@ class MeteringRuntime:
         if entitlements is None and config.enforce_qps and ledger_file:
             self.rating_store = SqliteRatingStore(ledger_file)
             entitlements = RatingStoreEntitlements(self.rating_store)
+        self.settler: BackgroundSettler | None = None
+        if config.settle_interval:
+            if not ledger_file:
+                raise ConfigError("settle_interval: settlement needs an SQLite ledger file")
+            self.settler = BackgroundSettler(
+                ledger_file, catalog, self.clock, interval=config.settle_interval
+            )
         self.entitlements = EntitlementView(
             entitlements or NoPlans(),
             catalog,
@@ -215,6 +223,8 @@ class MeteringRuntime:
             if self.limiter is not None:
                 await self.limiter.start()
             await self._restore_nonces()
+            if self.settler is not None:
+                await self.settler.start()
             self._started = True
             log.info(
                 "metering started: ledger=%s mode=%s catalog items=%d",
@@ -243,6 +253,8 @@ class MeteringRuntime:
                 return
             self._started = False
             self._stopped = True
+            if self.settler is not None:
+                await self.settler.stop()  # a pass under way finishes first
             if self.limiter is not None:
                 await self.limiter.join()
                 await self.limiter.close()

@@ -1,0 +1,127 @@
+"""Settlement inside the gateway: one pass every ``settle_interval``, off the event loop.
+
+A pass runs the same ``rating.settle`` as ``metering settle``, in a worker thread
+with an event loop and a rating-store connection of its own, so no call waits on
+rating: the deduction's CPU work and its SQLite reads never run on the serving
+loop. Several gateway processes on one ledger may all run a settler; the
+settlement lock lets exactly one settle at a time, and the others' passes find
+it taken (``SettleBusy``) and skip their turn. ``metering settle`` works beside
+them the same way.
+
+The interval is measured on the event loop's clock (monotonic): a wall clock
+stepped back does not stall it. What a pass settles is decided by the injected
+clock (its ``now`` minus ``lag``), like the CLI's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from .catalog import Catalog
+from .clock import Clock
+from .rating import DEFAULT_GRACE, DEFAULT_LAG, SettleBusy, SettleReport, SqliteRatingStore, settle
+
+__all__ = ["BackgroundSettler", "SettlerStats"]
+
+log = logging.getLogger("metering_middleware.settler")
+
+
+@dataclass(slots=True)
+class SettlerStats:
+    passes: int = 0  # passes that settled (possibly nothing new)
+    busy: int = 0  # passes skipped: another settler held the lock
+    failures: int = 0  # passes that raised (logged)
+    last: SettleReport | None = None
+
+
+class BackgroundSettler:
+    """Settles the SQLite ledger at ``ledger_file`` every ``interval`` seconds."""
+
+    __slots__ = (
+        "_catalog",
+        "_clock",
+        "_grace",
+        "_interval",
+        "_lag",
+        "_lock",
+        "_pass",
+        "_path",
+        "_task",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        ledger_file: str,
+        catalog: Catalog,
+        clock: Clock,
+        *,
+        interval: float,
+        lag: timedelta = DEFAULT_LAG,
+        grace: timedelta = DEFAULT_GRACE,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("settle_interval must be positive")
+        self._path = ledger_file
+        self._catalog = catalog
+        self._clock = clock
+        self._interval = interval
+        self._lag = lag
+        self._grace = grace
+        self._task: asyncio.Task[None] | None = None
+        self._pass: asyncio.Future[SettleReport | None] | None = None
+        self._lock = asyncio.Lock()  # one pass at a time in this process
+        self.stats = SettlerStats()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._every_interval(), name="metering-settler")
+
+    async def stop(self) -> None:
+        """Stop the timer; a pass under way finishes first (its thread cannot be cut)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._pass is not None:
+            await asyncio.gather(self._pass, return_exceptions=True)
+
+    async def settle_now(self) -> SettleReport | None:
+        """One pass that starts after this call (after the one under way, if any).
+
+        ``None`` if it was skipped (another settler holds the lock) or failed (logged).
+        """
+        async with self._lock:
+            self._pass = asyncio.ensure_future(asyncio.to_thread(self._pass_in_thread))
+            # Shielded: a cancelled caller (stop) leaves the thread's pass to finish.
+            return await asyncio.shield(self._pass)
+
+    async def _every_interval(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.settle_now()
+
+    def _pass_in_thread(self) -> SettleReport | None:
+        # Its own loop and connection: nothing of the serving loop is touched here.
+        return asyncio.run(self._one_pass())
+
+    async def _one_pass(self) -> SettleReport | None:
+        try:
+            async with SqliteRatingStore(self._path, create=False) as store:
+                report = await settle(
+                    store, self._catalog, self._clock, lag=self._lag, grace=self._grace
+                )
+        except SettleBusy:
+            self.stats.busy += 1
+            log.debug("settlement pass skipped: another settler holds the lock")
+            return None
+        except Exception:  # a pass that fails is retried next interval; calls go on
+            self.stats.failures += 1
+            log.exception("settlement pass failed; the next one retries")
+            return None
+        self.stats.passes += 1
+        self.stats.last = report
+        return report
