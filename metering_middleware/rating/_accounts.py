@@ -27,6 +27,10 @@ _TIME = attrgetter("occurred_at", "id")
 _OCCURRED = attrgetter("occurred_at")
 
 
+def _arrival_and_bill(pair: tuple[Adjustment, CallRecord]) -> tuple[datetime, Month]:
+    return pair[0].effective_at, pair[0].billed
+
+
 @dataclass(slots=True)
 class Account:
     """One account in a pass: its marks, where it starts from, what the pass produced."""
@@ -174,14 +178,15 @@ def cut_segments(
     regular: list[CallRecord], adjust: list[tuple[Adjustment, CallRecord]]
 ) -> list[Segment]:
     """A month's deductions in order: regular records, with the adjustments of each arrival
-    cut in at their place (deduction sorts by time; adjustments go by arrival)."""
+    cut in at their place (deduction sorts by time; adjustments go by arrival). Each
+    adjustment segment is billed in one month (see ``Adjustment.deducted_in``)."""
     if not adjust:
         return [(regular, None)]
     segments: list[Segment] = []
     regular.sort(key=_TIME)
     adjust.sort(key=lambda pair: pair[0].key)
     pos = 0
-    for effective, group in groupby(adjust, key=lambda pair: pair[0].effective_at):
+    for (effective, _), group in groupby(adjust, key=_arrival_and_bill):
         pairs = list(group)
         cut = bisect_left(regular, effective, pos, key=_OCCURRED)
         if cut > pos:

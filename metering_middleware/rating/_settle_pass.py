@@ -252,34 +252,44 @@ class Pass:
 
     async def _start_replay(self, a: Account, found: dict[int, Candidate]) -> None:
         assert a.replay_from is not None
-        checkpoint = await self.store.checkpoint(a.name, a.replay_from)
+        news = [adj for _, _, adj in found.values() if adj is not None]
+        month = a.replay_from
+        while True:
+            checkpoint = await self.store.checkpoint(a.name, month)
+            start = month if checkpoint is None else checkpoint[0]
+            # Every adjustment deducted from ``start`` on (it arrived since), due now.
+            stored = await self.store.adjustments(account=a.name, effective_from=start.start)
+            due = {adj.seq: adj for adj in stored if self._due(a, adj)}
+            due.update((adj.seq, adj) for adj in news if adj.deducted_in >= start)
+            # One billed before ``start`` (it arrived in the grace days of its billed month)
+            # has its line there: the replay restarts from that month, so the lines it
+            # replaces (billed from its start on) are exactly the lines it deducts.
+            earliest = min((adj.billed for adj in due.values()), default=start)
+            if earliest >= start:
+                break
+            month = earliest
         if checkpoint is None:
-            a.start, a.state, a.month = a.replay_from, DeductionState(), None
+            a.start, a.state, a.month = start, DeductionState(), None
         else:
             a.start, a.state = checkpoint
             a.month = a.start
         a.own_reads = True
         a.lines.clear()
-        records = {seq: c[1] for seq, c in found.items() if c[2] is not None}
-        place: dict[int, Adjustment] = {}
-        for adj in await self.store.adjustments(account=a.name, billed_from=a.start):
+        for adj in stored:
             a.adj[adj.seq] = adj  # so reads of its months never take it for a regular record
-            due = (
-                a.settled(adj.seq, adj.effective_at)
-                if self.rerating
-                else adj.effective_at < a.target
-            )
-            if due:
-                place[adj.seq] = adj
-        for seq, (_, _, new) in found.items():
-            if new is not None and new.billed >= a.start:
-                place[seq] = new
-        missing = [seq for seq in place if seq not in records]
+        records = {seq: c[1] for seq, c in found.items() if c[2] is not None}
+        missing = [seq for seq in due if seq not in records]
         if missing:
             batch = await self.store.read_seqs(missing)
             records.update(zip(batch.seqs, batch.records, strict=True))
-        for seq, adj in place.items():
+        for seq, adj in due.items():
             self._place((adj.key, records[seq], adj), [])
+
+    def _due(self, a: Account, adj: Adjustment) -> bool:
+        """Whether a stored adjustment is deducted by this pass (if its account replays)."""
+        if self.rerating:
+            return a.settled(adj.seq, adj.effective_at)
+        return adj.effective_at < a.target
 
     def _place(self, candidate: Candidate, regular: list[CallRecord]) -> None:
         _, record, adj = candidate
@@ -287,7 +297,7 @@ class Pass:
             regular.append(record)
         elif adj.seq not in self.placed:
             self.placed.add(adj.seq)
-            self.extra.setdefault(adj.billed, []).append((adj, record))
+            self.extra.setdefault(adj.deducted_in, []).append((adj, record))
 
     async def _month_span(self) -> tuple[Month, Month] | None:
         firsts: list[Month] = [*self.regular, *self.extra]
@@ -399,8 +409,9 @@ class Pass:
                     state=self.working,
                 )
                 self.working = result.state
+                billed = m if adjs is None else adjs[0].billed  # one per segment
                 for line in result.lines:
-                    self._account(line.account).add_line(m, line)
+                    self._account(line.account).add_line(billed, line)
                     touched.add(line.account)
                     count += line.calls
                 if adjs is None:

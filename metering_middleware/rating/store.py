@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from ..ledger.records import CallRecord
-from .months import Month
+from .months import Month, billing_month
 from .plans import QpsSubscription, ResourcePlan
 from .results import Source, SourceKind
 from .state import DeductionState
@@ -42,8 +42,10 @@ __all__ = [
 
 Plan = ResourcePlan | QpsSubscription
 
-#: A record's place in deduction order: (billed month, effective at, occurred at, record id).
-#: Effective at is ``occurred_at``, or for an adjustment its arrival (``recorded_at``).
+#: A record's place in deduction order: (month of effective at, effective at, occurred at,
+#: record id). Effective at is ``occurred_at``, or for an adjustment its arrival
+#: (``recorded_at``): so an adjustment comes after every record settled before it arrived,
+#: even when it is billed in an earlier month (the previous one, still in its grace days).
 SettledKey = tuple[Month, datetime, datetime, str]
 
 
@@ -108,11 +110,18 @@ class Adjustment:
     occurred_at: datetime
     origin: Month  # the month it occurred in (closed when it arrived)
     billed: Month  # the earliest month still open when it arrived
-    effective_at: datetime  # its arrival: its place in the billed month's deduction order
+    effective_at: datetime  # its arrival: its place in the deduction order
+
+    @property
+    def deducted_in(self) -> Month:
+        """The month whose deduction it is cut into, at its arrival: ``billed``, or a later
+        month when it arrived in the grace days that keep ``billed`` open. Ordering it in
+        ``billed`` instead would put it ahead of records settled before it arrived."""
+        return billing_month(self.effective_at)
 
     @property
     def key(self) -> SettledKey:
-        return (self.billed, self.effective_at, self.occurred_at, self.call_id)
+        return (self.deducted_in, self.effective_at, self.occurred_at, self.call_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 from metering_middleware.catalog import Catalog
 from metering_middleware.ledger.records import CallRecord
@@ -134,11 +135,16 @@ def reference_deduct(
     plans: list[ResourcePlan],
     subs: list[QpsSubscription],
     catalog: Catalog,
+    *,
+    order: Callable[[CallRecord], Any] | None = None,
 ) -> Reference:
-    """One call at a time, Decimal arithmetic, linear scans: slow and obviously right."""
+    """One call at a time, Decimal arithmetic, linear scans: slow and obviously right.
+
+    Calls are taken in (occurred_at, id) order unless ``order`` says otherwise (settlement
+    takes an adjustment at its arrival); each is still judged at its own time."""
     out = Reference(remaining={p.id: p.points for p in plans})
     items = {it.item: it for it in catalog.items}
-    for c in sorted(calls, key=lambda r: (r.occurred_at, r.id)):
+    for c in sorted(calls, key=order or (lambda r: (r.occurred_at, r.id))):
         it = items[c.item]
         t = c.occurred_at
         covering = [

@@ -146,32 +146,81 @@ async def test_an_adjustment_displaces_nothing_and_gets_points_left(tmp_path: Pa
     assert [b.remaining for b in feb.plans] == [Decimal(0)]
 
 
-async def test_an_adjustment_in_the_grace_of_the_previous_month_re_rates_both(
+async def test_an_adjustment_in_the_grace_of_the_previous_month_displaces_nothing(
     tmp_path: Path,
 ) -> None:
     # On 2026-03-01 February is still open (until 2026-03-02T16:00Z): a January record
-    # arriving then is billed in February, behind March records already settled.
+    # arriving then is billed in February, but it arrives after a March record that was
+    # settled with the plan's last points. It must not take them back.
     arrivals = [
         (utc(2026, 2, 20), [call(CATALOG, "feb", utc(2026, 2, 19))]),
         (utc(2026, 3, 1, 1), [call(CATALOG, "mar", utc(2026, 3, 1))]),
         (utc(2026, 3, 1, 2), [call(CATALOG, "late", utc(2026, 1, 25))]),
     ]
     async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 2, 19)) as h:
-        await buy_plan(h, 30)
+        await buy_plan(h, 30)  # two plate calls
         for when, records in arrivals[:2]:
             await h.arrive(records, at=when)
         await h.settle(utc(2026, 3, 1, 1, 30))
+        mar_before = summary((await h.bill("acct", MAR)).lines)
         await h.arrive(arrivals[2][1], at=arrivals[2][0])
         report = await h.settle(utc(2026, 3, 1, 3))
         feb, mar = await h.bill("acct", FEB), await h.bill("acct", MAR)
+        [adjustment] = await h.rating.adjustments()
         lines = summary(await h.lines())
-    assert report.rerated == ("acct",)
-    assert [(ln.adjustment, ln.kind) for ln in feb.lines] == [
-        (False, SourceKind.SINGLE),
-        (True, SourceKind.SINGLE),  # the plan's last points: February is billed first
+    assert (report.adjustments, report.rerated) == (1, ())
+    assert summary(mar.lines) == mar_before  # "mar" keeps the plan's last points
+    assert [(ln.kind, ln.calls) for ln in mar.lines] == [(SourceKind.SINGLE, 1)]
+    # Billed in February (still open when it arrived), pay-as-you-go at January's first
+    # position and price: nothing was left for it when it arrived.
+    got = [(ln.adjustment, ln.kind, ln.origin, ln.amount) for ln in feb.lines]
+    assert got == [
+        (False, SourceKind.SINGLE, FEB, Decimal(0)),
+        (True, SourceKind.PAYG, JAN, Decimal("0.15")),
     ]
-    assert [ln.kind for ln in mar.lines] == [SourceKind.PAYG]
+    assert (adjustment.origin, adjustment.billed, adjustment.effective_at) == (
+        JAN,
+        FEB,
+        arrivals[2][0],
+    )
     assert lines == await one_pass(tmp_path / "one.db", arrivals, utc(2026, 3, 1, 3), plans=30)
+
+
+async def test_adjustments_and_settled_records_contending_for_points_in_any_passes(
+    tmp_path: Path,
+) -> None:
+    # A plan of five plate calls. February's one call, then March calls every ten minutes
+    # from 2026-03-01T00:00Z, and January records arriving in February's grace at 00:15Z
+    # (one) and 00:35Z (two). In arrival order the plan covers: feb, mar-0, mar-1, the
+    # first adjustment, mar-2; then mar-3 and the last two adjustments are pay-as-you-go.
+    march = calls_between(CATALOG, 4, utc(2026, 3, 1), timedelta(minutes=10), prefix="mar-")
+    late = [call(CATALOG, f"jan-{i}", utc(2026, 1, 20 + i)) for i in range(3)]
+    arrivals = [(utc(2026, 2, 20), [call(CATALOG, "feb", utc(2026, 2, 19))])]
+    arrivals += [(r.occurred_at + SECOND, [r]) for r in march]
+    arrivals += [(utc(2026, 3, 1, 0, 15), late[:1]), (utc(2026, 3, 1, 0, 35), late[1:])]
+    arrivals.sort(key=lambda a: a[0])
+    end = utc(2026, 3, 1, 2)
+    async with Harness(tmp_path / "many.db", CATALOG, arrivals[0][0]) as h:
+        await buy_plan(h, 75)
+        for when, records in arrivals:
+            await h.arrive(records, at=when)
+            await h.settle(when + 2 * 60 * SECOND)  # each arrival settled before the next
+        await h.settle(end)
+        feb, mar = await h.bill("acct", FEB), await h.bill("acct", MAR)
+        settled = await h.snapshot()
+        for month in (JAN, FEB, MAR):
+            await h.rerate(month)
+            assert await h.snapshot() == settled, f"re-rating {month} changed the bills"
+    assert [(ln.adjustment, ln.kind, ln.calls, ln.amount) for ln in feb.lines] == [
+        (False, SourceKind.SINGLE, 1, Decimal(0)),
+        (True, SourceKind.SINGLE, 1, Decimal(0)),
+        (True, SourceKind.PAYG, 2, Decimal("0.30")),  # January positions 1 and 2
+    ]
+    assert [(ln.kind, ln.calls, ln.amount) for ln in mar.lines] == [
+        (SourceKind.SINGLE, 3, Decimal(0)),
+        (SourceKind.PAYG, 1, Decimal("0.15")),
+    ]
+    assert summary(settled["lines"]) == await one_pass(tmp_path / "one.db", arrivals, end, plans=75)
 
 
 async def test_an_adjustment_that_just_arrived_waits_for_the_horizon(tmp_path: Path) -> None:

@@ -5,12 +5,19 @@ month edge and a price change within three hours) are replayed into a real SQLit
 as they would arrive, with a grace of 30 minutes, so January closes inside the window and
 some records arrive after it: adjustments. Plans are bought and refunded while settlement
 runs, sometimes backdated into what is settled; some passes settle one account only.
+
+A second window opens March: March calls settled as they arrive, while records of January
+(and February) keep arriving in the 30 minutes February is still open. Some plans last into
+March, so those adjustments (billed in February) contend for points with March records
+settled before they arrived. The bills must be the per-call reading of the rules with each
+record taken at its effective time: its occurrence, or an adjustment's arrival.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -21,15 +28,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metering_middleware.ledger import CallRecord
-from metering_middleware.rating import Month, Plan, SourceKind, billing_month
+from metering_middleware.rating import Month, Plan, Source, billing_month
 
-from .helpers import reference_deduct
+from .helpers import Reference, call, plan, reference_deduct
 from .settle_support import Harness
-from .test_deduction_properties import BASE, CATALOG, WINDOW, World, at, worlds
+from .test_deduction_properties import BASE, CATALOG, ITEMS, WINDOW, World, at, worlds
 
 GRACE = timedelta(minutes=30)
 LAG = timedelta(seconds=60)
-FINAL = at(WINDOW + 400)  # after every arrival, and after February closed too
+MARCH = int((Month(2026, 3).start - BASE) / timedelta(minutes=1))  # minutes from BASE
+LONG = MARCH + 120  # a plan's end that lasts through the March window
+CONTENDERS = ["c", "c", "c", "a"]  # "c" has calls only in March and late ones of January
+CHARGED = [it for it in ITEMS if not CATALOG.by_item()[it].free]
+FINAL = at(MARCH + 300)  # after every arrival, and after February closed too
 
 Event = tuple[datetime, int, Any]  # (time, order at equal times, payload)
 
@@ -38,6 +49,47 @@ Event = tuple[datetime, int, Any]  # (time, order at equal times, payload)
 def streams(draw: st.DrawFn) -> tuple[World, list[Event]]:
     """A world, and the events that make it happen: purchases, refunds, arrivals, settles."""
     world = draw(worlds())
+    # Some plans last into March, where adjustments and March records contend for them.
+    world.plans = [replace(p, end=at(LONG)) if draw(st.booleans()) else p for p in world.plans]
+    for i in range(draw(st.integers(1, 2))):  # and one or two small ones, from January on
+        item = CATALOG.by_item()[draw(st.sampled_from(CHARGED))]
+        general = draw(st.booleans())
+        cats = {"ocr", "facebody"} if general else {item.category}
+        points = item.coefficient * draw(st.sampled_from([1, 1, 2, 3]))  # a few calls of it
+        account = draw(st.sampled_from(CONTENDERS))
+        world.plans.append(
+            plan(
+                f"L{i}",
+                "general" if general else "single",
+                cats,
+                str(points),
+                at(-30),
+                at(LONG),
+                account=account,
+            )
+        )
+    march = draw(
+        st.lists(
+            st.tuples(st.integers(0, 40), st.sampled_from(CONTENDERS), st.sampled_from(CHARGED)),
+            min_size=1,
+            max_size=12,
+        )
+    )
+    world.calls += [
+        call(CATALOG, f"m{i:02d}", at(MARCH + m), item, acct)
+        for i, (m, acct, item) in enumerate(march)
+    ]
+    # January calls that will arrive in March (below): adjustments billed in February.
+    january = draw(
+        st.lists(
+            st.tuples(st.integers(0, 59), st.sampled_from(CONTENDERS), st.sampled_from(CHARGED)),
+            max_size=4,
+        )
+    )
+    late = [
+        call(CATALOG, f"j{i:02d}", at(m), item, acct) for i, (m, acct, item) in enumerate(january)
+    ]
+    world.calls += late
     events: list[Event] = []
     every: list[Plan] = [*world.plans, *world.subs]
     for p in every:
@@ -46,14 +98,23 @@ def streams(draw: st.DrawFn) -> tuple[World, list[Event]]:
         if p.refunded_at is not None:
             events.append((max(bought, p.refunded_at), 1, ("refund", p.id, p.refunded_at)))
     delays = st.one_of(st.integers(1, 90), st.integers(91, 200 * 60))  # seconds
+    # A record of the first window may arrive in March, in the grace days of February.
+    in_march = st.integers(1, 45 * 60).map(lambda s: at(MARCH) + timedelta(seconds=s))
     by_arrival: dict[datetime, list[CallRecord]] = {}
     for record in world.calls:
-        arrival = record.occurred_at + timedelta(seconds=draw(delays))
+        if record in late or (record.occurred_at < at(MARCH) and draw(st.integers(0, 4)) == 0):
+            arrival = draw(in_march)
+        else:
+            arrival = record.occurred_at + timedelta(seconds=draw(delays))
         by_arrival.setdefault(arrival, []).append(record)
     events += [(when, 2, ("arrive", records)) for when, records in by_arrival.items()]
-    settles = st.tuples(st.integers(-10, WINDOW + 250), st.sampled_from([None, None, "a", "b"]))
-    for m, account in draw(st.lists(settles, min_size=1, max_size=6)):
-        events.append((at(m), 3, ("settle", account)))  # some passes settle one account
+    accounts = st.sampled_from([None, None, "a", "b"])  # some passes settle one account
+    first = st.tuples(st.integers(-10, WINDOW + 250), accounts)
+    second = st.tuples(st.integers(MARCH, MARCH + 120), accounts)
+    for m, account in draw(st.lists(first, min_size=1, max_size=6)):
+        events.append((at(m), 3, ("settle", account)))
+    for m, account in draw(st.lists(second, max_size=6)):
+        events.append((at(m), 3, ("settle", account)))
     events.append((FINAL, 3, ("settle", None)))
     events.sort(key=lambda e: (e[0], e[1]))
     return world, events
@@ -80,16 +141,42 @@ async def replay(path: Path, events: list[Event], *, passes: bool) -> dict[str, 
         return settled
 
 
-def arrived_after_close(events: list[Event]) -> bool:
-    for when, _, (kind, *args) in events:
-        if kind == "arrive":
-            for record in args[0]:
-                if when >= billing_month(record.occurred_at).end + GRACE:
-                    return True
-    return False
+def arrivals(events: list[Event]) -> dict[str, datetime]:
+    return {r.id: when for when, _, (kind, *args) in events if kind == "arrive" for r in args[0]}
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def adjusted(record: CallRecord, arrived: datetime) -> bool:
+    """Whether it arrived after its month closed (an adjustment)."""
+    return arrived >= billing_month(record.occurred_at).end + GRACE
+
+
+LineKey = tuple[str, Month, Month, str, Source]  # account, billed, origin, item, source
+
+
+def expected_lines(world: World, events: list[Event]) -> tuple[Counter[LineKey], Reference]:
+    """The rules read call by call, each record at its effective time (an adjustment at its
+    arrival: after everything settled before it arrived), billed where settlement bills it."""
+    arrived = arrivals(events)
+
+    def effective(r: CallRecord) -> datetime:
+        return arrived[r.id] if adjusted(r, arrived[r.id]) else r.occurred_at
+
+    ref = reference_deduct(
+        world.calls,
+        world.plans,
+        world.subs,
+        CATALOG,
+        order=lambda r: (effective(r), r.occurred_at, r.id),
+    )
+    out: Counter[LineKey] = Counter()
+    for r in world.calls:
+        origin = billing_month(r.occurred_at)
+        billed = billing_month(arrived[r.id] - GRACE) if adjusted(r, arrived[r.id]) else origin
+        out[(r.account, billed, origin, r.item, ref.sources[r.id])] += 1
+    return out, ref
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
 def test_many_passes_one_pass_and_rerate_give_the_same_bills(
     stream: tuple[World, list[Event]],
@@ -102,18 +189,15 @@ def test_many_passes_one_pass_and_rerate_give_the_same_bills(
     lines = many["lines"]
     # Every record settled, by exactly one source: the lines count each call once.
     assert sum(ln.calls for ln in lines) == len({c.id for c in world.calls})
-    if arrived_after_close(events):
-        assert any(ln.adjustment for ln in lines)
-        return
-    # Without adjustments the bills are the plain per-call reading of the rules.
-    assert not many["adjustments"]
-    ref = reference_deduct(world.calls, world.plans, world.subs, CATALOG)
-    payg: dict[tuple[str, str], Decimal] = {}
+    arrived = arrivals(events)
+    late = {r.id for r in world.calls if adjusted(r, arrived[r.id])}
+    assert {a.call_id for a in many["adjustments"]} == late
+    # The bills are the plain per-call reading of the rules, adjustments at their arrival.
+    want, ref = expected_lines(world, events)
+    got: Counter[LineKey] = Counter()
     for ln in lines:
-        if ln.kind is SourceKind.PAYG:
-            key = (ln.account, str(ln.billed))
-            payg[key] = payg.get(key, Decimal(0)) + ln.amount
-    assert {k: v for k, v in payg.items() if v} == {k: v for k, v in ref.payg.items() if v}
+        got[(ln.account, ln.billed, ln.origin, ln.item, ln.source)] += ln.calls
+    assert got == want
     remaining = {p.id: p.points for p in world.plans}
     for state in many["states"].values():
         remaining.update({k: Decimal(v) for k, v in state["remaining"].items()})
@@ -123,4 +207,7 @@ def test_many_passes_one_pass_and_rerate_give_the_same_bills(
 def test_the_window_crosses_a_closing_month() -> None:
     # The property needs January to close inside the window (else no adjustments happen).
     assert billing_month(BASE) == Month(2026, 1)
-    assert Month(2026, 1).end + GRACE < at(WINDOW + 250) < FINAL
+    assert Month(2026, 1).end + GRACE < at(WINDOW + 250) < at(MARCH) < FINAL
+    # And adjustments arriving in March's first 30 minutes are billed in February.
+    assert billing_month(at(MARCH) - GRACE) == Month(2026, 2) < billing_month(at(MARCH))
+    assert Month(2026, 2).end + GRACE < FINAL
