@@ -16,7 +16,7 @@ from example_gateway.mock_upstream import MockUpstream, create_mock_upstream
 from metering_middleware import MeteringConfig, MeteringRuntime, SystemClock
 from metering_middleware.credentials import CredentialManager, SecretBox
 from metering_middleware.ledger.urls import open_store
-from tests.limiter.redis_server import RedisServer
+from tests.limiter.redis_server import RedisServer, redis_fixture
 from tests.support.catalogs import roomy_catalog
 from tests.support.servers import run_server
 
@@ -75,10 +75,4 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A real redis-server of the test's own; a missing binary fails, never skips."""
-    try:
-        server = RedisServer(tmp_path / "redis")
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.kill()
+    yield from redis_fixture(tmp_path / "redis")

@@ -6,31 +6,19 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from .redis_server import RedisServer
+from .redis_server import RedisServer, redis_fixture
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real redis-server for the session; fails (never skips) without the binary."""
-    try:
-        server = RedisServer(tmp_path_factory.mktemp("redis"))
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.kill()
+    yield from redis_fixture(tmp_path_factory.mktemp("redis"))
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A server of the test's own, for tests that kill and restart it."""
-    try:
-        server = RedisServer(tmp_path / "redis")
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.kill()
+    yield from redis_fixture(tmp_path / "redis")
 
 
 @pytest.fixture

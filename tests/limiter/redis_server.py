@@ -10,9 +10,12 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["RedisServer", "free_port"]
+import pytest
+
+__all__ = ["RedisServer", "free_port", "redis_fixture"]
 
 
 def free_port() -> int:
@@ -84,3 +87,14 @@ class RedisServer:
         if process is not None:
             process.kill()
             process.wait()
+
+
+def redis_fixture(directory: Path) -> Iterator[RedisServer]:
+    """A started server for a fixture to yield; a missing redis-server fails, never skips."""
+    try:
+        server = RedisServer(directory)
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.kill()
