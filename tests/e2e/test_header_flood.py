@@ -27,6 +27,8 @@ from .signed import v3_headers
 
 ROOT = str(Path(__file__).resolve().parents[2])
 MB = 1024 * 1024
+#: What the allocator may keep (its 64 MB trim threshold) plus slack; far below one head.
+KEPT_MB = 96
 
 
 def rss_mb(pid: int) -> float:
@@ -123,8 +125,11 @@ async def test_huge_heads_are_refused_unforwarded_and_memory_returns(tmp_path: P
             after = await settled_rss_mb(proc.pid)
             assert mock.stats.requests == served, "an oversized head reached the upstream"
             print(f"gateway RSS {before:.0f} MB, {mid:.0f} after, {after:.0f} after again")
-            assert mid - before < 150, f"{mid - before:.0f} MB kept after a 100 MB head"
-            assert after - mid < 32, f"{after - mid:.0f} MB more after repeated attacks"
+            # glibc keeps up to M_TRIM_THRESHOLD of freed heap resident, and raises it to
+            # 64 MB once a 32 MB+ block (the 100 MB head) is freed: that much may stay,
+            # however often the attack comes; a head kept alive would exceed it.
+            for label, rss in (("after one attack", mid), ("after three", after)):
+                assert rss - before < KEPT_MB, f"{rss - before:.0f} MB kept {label}"
         finally:
             proc.kill()
             await proc.wait()
