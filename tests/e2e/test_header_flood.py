@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import httpx
 
 from example_gateway.mock_upstream import create_mock_upstream
 from example_gateway.serving import free_port
-from tests.support.processes import wait_listening
+from tests.support.processes import serve_gateway
 from tests.support.servers import run_server
 
 from .conftest import add_account
 from .signed import v3_headers
 
-ROOT = str(Path(__file__).resolve().parents[2])
 MB = 1024 * 1024
 #: What the allocator may keep (its 64 MB trim threshold) plus slack; far below one head.
 KEPT_MB = 96
@@ -88,21 +85,9 @@ async def test_huge_heads_are_refused_unforwarded_and_memory_returns(tmp_path: P
     port = free_port()
     mock = create_mock_upstream()
     async with run_server(mock) as upstream:
-        env = {
-            **os.environ,
-            "PYTHONPATH": ROOT,
-            "GATEWAY_PORT": str(port),
-            "GATEWAY_UPSTREAM": upstream,
-            "METERING_LEDGER_URL": url,
-            "METERING_ENFORCE_QPS": "false",
-        }
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "example_gateway", "serve", env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+        proc = await serve_gateway(port, upstream, url, METERING_ENFORCE_QPS="false")
         try:
             base = f"http://127.0.0.1:{port}"
-            await wait_listening(base, proc, path="/readyz")
             async with httpx.AsyncClient(timeout=1.0) as client:
                 # Warm the path once so the baseline includes what every call loads.
                 body = b"ImageURL=https%3A%2F%2Fx%2Fa.jpg"

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 
 import httpx
@@ -23,13 +21,12 @@ from starlette.types import Receive, Scope, Send
 
 from example_gateway.serving import free_port
 from metering_middleware import MeteringConfig, MeteringRuntime
-from tests.support.processes import wait_listening
+from tests.support.processes import serve_gateway
 from tests.support.servers import run_server
 
 from .conftest import add_account
 from .signed import v3_headers
 
-ROOT = str(Path(__file__).resolve().parents[2])
 BODY = b"ImageURL=https%3A%2F%2Fx%2Fa.jpg"
 _ids = itertools.count(1)
 
@@ -69,21 +66,10 @@ async def test_no_empty_answer_reaches_a_client_before_its_commit_under_kill_9(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     async with run_server(empty_upstream) as upstream:
-        env = {
-            **os.environ,
-            "PYTHONPATH": ROOT,
-            "GATEWAY_PORT": str(port),
-            "GATEWAY_UPSTREAM": upstream,
-            "METERING_LEDGER_URL": url,
-            "METERING_MODE": "strict",
-            "METERING_ENFORCE_QPS": "false",
-        }
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "example_gateway", "serve", env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+        proc = await serve_gateway(
+            port, upstream, url, METERING_MODE="strict", METERING_ENFORCE_QPS="false"
+        )
         try:
-            await wait_listening(base, proc, path="/readyz")
             async with httpx.AsyncClient(timeout=1.5) as client:
                 # Unlocked: the head arrives, after its commit.
                 first = await _call(client, base, key, secret)
