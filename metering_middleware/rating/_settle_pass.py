@@ -26,6 +26,7 @@ from .store import (
     AccountWrite,
     Adjustment,
     CallBatch,
+    MoneyMarks,
     PlanBook,
     Progress,
     RatingStore,
@@ -462,7 +463,12 @@ class Pass:
                 self.max_seq, self.target, self.book.plan_seq, self.book.refund_seq, self.now
             )
         new = tuple(self.new_adjustments.values())
-        await self.store.commit(self.owner, SettlementWrites(tuple(writes), new, marks))
+        closed_through = None
+        if not self.rerating:
+            # A month has closed once the horizon is past its end plus the grace days.
+            closed_through = billing_month(self.target - self.grace).previous()
+        money = MoneyMarks(self.now, closed_through, self.account, rerate=self.rerating)
+        await self.store.commit(self.owner, SettlementWrites(tuple(writes), new, marks, money))
         return SettleReport(
             horizon=None if self.rerating else self.target,
             accounts=sum(1 for a in self.accounts.values() if a.calls),

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from ..ledger.codec import format_time, parse_time
+from . import _money_sql as money_
 from . import _rows as rows_
 from .money import exact_sum
 from .store import CallBatch, LockLost, SettlementWrites
@@ -29,6 +30,28 @@ def durable(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
         return fn(conn, *args)
     finally:
         conn.execute("PRAGMA synchronous = NORMAL")
+
+
+def transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` in one write transaction: all of it commits, or none."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def reading(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` in one read transaction: every read sees the same commit."""
+    conn.execute("BEGIN")
+    try:
+        return fn(conn, *args)
+    finally:
+        conn.execute("COMMIT")
 
 
 def add_decimal_text(a: str, b: str) -> str:
@@ -137,6 +160,10 @@ def commit(conn: sqlite3.Connection, owner: str, writes: SettlementWrites) -> No
                     format_time(p.updated_at),
                 ),
             )
+        if writes.money is not None:
+            # In the same transaction: the entries follow the lines exactly, once.
+            money_.post_settled(conn, writes)
+            money_.update_standing(conn, None, writes.money.posted_at, settled=True)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -30,8 +30,10 @@ from ..ledger.codec import format_time, parse_time
 from ..ledger.migrate import connect_existing, ledger_birth, migrate_file
 from ..ledger.sqlite import SqliteStore
 from ..ledger.store import LedgerStore, StoreError
+from . import _money_sql as money_
 from . import _rows as rows_
 from . import _sqlite_ops as ops
+from .balances import AccountSettings, BalanceEntry, BalanceError, EntryKind, Standing
 from .months import Month
 from .plans import QpsSubscription, ResourcePlan
 from .state import DeductionState
@@ -179,23 +181,54 @@ class SqliteRatingStore:
 
     # -- plans -----------------------------------------------------------------------------
 
-    async def add_plan(self, plan: Plan, recorded_at: datetime) -> None:
+    async def add_plan(
+        self, plan: Plan, recorded_at: datetime, *, require_funds: bool = False
+    ) -> None:
+        """Record a purchase and its balance entry (minus the price), in one transaction.
+
+        ``require_funds``: refuse (``BalanceError``) unless the balance covers the price."""
         row = rows_.plan_row(plan, recorded_at)
         sql = (
             "INSERT INTO rating_plans (id, account, kind, categories, action, qps, points,"
             " start_at, end_at, ordered_at, price_paid, recorded_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        try:
-            await self._call(ops.durable, ops.execute, sql, row)
-        except sqlite3.IntegrityError:
-            raise ValueError(f"a plan with id {plan.id!r} already exists") from None
+        entry = BalanceEntry(
+            id=f"purchase:{plan.id}",
+            account=plan.account,
+            kind=EntryKind.PURCHASE,
+            amount=-plan.price_paid,
+            at=plan.ordered_at,
+            recorded_at=recorded_at,
+            ref=plan.id,
+            reason=f"bought {plan.id}",
+        )
+
+        def run(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(sql, row)
+            except sqlite3.IntegrityError:
+                raise ValueError(f"a plan with id {plan.id!r} already exists") from None
+            if require_funds:
+                have = money_.read_balances(conn, plan.account).get(plan.account, Decimal(0))
+                if have < plan.price_paid:
+                    raise BalanceError(
+                        f"balance of {plan.account!r} is {have} CNY, the plan costs "
+                        f"{plan.price_paid}: top up first (nothing bought)"
+                    )
+            money_.insert_entries(conn, [entry])
+
+        await self._call(ops.durable, ops.transaction, run)
 
     async def add_refund(
         self, plan_id: str, refunded_at: datetime, recorded_at: datetime, amount: Decimal | None
     ) -> None:
+        """Record a refund and, when ``amount`` is positive, its balance entry."""
+
         def run(conn: sqlite3.Connection) -> None:
-            found = conn.execute("SELECT 1 FROM rating_plans WHERE id = ?", (plan_id,)).fetchone()
+            found = conn.execute(
+                "SELECT account FROM rating_plans WHERE id = ?", (plan_id,)
+            ).fetchone()
             if found is None:
                 raise ValueError(f"no plan {plan_id!r}")
             try:
@@ -211,8 +244,81 @@ class SqliteRatingStore:
                 )
             except sqlite3.IntegrityError:
                 raise ValueError(f"plan {plan_id!r} is already refunded") from None
+            if amount is not None and amount > 0:
+                entry = BalanceEntry(
+                    id=f"refund:{plan_id}",
+                    account=found[0],
+                    kind=EntryKind.REFUND,
+                    amount=amount,
+                    at=refunded_at,
+                    recorded_at=recorded_at,
+                    ref=plan_id,
+                    reason=f"refunded {plan_id}",
+                )
+                money_.insert_entries(conn, [entry])
+                money_.update_standing(conn, [found[0]], recorded_at, settled=False)
 
-        await self._call(ops.durable, run)
+        await self._call(ops.durable, ops.transaction, run)
+
+    # -- balances, settings, standing ------------------------------------------------------
+
+    async def post_entries(self, entries: Sequence[BalanceEntry], now: datetime) -> list[str]:
+        """Post entries (one transaction, durable); the ids that were new. A balance that
+        is back at zero or above restores its account at once."""
+
+        def run(conn: sqlite3.Connection) -> list[str]:
+            posted = money_.insert_entries(conn, entries)
+            money_.update_standing(conn, {e.account for e in entries}, now, settled=False)
+            return posted
+
+        return await self._call(ops.durable, ops.transaction, run)
+
+    async def balance_entries(
+        self,
+        account: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kind: EntryKind | None = None,
+    ) -> list[BalanceEntry]:
+        return await self._call(
+            lambda conn: money_.entries(conn, account, since=since, until=until, kind=kind)
+        )
+
+    async def balances(self, *, account: str | None = None) -> dict[str, Decimal]:
+        return await self._call(ops.reading, money_.read_balances, account)
+
+    async def standings(self, *, account: str | None = None) -> dict[str, Standing]:
+        return await self._call(money_.standings, account)
+
+    async def set_hold(
+        self, account: str, now: datetime, reason: str | None, *, hold: bool
+    ) -> Standing | None:
+        def run(conn: sqlite3.Connection) -> Standing | None:
+            return money_.set_hold(conn, account, now, reason, hold=hold)
+
+        return await self._call(ops.durable, ops.transaction, run)
+
+    async def account_settings(self, *, account: str | None = None) -> dict[str, AccountSettings]:
+        return await self._call(money_.settings, account)
+
+    async def set_account_settings(self, settings: AccountSettings, now: datetime) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            money_.write_settings(conn, settings, now)
+
+        await self._call(ops.durable, ops.transaction, run)
+
+    async def account_state(self, account: str) -> str | None:
+        """'enabled', 'disabled' or None (unknown): see ``_money_sql.account_state``."""
+        return await self._call(money_.account_state, account)
+
+    async def settle_standing(self, now: datetime) -> None:
+        """Re-evaluate every account's standing as a settlement would (the 24-hour step)."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            money_.update_standing(conn, None, now, settled=True)
+
+        await self._call(ops.durable, ops.transaction, run)
 
     async def plan_book(self, *, account: str | None = None) -> PlanBook:
         def run(conn: sqlite3.Connection) -> PlanBook:

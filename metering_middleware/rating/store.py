@@ -31,6 +31,7 @@ __all__ = [
     "BillLine",
     "CallBatch",
     "LockLost",
+    "MoneyMarks",
     "Plan",
     "PlanBook",
     "PlanChange",
@@ -192,10 +193,21 @@ class AccountWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class MoneyMarks:
+    """What a pass's commit needs to post balance entries (see :mod:`.balances`)."""
+
+    posted_at: datetime  # the pass's time: the entries' date
+    closed_through: Month | None  # every month up to it has closed at the pass's horizon
+    account: str | None  # a pass over one account closes that account's months only
+    rerate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SettlementWrites:
     accounts: tuple[AccountWrite, ...]
     adjustments: tuple[Adjustment, ...]  # new classifications (settled now or pending)
     progress: Progress | None  # the global marks, after a full pass
+    money: MoneyMarks | None = None  # None: post no balance entries (a bare rating store)
 
 
 class RatingStore(Protocol):

@@ -1,0 +1,478 @@
+"""The synchronous halves of balances, standing and settings (private): a worker thread.
+
+Every function that writes runs inside the caller's ``BEGIN IMMEDIATE`` transaction, so
+an entry, the totals it changes, the standing it moves and the notices it causes commit
+together or not at all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from ..ledger.codec import format_time, parse_time
+from ..notices import Notice, NoticeKind, record_notice
+from . import _rows as rows_
+from .balances import AccountSettings, BalanceEntry, BalanceError, EntryKind, Standing
+from .money import exact_sum
+from .months import Month, parse_month
+from .pricing import month_total
+from .store import SettlementWrites
+
+__all__: list[str] = []
+
+#: Overdue this long, an account is suspended (billing rules section 6).
+SUSPEND_AFTER = timedelta(hours=24)
+
+_ENTRY_COLUMNS = "seq, id, account, kind, amount, at, month, ref, reason, recorded_at"
+_STANDING_COLUMNS = "account, overdue_since, suspended_at, held_at, held_reason, updated_at"
+_SETTLED_KINDS = (EntryKind.PAYG, EntryKind.ADJUSTMENT, EntryKind.ROUNDING)
+
+
+def entry_from_row(row: Sequence[Any]) -> BalanceEntry:
+    seq, id_, account, kind, amount, at, month, ref, reason, recorded_at = row
+    return BalanceEntry(
+        id=id_,
+        account=account,
+        kind=EntryKind(kind),
+        amount=Decimal(amount),
+        at=parse_time(at),
+        recorded_at=parse_time(recorded_at),
+        month=None if month is None else parse_month(month),
+        ref=ref,
+        reason=reason,
+        seq=int(seq),
+    )
+
+
+def standing_from_row(row: Sequence[Any]) -> Standing:
+    account, overdue, suspended, held, reason, updated = row
+    return Standing(
+        account=account,
+        overdue_since=rows_.optional_time(overdue),
+        suspended_at=rows_.optional_time(suspended),
+        held_at=rows_.optional_time(held),
+        held_reason=reason,
+        updated_at=parse_time(updated),
+    )
+
+
+# -- totals --------------------------------------------------------------------------------
+
+
+def _pending(conn: sqlite3.Connection) -> tuple[int, list[tuple[int, str, str]]]:
+    (mark,) = conn.execute("SELECT last_seq FROM balance_mark WHERE name = 'totals'").fetchone()
+    rows = conn.execute(
+        "SELECT seq, account, amount FROM balance_entries WHERE seq > ? ORDER BY seq", (mark,)
+    ).fetchall()
+    return int(mark), rows
+
+
+def catch_up_totals(conn: sqlite3.Connection) -> None:
+    """Add every entry after the mark to its account's total (in a write transaction)."""
+    _, rows = _pending(conn)
+    if not rows:
+        return
+    added: dict[str, tuple[list[Decimal], int]] = {}
+    for _, account, amount in rows:
+        amounts, n = added.get(account, ([], 0))
+        amounts.append(Decimal(amount))
+        added[account] = (amounts, n + 1)
+    for account, (amounts, n) in added.items():
+        found = conn.execute(
+            "SELECT balance, entries FROM balance_totals WHERE account = ?", (account,)
+        ).fetchone()
+        base, count = (Decimal(found[0]), int(found[1])) if found else (Decimal(0), 0)
+        conn.execute(
+            "INSERT OR REPLACE INTO balance_totals (account, balance, entries) VALUES (?, ?, ?)",
+            (account, rows_.decimal_text(exact_sum([base, *amounts])), count + n),
+        )
+    conn.execute("UPDATE balance_mark SET last_seq = ? WHERE name = 'totals'", (rows[-1][0],))
+
+
+def read_balances(conn: sqlite3.Connection, account: str | None = None) -> dict[str, Decimal]:
+    """Every account's balance (or one's): the totals plus any entry not yet summed.
+
+    Read-only, so a reader never needs the write lock; run it inside one read transaction
+    when it must agree with other reads."""
+    where, params = ("WHERE account = ?", [account]) if account else ("", [])
+    found = conn.execute(f"SELECT account, balance FROM balance_totals {where}", params)
+    balances = {name: Decimal(text) for name, text in found}
+    _, rows = _pending(conn)
+    for _, name, amount in rows:
+        if account is None or name == account:
+            balances[name] = exact_sum((balances.get(name, Decimal(0)), Decimal(amount)))
+    return balances
+
+
+# -- entries -------------------------------------------------------------------------------
+
+
+def _entry_row(e: BalanceEntry) -> tuple[Any, ...]:
+    return (
+        e.id,
+        e.account,
+        e.kind.value,
+        rows_.decimal_text(e.amount),
+        format_time(e.at),
+        None if e.month is None else str(e.month),
+        e.ref,
+        e.reason,
+        format_time(e.recorded_at),
+    )
+
+
+def insert_entries(conn: sqlite3.Connection, entries: Iterable[BalanceEntry]) -> list[str]:
+    """Post entries (in the caller's transaction); the ids of those that were new.
+
+    An id already posted with the same account, kind and amount is the same entry posted
+    again (a retried command): skipped. With anything else it is a conflict: BalanceError.
+    """
+    posted: list[str] = []
+    for e in entries:
+        try:
+            conn.execute(
+                "INSERT INTO balance_entries (id, account, kind, amount, at, month, ref, reason,"
+                " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _entry_row(e),
+            )
+        except sqlite3.IntegrityError:
+            found = conn.execute(
+                "SELECT account, kind, amount FROM balance_entries WHERE id = ?", (e.id,)
+            ).fetchone()
+            if found is None:
+                raise
+            same = (found[0], found[1], Decimal(found[2])) == (e.account, e.kind.value, e.amount)
+            if not same:
+                raise BalanceError(
+                    f"entry {e.id!r} already exists with different content: nothing written"
+                ) from None
+            continue
+        posted.append(e.id)
+    catch_up_totals(conn)
+    return posted
+
+
+def entries(
+    conn: sqlite3.Connection,
+    account: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    kind: EntryKind | None = None,
+) -> list[BalanceEntry]:
+    clauses, params = ["account = ?"], [account]
+    if since is not None:
+        clauses.append("at >= ?")
+        params.append(format_time(since))
+    if until is not None:
+        clauses.append("at < ?")
+        params.append(format_time(until))
+    if kind is not None:
+        clauses.append("kind = ?")
+        params.append(kind.value)
+    found = conn.execute(
+        f"SELECT {_ENTRY_COLUMNS} FROM balance_entries WHERE {' AND '.join(clauses)} ORDER BY seq",
+        params,
+    ).fetchall()
+    return [entry_from_row(r) for r in found]
+
+
+def _count_kind(conn: sqlite3.Connection, account: str, month: Month, kind: EntryKind) -> int:
+    (n,) = conn.execute(
+        "SELECT COUNT(*) FROM balance_entries WHERE account = ? AND month = ? AND kind = ?",
+        (account, str(month), kind.value),
+    ).fetchone()
+    return int(n)
+
+
+# -- what settlement posts -----------------------------------------------------------------
+
+
+def _targets(
+    conn: sqlite3.Connection, pairs: set[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[list[Decimal], list[Decimal]]]:
+    """Per (account, month): exact pay-as-you-go amounts of regular lines and adjustments."""
+    out: dict[tuple[str, str], tuple[list[Decimal], list[Decimal]]] = {p: ([], []) for p in pairs}
+    for account, month in pairs:
+        for origin, amount in conn.execute(
+            "SELECT origin_month, amount FROM rating_lines"
+            " WHERE account = ? AND billed_month = ? AND kind = 'payg'",
+            (account, month),
+        ):
+            regular, adjusted = out[(account, month)]
+            (regular if origin == month else adjusted).append(Decimal(amount))
+    return out
+
+
+def _posted(
+    conn: sqlite3.Connection, account: str, month: str
+) -> dict[EntryKind, tuple[Decimal, int]]:
+    sums: dict[EntryKind, list[Decimal]] = {k: [] for k in _SETTLED_KINDS}
+    for kind, amount in conn.execute(
+        "SELECT kind, amount FROM balance_entries WHERE account = ? AND month = ?"
+        " AND kind IN ('payg', 'adjustment', 'rounding')",
+        (account, month),
+    ):
+        sums[EntryKind(kind)].append(Decimal(amount))
+    return {k: (exact_sum(v), len(v)) for k, v in sums.items()}
+
+
+def post_settled(conn: sqlite3.Connection, writes: SettlementWrites) -> set[str]:
+    """Post what a settlement pass changed: for each (account, billed month) it touched,
+    the exact pay-as-you-go (and adjustments) not yet posted, and once the month has
+    closed, its rounding to the fen. Runs in the pass's commit, after its lines are
+    written. Returns the accounts whose balance moved."""
+    money = writes.money
+    if money is None:
+        return set()
+    pairs: set[tuple[str, str]] = set()
+    for aw in writes.accounts:
+        name = aw.progress.account
+        pairs.update((name, str(ln.billed)) for ln in aw.lines)
+        if aw.lines_from is not None:
+            since = str(aw.lines_from)
+            # A re-rate replaced these months: re-post where lines or entries exist.
+            for (month,) in conn.execute(
+                "SELECT DISTINCT billed_month FROM rating_lines"
+                " WHERE account = ? AND billed_month >= ?",
+                (name, since),
+            ):
+                pairs.add((name, month))
+            for (month,) in conn.execute(
+                "SELECT DISTINCT month FROM balance_entries WHERE account = ? AND month >= ?",
+                (name, since),
+            ):
+                pairs.add((name, month))
+    closed_through = None if money.closed_through is None else str(money.closed_through)
+    if closed_through is not None:
+        # Months closed at this horizon whose rounding is not posted yet.
+        where, params = "", [closed_through]
+        if money.account is not None:
+            where, params = " AND l.account = ?", [closed_through, money.account]
+        for account, month in conn.execute(
+            "SELECT DISTINCT l.account, l.billed_month FROM rating_lines l"
+            " LEFT JOIN balance_closes c ON c.account = l.account AND c.month = l.billed_month"
+            f" WHERE l.billed_month <= ? AND c.account IS NULL{where}",
+            params,
+        ):
+            pairs.add((account, month))
+    if not pairs:
+        return set()
+    closed = {
+        (a, m)
+        for a, m in pairs
+        if (closed_through is not None and m <= closed_through)
+        or conn.execute(
+            "SELECT 1 FROM balance_closes WHERE account = ? AND month = ?", (a, m)
+        ).fetchone()
+    }
+    moved: set[str] = set()
+    at = money.posted_at
+    new: list[BalanceEntry] = []
+    for (account, month), (regular, adjusted) in sorted(_targets(conn, pairs).items()):
+        posted = _posted(conn, account, month)
+        m = parse_month(month)
+        wanted = {
+            EntryKind.PAYG: -exact_sum(regular),
+            EntryKind.ADJUSTMENT: -exact_sum(adjusted),
+        }
+        if (account, month) in closed:
+            # The rounding makes the month's entries sum to minus its amount due.
+            wanted[EntryKind.ROUNDING] = -month_total([*regular, *adjusted]).rounding
+        for kind, target in wanted.items():
+            have, n = posted[kind]
+            diff = exact_sum((target, -have))
+            if diff == 0:
+                continue
+            new.append(
+                BalanceEntry(
+                    id=f"{kind.value}:{account}:{month}:{n + 1}",
+                    account=account,
+                    kind=kind,
+                    amount=diff,
+                    at=at,
+                    recorded_at=at,
+                    month=m,
+                    reason=_settled_reason(kind, n, money.rerate),
+                )
+            )
+            moved.add(account)
+        if (account, month) in closed:
+            conn.execute(
+                "INSERT OR IGNORE INTO balance_closes (account, month, closed_at) VALUES (?, ?, ?)",
+                (account, month, format_time(at)),
+            )
+    insert_entries(conn, new)
+    return moved
+
+
+def _settled_reason(kind: EntryKind, earlier: int, rerate: bool) -> str:
+    if kind is EntryKind.ROUNDING:
+        return "month closed: total rounded down to the fen"
+    if rerate:
+        return "re-rated: the difference with what was posted"
+    return "settled usage" if earlier == 0 else "settled usage since the last entry"
+
+
+# -- standing ------------------------------------------------------------------------------
+
+
+def standings(conn: sqlite3.Connection, account: str | None = None) -> dict[str, Standing]:
+    where, params = ("WHERE account = ?", [account]) if account else ("", [])
+    found = conn.execute(f"SELECT {_STANDING_COLUMNS} FROM account_standing {where}", params)
+    return {row[0]: standing_from_row(row) for row in found}
+
+
+def _write_standing(conn: sqlite3.Connection, s: Standing) -> None:
+    if s.overdue_since is None and s.held_at is None:
+        conn.execute("DELETE FROM account_standing WHERE account = ?", (s.account,))
+        return
+    conn.execute(
+        f"INSERT OR REPLACE INTO account_standing ({_STANDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            s.account,
+            None if s.overdue_since is None else format_time(s.overdue_since),
+            None if s.suspended_at is None else format_time(s.suspended_at),
+            None if s.held_at is None else format_time(s.held_at),
+            s.held_reason,
+            format_time(s.updated_at),
+        ),
+    )
+
+
+def update_standing(
+    conn: sqlite3.Connection, accounts: Iterable[str] | None, now: datetime, *, settled: bool
+) -> list[Notice]:
+    """Move accounts between good, overdue and suspended from their balances at ``now``.
+
+    Only a settlement (``settled``) makes an account overdue or suspended (billing rules
+    section 6: the balance *after settlement*); any write that brings the balance back to
+    zero or above (a top-up, a refund, a correction) restores it at once. ``accounts``
+    None: every account with a balance or a standing."""
+    balances = read_balances(conn)
+    current = standings(conn)
+    names = (set(balances) | set(current)) if accounts is None else set(accounts)
+    notices: list[Notice] = []
+    for name in sorted(names):
+        balance = balances.get(name, Decimal(0))
+        s = current.get(name)
+        if balance < 0 and settled:
+            if s is None or s.overdue_since is None:
+                held, why = (None, None) if s is None else (s.held_at, s.held_reason)
+                s = Standing(name, now, None, held, why, now)
+                notices.append(_notice(NoticeKind.ACCOUNT_OVERDUE, s, now, balance))
+                _write_standing(conn, s)
+            elif s.suspended_at is None and now - s.overdue_since >= SUSPEND_AFTER:
+                s = Standing(name, s.overdue_since, now, s.held_at, s.held_reason, now)
+                notices.append(_notice(NoticeKind.ACCOUNT_SUSPENDED, s, now, balance))
+                _write_standing(conn, s)
+        elif balance >= 0 and s is not None and s.overdue_since is not None:
+            notices.append(_notice(NoticeKind.ACCOUNT_RESTORED, s, now, balance))
+            _write_standing(conn, Standing(name, None, None, s.held_at, s.held_reason, now))
+    for n in notices:
+        record_notice(conn, n, now)
+    return notices
+
+
+def _notice(kind: NoticeKind, s: Standing, now: datetime, balance: Decimal) -> Notice:
+    assert s.overdue_since is not None
+    # One episode of debt is one overdue, at most one suspension and one restoration.
+    return Notice(
+        kind=kind,
+        account=s.account,
+        subject=format_time(s.overdue_since),
+        at=now,
+        data={
+            "balance": rows_.decimal_text(balance),
+            "overdue_since": s.overdue_since.isoformat(),
+        },
+    )
+
+
+def set_hold(
+    conn: sqlite3.Connection, account: str, now: datetime, reason: str | None, *, hold: bool
+) -> Standing | None:
+    """Suspend (``hold``) or restore an account by hand; None if there was nothing to lift."""
+    s = standings(conn, account).get(account)
+    if hold:
+        if s is not None and s.held_at is not None:
+            raise BalanceError(f"account {account!r} is already suspended by an operator")
+        overdue, suspended = (None, None) if s is None else (s.overdue_since, s.suspended_at)
+        held = Standing(account, overdue, suspended, now, reason or "operator", now)
+        _write_standing(conn, held)
+        record_notice(
+            conn,
+            Notice(NoticeKind.ACCOUNT_HELD, account, format_time(now), now, {"reason": reason}),
+            now,
+        )
+        return held
+    if s is None or s.held_at is None:
+        raise BalanceError(f"account {account!r} is not suspended by an operator")
+    lifted = Standing(account, s.overdue_since, s.suspended_at, None, None, now)
+    _write_standing(conn, lifted)
+    record_notice(
+        conn,
+        Notice(
+            NoticeKind.ACCOUNT_RELEASED,
+            account,
+            format_time(s.held_at),
+            now,
+            {"reason": reason, "held_at": s.held_at.isoformat()},
+        ),
+        now,
+    )
+    return lifted if lifted.overdue_since is not None else None
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+def settings(conn: sqlite3.Connection, account: str | None = None) -> dict[str, AccountSettings]:
+    where, params = ("WHERE account = ?", [account]) if account else ("", [])
+    found = conn.execute(
+        f"SELECT account, monthly_cap, low_balance FROM account_settings {where}", params
+    )
+    return {
+        a: AccountSettings(
+            a, None if cap is None else Decimal(cap), None if low is None else Decimal(low)
+        )
+        for a, cap, low in found
+    }
+
+
+def write_settings(conn: sqlite3.Connection, s: AccountSettings, now: datetime) -> None:
+    if s.monthly_cap is None and s.low_balance is None:
+        conn.execute("DELETE FROM account_settings WHERE account = ?", (s.account,))
+        return
+    conn.execute(
+        "INSERT OR REPLACE INTO account_settings (account, monthly_cap, low_balance, updated_at)"
+        " VALUES (?, ?, ?, ?)",
+        (
+            s.account,
+            None if s.monthly_cap is None else rows_.decimal_text(s.monthly_cap),
+            None if s.low_balance is None else rows_.decimal_text(s.low_balance),
+            format_time(now),
+        ),
+    )
+
+
+# -- accounts ------------------------------------------------------------------------------
+
+
+def account_state(conn: sqlite3.Connection, account: str) -> str | None:
+    """'enabled' (an enabled AccessKey), 'disabled' (keys, none enabled), or None (unknown:
+    no AccessKey ever; an account with entries but no keys counts as disabled)."""
+    (keys, enabled) = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(enabled), 0) FROM credentials WHERE account = ?",
+        (account,),
+    ).fetchone()
+    if keys:
+        return "enabled" if enabled else "disabled"
+    found = conn.execute(
+        "SELECT 1 FROM balance_entries WHERE account = ? LIMIT 1", (account,)
+    ).fetchone()
+    return "disabled" if found else None
