@@ -31,6 +31,7 @@ from .ledger.migrate import LedgerMissing
 from .ledger.urls import open_store
 from .rating import LockLost, SettleBusy
 from .rating._commands import CATALOG_ENV, RATING_COLUMNS, add_rating_commands
+from .rating._money_commands import MONEY_COLUMNS, add_money_commands
 
 __all__ = ["main"]
 
@@ -197,6 +198,7 @@ COLUMNS = {
     _ledger_summary: ["account", "category", "action", "item", "calls", "first", "last"],
     _ledger_outcomes: ["account", "category", "action", "outcome", "detail", "calls"],
     **RATING_COLUMNS,
+    **MONEY_COLUMNS,
 }
 
 #: A handler returns rows to render, or (the bill) text already rendered.
@@ -296,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "--limit", metavar="N", type=positive_int, help="at most N calls (default: all)"
             )
         p.set_defaults(handler=handler)
-    add_rating_commands(groups)
+    plans = add_rating_commands(groups)
+    add_money_commands(groups, acts, plans)
     spread_global_options(parser, _global_options)
     return parser
 

@@ -98,6 +98,7 @@ async def _plans_buy(store: LedgerStore, args: argparse.Namespace) -> list[dict[
                 price_paid=args.price,
                 months=args.months,
                 subscription_id=args.id,
+                require_funds=not args.allow_debt,
             )
             view = PlanView(sub, None)
         else:
@@ -117,6 +118,7 @@ async def _plans_buy(store: LedgerStore, args: argparse.Namespace) -> list[dict[
                 categories=categories,
                 validity_months=args.validity_months,
                 plan_id=args.id,
+                require_funds=not args.allow_debt,
             )
             view = PlanView(plan, plan.points)
     print(f"bought {view.plan.id} for {view.plan.account}", file=sys.stderr)
@@ -212,8 +214,9 @@ RATING_COLUMNS: dict[Callable[..., Any], list[str]] = {
 }
 
 
-def add_rating_commands(groups: Any) -> None:
-    """Add ``plans``, ``settle``, ``rerate`` and ``bill`` to the CLI's subcommands."""
+def add_rating_commands(groups: Any) -> Any:
+    """Add ``plans``, ``settle``, ``rerate`` and ``bill`` to the CLI's subcommands; returns
+    the ``plans`` commands (the money commands add theirs)."""
 
     def command(subs: Any, name: str, text: str) -> argparse.ArgumentParser:
         p = add_command(subs, name, text)
@@ -256,6 +259,11 @@ def add_rating_commands(groups: Any) -> None:
             help="when it was bought (ISO 8601; default: now); the plan starts then",
         )
         p.add_argument("--id", help="plan id (default: generated)")
+        p.add_argument(
+            "--allow-debt",
+            action="store_true",
+            help="buy even if the balance does not cover the price (it is charged anyway)",
+        )
         if kind == "qps":
             p.add_argument("--category", required=True, help="the API's category, e.g. facebody")
             p.add_argument("--action", required=True, help="the API's action, e.g. DetectFace")
@@ -328,3 +336,4 @@ def add_rating_commands(groups: Any) -> None:
     )
     grace(bill, "days after the month's end before the bill is final")
     bill.set_defaults(handler=_bill)
+    return pacts

@@ -27,7 +27,7 @@ __all__: list[str] = []  # private helpers of the SQLite rating store
 
 PLAN_COLUMNS = (
     "p.seq, p.id, p.account, p.kind, p.categories, p.action, p.qps, p.points, p.start_at,"
-    " p.end_at, p.ordered_at, p.price_paid, r.refunded_at"
+    " p.end_at, p.ordered_at, p.price_paid, r.refunded_at, r.recorded_at"
 )
 LINE_COLUMNS = (
     "account, billed_month, origin_month, item, kind, plan_id, tier, unit_price, category,"
@@ -129,7 +129,9 @@ def plan_row(plan: Plan, recorded_at: datetime) -> tuple[Any, ...]:
 
 
 def plan_from_row(row: Sequence[Any]) -> Plan:
-    _, pid, account, kind, categories, action, qps, points, start, end, ordered, price, refund = row
+    _, pid, account, kind, categories, action, qps, points, start, end, ordered, price, refund = (
+        row[:13]
+    )
     times = {"start": parse_time(start), "end": parse_time(end), "ordered_at": parse_time(ordered)}
     if kind == "qps":
         return QpsSubscription(

@@ -78,6 +78,8 @@ class Pass:
         self.deferred: set[int] = set()
         self.book = PlanBook((), (), 0, 0)
         self.plans_of: dict[str, list[ResourcePlan]] = {}
+        # Per account, its refunded plans and subscriptions with their cuts (refund_cut).
+        self.refunds_of: dict[str, list[tuple[ResourcePlan | QpsSubscription, datetime]]] = {}
         self.working = DeductionState()
         self.parked = DeductionState()  # what the pass cannot change (see _park)
         self.plans: list[ResourcePlan] = []
@@ -110,6 +112,11 @@ class Pass:
         self.book = await self.store.plan_book(account=self.account)
         for plan in self.book.plans:
             self.plans_of.setdefault(plan.account, []).append(plan)
+        every: list[ResourcePlan | QpsSubscription] = [*self.book.plans, *self.book.subscriptions]
+        for p in every:
+            cut = self.book.refund_cut(p)
+            if cut is not None and p.refunded_at is not None:
+                self.refunds_of.setdefault(p.account, []).append((p, cut))
         g = self.global_marks = await self.store.progress()
         rows = await self.store.accounts(account=self.account)
         self.max_seq = await self.store.max_seq()
@@ -212,15 +219,34 @@ class Pass:
     def _classify(
         self, a: Account, record: CallRecord, seq: int, arrived: datetime
     ) -> Adjustment | None:
-        """An adjustment if it arrived after its month closed (billing rules section 7)."""
+        """An adjustment if it arrived after its month closed (billing rules section 7), or
+        after the refund of a plan that was valid when it occurred (section 6: a refunded
+        plan covers no call after the refund, including records of earlier calls that
+        arrive later). Either way it is deducted at its arrival and displaces nothing the
+        refund (or the close) was computed from."""
         origin = billing_month(record.occurred_at)
-        if arrived < origin.end + self.grace:
+        if arrived < origin.end + self.grace and not self._after_refund(a, record, arrived):
             return None
-        # Billed in the earliest month still open when it arrived.
-        billed = billing_month(arrived - self.grace)
+        # Billed in the earliest month still open when it arrived (its own, if still open).
+        billed = max(origin, billing_month(arrived - self.grace))
         adj = Adjustment(seq, record.id, a.name, record.occurred_at, origin, billed, arrived)
         self.new_adjustments[seq] = adj
         return adj
+
+    def _refunded_by(self, plan: ResourcePlan | QpsSubscription, when: datetime) -> bool:
+        cut = self.book.refund_cut(plan)
+        return cut is not None and cut <= when
+
+    def _after_refund(self, a: Account, record: CallRecord, arrived: datetime) -> bool:
+        cuts = self.refunds_of.get(a.name)
+        if not cuts:
+            return False
+        at = record.occurred_at
+        return any(
+            p.start <= at < p.effective_end and cut <= arrived
+            for p, cut in cuts
+            if p.refunded_at is not None and at < p.refunded_at
+        )
 
     async def _decide(self, cands: dict[str, dict[int, Candidate]]) -> None:
         """Continue each account from its state, or re-rate it from a checkpoint."""
@@ -333,7 +359,13 @@ class Pass:
 
     async def _month(self, m: Month) -> None:
         regular = self.regular.pop(m, [])
-        arrived_from = m.end + self.grace  # only records flagged by it can be adjustments
+        # Only records that arrived after the month closed, or after a refund that ends a
+        # plan they occurred under, can be adjustments: read arrivals from the earlier.
+        arrived_from = m.end + self.grace
+        for cuts in self.refunds_of.values():
+            for _, cut in cuts:
+                if m.start < cut < arrived_from:
+                    arrived_from = cut
         if self.bulk:
             lo = m.start if self.low[1] is None else max(self.low[1], m.start)
             hi = min(self.target, m.end)
@@ -402,10 +434,16 @@ class Pass:
         count = 0
         with gc_paused():
             for records, adjs in segments:
+                plans, subs = self.plans, self.subs
+                if adjs is not None:
+                    # Deducted at its arrival: a plan refunded by then covers it no more.
+                    arrival = min(adj.effective_at for adj in adjs)
+                    plans = [p for p in plans if not self._refunded_by(p, arrival)]
+                    subs = [p for p in subs if not self._refunded_by(p, arrival)]
                 result = deduct(
                     records,
-                    self.plans,
-                    self.subs,
+                    plans,
+                    subs,
                     self.catalog,
                     state=self.working,
                 )

@@ -61,8 +61,11 @@ async def build_bill(
     marks = await store.progress()
     row = rows.get(account)
     settled_until = marks.horizon if marks is not None else None
-    if row is not None and (marks is None or row.seen >= marks.seen):
+    if row is not None and (marks is None or row.seen > marks.seen):
         settled_until = row.horizon
+    elif row is not None and marks is not None and row.seen == marks.seen:
+        # Same records seen: both marks hold (an account with nothing new keeps an old row).
+        settled_until = max(row.horizon, marks.horizon)
     # Points left at the month's end: the checkpoint of the next month if settlement has
     # gone past this one (one exists for every month up to the last one settled), else now.
     state = row.state if row is not None else None

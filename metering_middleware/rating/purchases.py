@@ -80,12 +80,15 @@ async def buy_resource_plan(
     validity_months: int = DEFAULT_VALIDITY_MONTHS,
     plan_id: str | None = None,
     clock: Clock | None = None,
+    require_funds: bool = False,
 ) -> ResourcePlan:
     """Buy a resource plan: valid from ``ordered_at`` for ``validity_months`` (a year).
 
     A new plan starts at purchase and stacks with the others (billing rules section 6).
     ``categories`` defaults to every image category for a general-purpose plan and is
-    required (one category) for a single-category plan.
+    required (one category) for a single-category plan. The price is charged to the
+    account's balance (an entry ``purchase:ID``); ``require_funds`` refuses the purchase
+    (``BalanceError``, nothing written) unless the balance covers it.
     """
     try:
         kind = PlanKind(kind)
@@ -108,7 +111,7 @@ async def buy_resource_plan(
         validity_months=validity_months,
     )
     validate_plan(plan, catalog)
-    await store.add_plan(plan, (clock or SystemClock()).now())
+    await store.add_plan(plan, (clock or SystemClock()).now(), require_funds=require_funds)
     return plan
 
 
@@ -125,11 +128,13 @@ async def buy_qps_subscription(
     months: int = 1,
     subscription_id: str | None = None,
     clock: Clock | None = None,
+    require_funds: bool = False,
 ) -> QpsSubscription:
     """Buy ``months`` of a QPS level for one API.
 
     Bought while a subscription to the same API is running (or already renewed), it starts
     when the last of them ends: a renewal (billing rules section 6). No auto-renewal.
+    Paid from the balance like a resource plan (see ``buy_resource_plan``).
     """
     if isinstance(months, bool) or months < 1:
         raise PlanError(f"a QPS subscription lasts at least one month, got {months!r}")
@@ -150,7 +155,7 @@ async def buy_qps_subscription(
         price_paid=_money(price_paid, "price paid"),
     )
     validate_subscription(sub, catalog)
-    await store.add_plan(sub, (clock or SystemClock()).now())
+    await store.add_plan(sub, (clock or SystemClock()).now(), require_funds=require_funds)
     return sub
 
 

@@ -82,8 +82,12 @@ async def settle(
     progress: Callable[[SettleProgress], None] | None = None,
     owner: str | None = None,
     lock_ttl: timedelta = DEFAULT_LOCK_TTL,
+    keep_lock: bool = False,
 ) -> SettleReport:
     """Settle what is new in the ledger (one account's, with ``account``).
+
+    ``keep_lock``: leave the lock held by ``owner`` after the pass (the caller releases
+    it), so what it does next sees exactly what was settled (a refund's quote).
 
     ``month`` settles no further than that month's end. Raises ``SettleBusy`` if another
     settler holds the lock and ``LockLost`` if it was taken over mid-pass (then nothing was
@@ -112,6 +116,7 @@ async def settle(
             renew=renew,
             progress=progress,
         ).run(),
+        release=not keep_lock,
     )
 
 
@@ -158,6 +163,8 @@ async def _locked(
     owner: str | None,
     ttl: timedelta,
     run: Callable[[str, Callable[[], Awaitable[None]]], Awaitable[SettleReport]],
+    *,
+    release: bool = True,
 ) -> SettleReport:
     me = owner or f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     if not await store.acquire_lock(me, clock.now(), ttl):
@@ -168,6 +175,10 @@ async def _locked(
             raise LockLost("the settlement lock was taken over during the pass")
 
     try:
-        return await run(me, renew)
-    finally:
+        report = await run(me, renew)
+    except BaseException:
         await store.release_lock(me)
+        raise
+    if release:
+        await store.release_lock(me)
+    return report

@@ -221,7 +221,13 @@ class SqliteRatingStore:
         await self._call(ops.durable, ops.transaction, run)
 
     async def add_refund(
-        self, plan_id: str, refunded_at: datetime, recorded_at: datetime, amount: Decimal | None
+        self,
+        plan_id: str,
+        refunded_at: datetime,
+        recorded_at: datetime,
+        amount: Decimal | None,
+        *,
+        reason: str | None = None,
     ) -> None:
         """Record a refund and, when ``amount`` is positive, its balance entry."""
 
@@ -253,7 +259,7 @@ class SqliteRatingStore:
                     at=refunded_at,
                     recorded_at=recorded_at,
                     ref=plan_id,
-                    reason=f"refunded {plan_id}",
+                    reason=reason or f"refunded {plan_id}",
                 )
                 money_.insert_entries(conn, [entry])
                 money_.update_standing(conn, [found[0]], recorded_at, settled=False)
@@ -346,11 +352,13 @@ class SqliteRatingStore:
             finally:
                 conn.execute("COMMIT")
             plans = [rows_.plan_from_row(row) for row in found]
+            recorded = {row[1]: parse_time(row[13]) for row in found if row[13] is not None}
             book = PlanBook(
                 plans=tuple(p for p in plans if isinstance(p, ResourcePlan)),
                 subscriptions=tuple(p for p in plans if isinstance(p, QpsSubscription)),
                 plan_seq=int(plan_seq),
                 refund_seq=int(refund_seq),
+                refund_recorded=recorded,
             )
             self._books[account] = book
             return book

@@ -13,7 +13,7 @@ semantic rather than SQL so a PostgreSQL store can follow. Two notes for such a 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
@@ -62,6 +62,19 @@ class PlanBook:
     subscriptions: tuple[QpsSubscription, ...]
     plan_seq: int  # highest plan entry included
     refund_seq: int  # highest refund entry included
+    #: When each refund was recorded (by plan id): a refund back-dated to ``refunded_at``
+    #: cuts off late records only from its recording on (see ``refund_cut``).
+    refund_recorded: Mapping[str, datetime] = field(default_factory=dict)
+
+    def refund_cut(self, plan: Plan) -> datetime | None:
+        """From when a refunded plan covers no record that arrives (billing rules section
+        6): its refund, or the refund's recording if that came later. A record that
+        arrived before it may have been settled under the plan already, whenever settlement
+        ran: so the cut depends on facts, not on settlement's timing."""
+        if plan.refunded_at is None:
+            return None
+        recorded = self.refund_recorded.get(plan.id, plan.refunded_at)
+        return max(plan.refunded_at, recorded)
 
     def find(self, plan_id: str) -> Plan | None:
         found: list[Plan] = [p for p in self.plans if p.id == plan_id]
@@ -219,12 +232,21 @@ class RatingStore(Protocol):
 
     # -- plans -----------------------------------------------------------------------------
 
-    async def add_plan(self, plan: Plan, recorded_at: datetime) -> None:
-        """Record a purchase; ``ValueError`` if the id exists (entries are immutable)."""
+    async def add_plan(
+        self, plan: Plan, recorded_at: datetime, *, require_funds: bool = False
+    ) -> None:
+        """Record a purchase and its balance entry; ``ValueError`` if the id exists (entries
+        are immutable); ``BalanceError`` if ``require_funds`` and the balance is short."""
         ...
 
     async def add_refund(
-        self, plan_id: str, refunded_at: datetime, recorded_at: datetime, amount: Decimal | None
+        self,
+        plan_id: str,
+        refunded_at: datetime,
+        recorded_at: datetime,
+        amount: Decimal | None,
+        *,
+        reason: str | None = None,
     ) -> None:
         """Record a refund; ``ValueError`` if the plan is unknown or already refunded."""
         ...

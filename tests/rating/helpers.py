@@ -137,11 +137,13 @@ def reference_deduct(
     catalog: Catalog,
     *,
     order: Callable[[CallRecord], Any] | None = None,
+    gone: Callable[[CallRecord, ResourcePlan | QpsSubscription], bool] | None = None,
 ) -> Reference:
     """One call at a time, Decimal arithmetic, linear scans: slow and obviously right.
 
     Calls are taken in (occurred_at, id) order unless ``order`` says otherwise (settlement
-    takes an adjustment at its arrival); each is still judged at its own time."""
+    takes an adjustment at its arrival); each is still judged at its own time, except that
+    a plan ``gone`` for it (refunded before it arrived) covers it no more."""
     out = Reference(remaining={p.id: p.points for p in plans})
     items = {it.item: it for it in catalog.items}
     for c in sorted(calls, key=order or (lambda r: (r.occurred_at, r.id))):
@@ -153,6 +155,7 @@ def reference_deduct(
             if s.account == c.account
             and (s.category, s.action) == (it.category, it.action)
             and _covers_at(s, t)
+            and not (gone and gone(c, s))
         ]
         if covering:
             first = min(covering, key=lambda s: (s.end, s.ordered_at, s.id))
@@ -171,6 +174,7 @@ def reference_deduct(
                     and p.kind == kind
                     and it.category in p.categories
                     and _covers_at(p, t)
+                    and not (gone and gone(c, p))
                 ),
                 key=lambda p: (p.end, p.ordered_at, p.id),
             )

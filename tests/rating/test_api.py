@@ -7,5 +7,15 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         assert hasattr(rating, name), name
     public = {n for n in dir(rating) if not n.startswith("_")}
     modules = {"deduction", "errors", "money", "months", "plans", "pricing", "results", "state"}
-    modules |= {"balances", "bills", "export", "purchases", "settlement", "sqlite_store", "store"}
+    modules |= {
+        "balances",
+        "bills",
+        "cash",
+        "renewals",
+        "export",
+        "purchases",
+        "settlement",
+        "sqlite_store",
+        "store",
+    }
     assert public - modules == set(rating.__all__)

@@ -145,9 +145,27 @@ def arrivals(events: list[Event]) -> dict[str, datetime]:
     return {r.id: when for when, _, (kind, *args) in events if kind == "arrive" for r in args[0]}
 
 
-def adjusted(record: CallRecord, arrived: datetime) -> bool:
-    """Whether it arrived after its month closed (an adjustment)."""
-    return arrived >= billing_month(record.occurred_at).end + GRACE
+def refund_cuts(events: list[Event]) -> dict[str, datetime]:
+    """When each refund cuts off late records: its time, or its recording if later."""
+    return {args[0]: max(when, args[1]) for when, _, (kind, *args) in events if kind == "refund"}
+
+
+def after_refund(world: World, cuts: dict[str, datetime], r: CallRecord, arrived: datetime) -> bool:
+    """It arrived after the refund of a plan of its account valid when it occurred."""
+    every: list[Plan] = [*world.plans, *world.subs]
+    return any(
+        p.account == r.account
+        and p.refunded_at is not None
+        and p.start <= r.occurred_at < p.effective_end
+        and cuts[p.id] <= arrived
+        for p in every
+    )
+
+
+def adjusted(record: CallRecord, arrived: datetime, late_after_refund: bool = False) -> bool:
+    """Whether it is deducted at its arrival (an adjustment): it arrived after its month
+    closed, or after a refund that ends a plan it occurred under."""
+    return late_after_refund or arrived >= billing_month(record.occurred_at).end + GRACE
 
 
 LineKey = tuple[str, Month, Month, str, Source]  # account, billed, origin, item, source
@@ -157,9 +175,16 @@ def expected_lines(world: World, events: list[Event]) -> tuple[Counter[LineKey],
     """The rules read call by call, each record at its effective time (an adjustment at its
     arrival: after everything settled before it arrived), billed where settlement bills it."""
     arrived = arrivals(events)
+    cuts = refund_cuts(events)
+
+    def adj(r: CallRecord) -> bool:
+        return adjusted(r, arrived[r.id], after_refund(world, cuts, r, arrived[r.id]))
 
     def effective(r: CallRecord) -> datetime:
-        return arrived[r.id] if adjusted(r, arrived[r.id]) else r.occurred_at
+        return arrived[r.id] if adj(r) else r.occurred_at
+
+    def gone(r: CallRecord, p: Plan) -> bool:
+        return adj(r) and p.id in cuts and cuts[p.id] <= arrived[r.id]
 
     ref = reference_deduct(
         world.calls,
@@ -167,11 +192,12 @@ def expected_lines(world: World, events: list[Event]) -> tuple[Counter[LineKey],
         world.subs,
         CATALOG,
         order=lambda r: (effective(r), r.occurred_at, r.id),
+        gone=gone,
     )
     out: Counter[LineKey] = Counter()
     for r in world.calls:
         origin = billing_month(r.occurred_at)
-        billed = billing_month(arrived[r.id] - GRACE) if adjusted(r, arrived[r.id]) else origin
+        billed = max(origin, billing_month(arrived[r.id] - GRACE)) if adj(r) else origin
         out[(r.account, billed, origin, r.item, ref.sources[r.id])] += 1
     return out, ref
 
@@ -190,7 +216,12 @@ def test_many_passes_one_pass_and_rerate_give_the_same_bills(
     # Every record settled, by exactly one source: the lines count each call once.
     assert sum(ln.calls for ln in lines) == len({c.id for c in world.calls})
     arrived = arrivals(events)
-    late = {r.id for r in world.calls if adjusted(r, arrived[r.id])}
+    cuts = refund_cuts(events)
+    late = {
+        r.id
+        for r in world.calls
+        if adjusted(r, arrived[r.id], after_refund(world, cuts, r, arrived[r.id]))
+    }
     assert {a.call_id for a in many["adjustments"]} == late
     # The bills are the plain per-call reading of the rules, adjustments at their arrival.
     want, ref = expected_lines(world, events)
