@@ -28,7 +28,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metering_middleware.ledger import CallRecord
-from metering_middleware.rating import Month, Plan, Source, billing_month
+from metering_middleware.rating import (
+    BalanceEntry,
+    EntryKind,
+    Month,
+    Plan,
+    Source,
+    billing_month,
+    build_bill,
+)
 
 from .helpers import Reference, call, plan, reference_deduct
 from .settle_support import Harness
@@ -96,7 +104,15 @@ def streams(draw: st.DrawFn) -> tuple[World, list[Event]]:
         bought = p.start + timedelta(minutes=draw(st.sampled_from([0, 0, 5, 60])))
         events.append((bought, 0, ("buy", replace(p, refunded_at=None))))
         if p.refunded_at is not None:
-            events.append((max(bought, p.refunded_at), 1, ("refund", p.id, p.refunded_at)))
+            cash = Decimal(draw(st.sampled_from(["0", "1.5", "7"])))
+            events.append((max(bought, p.refunded_at), 1, ("refund", p.id, p.refunded_at, cash)))
+    # Top-ups at random times: they move balances and standing, never what is rated.
+    for i, (m, acct) in enumerate(
+        draw(st.lists(st.tuples(st.integers(-10, MARCH + 200), st.sampled_from("abc")), max_size=3))
+    ):
+        events.append(
+            (at(m), 1, ("topup", f"t{i}", acct, Decimal(draw(st.sampled_from(["1", "0.05"])))))
+        )
     delays = st.one_of(st.integers(1, 90), st.integers(91, 200 * 60))  # seconds
     # A record of the first window may arrive in March, in the grace days of February.
     in_march = st.integers(1, 45 * 60).map(lambda s: at(MARCH) + timedelta(seconds=s))
@@ -129,16 +145,57 @@ async def replay(path: Path, events: list[Event], *, passes: bool) -> dict[str, 
             if kind == "buy":
                 await h.rating.add_plan(args[0], when)
             elif kind == "refund":
-                await h.rating.add_refund(args[0], args[1], when, None)
+                await h.rating.add_refund(args[0], args[1], when, args[2])
+            elif kind == "topup":
+                entry = BalanceEntry(
+                    f"topup:{args[0]}", args[1], EntryKind.TOPUP, args[2], when, when
+                )
+                await h.rating.post_entries([entry], when)
             elif kind == "arrive":
                 await h.arrive(args[0], at=when)
             elif passes or when == FINAL:
                 await h.settle(lag=LAG, grace=GRACE, account=args[0])
         settled = await h.snapshot()
+        settled["money"] = await money(h, events)
         report = await h.rerate(billing_month(at(-60)))
-        assert await h.snapshot() == settled, "re-rating changed the bills"
+        again = await h.snapshot()
+        again["money"] = await money(h, events)
+        assert again == settled, "re-rating changed the bills or the balances"
         assert report.records == sum(ln.calls for ln in settled["lines"])
         return settled
+
+
+async def money(h: Harness, events: list[Event]) -> dict[str, Any]:
+    """Balances, and what the entries add up to per (account, month, kind): independent of
+    how many entries (passes) it took. Checks each balance against the bills."""
+    balances = await h.rating.balances()
+    sums: dict[tuple[str, str, str], Decimal] = {}
+    for account in balances:
+        for e in await h.rating.balance_entries(account):
+            key = (account, str(e.month), e.kind.value)
+            sums[key] = sums.get(key, Decimal(0)) + e.amount
+    # balance = top-ups - purchases + refunds - what the bills charge (a closed month its
+    # amount due, an open one its exact pay-as-you-go so far)
+    expected: dict[str, Decimal] = {}
+    for _when, _, (kind, *args) in events:
+        if kind == "topup":
+            expected[args[1]] = expected.get(args[1], Decimal(0)) + args[2]
+        elif kind == "buy":
+            p = args[0]
+            expected[p.account] = expected.get(p.account, Decimal(0)) - p.price_paid
+    book = await h.rating.plan_book()
+    for _when, _, (kind, *args) in events:
+        if kind == "refund" and args[2] > 0:
+            found = book.find(args[0])
+            assert found is not None
+            expected[found.account] = expected.get(found.account, Decimal(0)) + args[2]
+    months = {(ln.account, ln.billed) for ln in await h.rating.lines()}
+    for account, month in months:
+        bill = await build_bill(h.rating, account, month, grace=GRACE)
+        due = bill.amount_due if bill.final else bill.total.exact
+        expected[account] = expected.get(account, Decimal(0)) - due
+    assert {a: v for a, v in balances.items() if v} == {a: v for a, v in expected.items() if v}
+    return {"balances": balances, "sums": {k: v for k, v in sums.items() if v}}
 
 
 def arrivals(events: list[Event]) -> dict[str, datetime]:
