@@ -81,16 +81,31 @@ def catch_up_totals(conn: sqlite3.Connection) -> None:
         amounts, n = added.get(account, ([], 0))
         amounts.append(Decimal(amount))
         added[account] = (amounts, n + 1)
-    for account, (amounts, n) in added.items():
-        found = conn.execute(
-            "SELECT balance, entries FROM balance_totals WHERE account = ?", (account,)
-        ).fetchone()
-        base, count = (Decimal(found[0]), int(found[1])) if found else (Decimal(0), 0)
-        conn.execute(
-            "INSERT OR REPLACE INTO balance_totals (account, balance, entries) VALUES (?, ?, ?)",
-            (account, rows_.decimal_text(exact_sum([base, *amounts])), count + n),
-        )
+    base: dict[str, tuple[Decimal, int]] = {}
+    for part in _chunks(sorted(added)):
+        for account, balance, count in conn.execute(
+            "SELECT account, balance, entries FROM balance_totals"
+            f" WHERE account IN ({','.join('?' * len(part))})",
+            list(part),
+        ):
+            base[account] = (Decimal(balance), int(count))
+    conn.executemany(
+        "INSERT OR REPLACE INTO balance_totals (account, balance, entries) VALUES (?, ?, ?)",
+        [
+            (
+                account,
+                rows_.decimal_text(exact_sum([base.get(account, (Decimal(0), 0))[0], *amounts])),
+                base.get(account, (Decimal(0), 0))[1] + n,
+            )
+            for account, (amounts, n) in added.items()
+        ],
+    )
     conn.execute("UPDATE balance_mark SET last_seq = ? WHERE name = 'totals'", (rows[-1][0],))
+
+
+def _chunks(names: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    for i in range(0, len(names), size):
+        yield names[i : i + size]
 
 
 def read_balances(conn: sqlite3.Connection, account: str | None = None) -> dict[str, Decimal]:
@@ -125,35 +140,57 @@ def _entry_row(e: BalanceEntry) -> tuple[Any, ...]:
     )
 
 
+_INSERT_ENTRY = (
+    "INSERT INTO balance_entries (id, account, kind, amount, at, month, ref, reason,"
+    " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def insert_entries(conn: sqlite3.Connection, entries: Iterable[BalanceEntry]) -> list[str]:
     """Post entries (in the caller's transaction); the ids of those that were new.
 
     An id already posted with the same account, kind and amount is the same entry posted
     again (a retried command): skipped. With anything else it is a conflict: BalanceError.
     """
-    posted: list[str] = []
-    for e in entries:
-        try:
-            conn.execute(
-                "INSERT INTO balance_entries (id, account, kind, amount, at, month, ref, reason,"
-                " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _entry_row(e),
-            )
-        except sqlite3.IntegrityError:
-            found = conn.execute(
-                "SELECT account, kind, amount FROM balance_entries WHERE id = ?", (e.id,)
-            ).fetchone()
-            if found is None:
-                raise
-            same = (found[0], found[1], Decimal(found[2])) == (e.account, e.kind.value, e.amount)
-            if not same:
-                raise BalanceError(
-                    f"entry {e.id!r} already exists with different content: nothing written"
-                ) from None
-            continue
-        posted.append(e.id)
+    batch = list(entries)
+    conn.execute("SAVEPOINT entries")
+    try:
+        # Usually every id is new (a settlement's ids count what was posted): one statement.
+        conn.executemany(_INSERT_ENTRY, [_entry_row(e) for e in batch])
+        posted = batch
+    except sqlite3.IntegrityError:
+        conn.execute("ROLLBACK TO entries")
+        posted = [e for e in batch if _insert_one(conn, e)]
+    conn.execute("RELEASE entries")
+    conn.executemany(
+        "INSERT INTO balance_posted (account, month, kind, amount, entries)"
+        " VALUES (?, ?, ?, ?, 1) ON CONFLICT (account, month, kind) DO UPDATE SET"
+        " amount = rating_add(amount, excluded.amount), entries = entries + 1",
+        [
+            (e.account, str(e.month), e.kind.value, rows_.decimal_text(e.amount))
+            for e in posted
+            if e.month is not None
+        ],
+    )
     catch_up_totals(conn)
-    return posted
+    return [e.id for e in posted]
+
+
+def _insert_one(conn: sqlite3.Connection, e: BalanceEntry) -> bool:
+    try:
+        conn.execute(_INSERT_ENTRY, _entry_row(e))
+    except sqlite3.IntegrityError:
+        found = conn.execute(
+            "SELECT account, kind, amount FROM balance_entries WHERE id = ?", (e.id,)
+        ).fetchone()
+        if found is None:
+            raise
+        if (found[0], found[1], Decimal(found[2])) != (e.account, e.kind.value, e.amount):
+            raise BalanceError(
+                f"entry {e.id!r} already exists with different content: nothing written"
+            ) from None
+        return False
+    return True
 
 
 def entries(
@@ -181,51 +218,56 @@ def entries(
     return [entry_from_row(r) for r in found]
 
 
-def _count_kind(conn: sqlite3.Connection, account: str, month: Month, kind: EntryKind) -> int:
-    (n,) = conn.execute(
-        "SELECT COUNT(*) FROM balance_entries WHERE account = ? AND month = ? AND kind = ?",
-        (account, str(month), kind.value),
-    ).fetchone()
-    return int(n)
-
-
-# -- what settlement posts -----------------------------------------------------------------
-
-
 def _targets(
     conn: sqlite3.Connection, pairs: set[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[list[Decimal], list[Decimal]]]:
     """Per (account, month): exact pay-as-you-go amounts of regular lines and adjustments."""
     out: dict[tuple[str, str], tuple[list[Decimal], list[Decimal]]] = {p: ([], []) for p in pairs}
-    for account, month in pairs:
-        for origin, amount in conn.execute(
-            "SELECT origin_month, amount FROM rating_lines"
-            " WHERE account = ? AND billed_month = ? AND kind = 'payg'",
-            (account, month),
+    first = min(m for _, m in pairs)
+    for part in _chunks(sorted({a for a, _ in pairs})):
+        for account, month, origin, amount in conn.execute(
+            "SELECT account, billed_month, origin_month, amount FROM rating_lines"
+            f" WHERE account IN ({','.join('?' * len(part))}) AND billed_month >= ?"
+            " AND kind = 'payg'",
+            [*part, first],
         ):
-            regular, adjusted = out[(account, month)]
-            (regular if origin == month else adjusted).append(Decimal(amount))
+            found = out.get((account, month))
+            if found is not None:
+                (found[0] if origin == month else found[1]).append(Decimal(amount))
     return out
 
 
 def _posted(
-    conn: sqlite3.Connection, account: str, month: str
-) -> dict[EntryKind, tuple[Decimal, int]]:
-    sums: dict[EntryKind, list[Decimal]] = {k: [] for k in _SETTLED_KINDS}
-    for kind, amount in conn.execute(
-        "SELECT kind, amount FROM balance_entries WHERE account = ? AND month = ?"
-        " AND kind IN ('payg', 'adjustment', 'rounding')",
-        (account, month),
-    ):
-        sums[EntryKind(kind)].append(Decimal(amount))
-    return {k: (exact_sum(v), len(v)) for k, v in sums.items()}
+    conn: sqlite3.Connection, pairs: set[tuple[str, str]]
+) -> tuple[dict[tuple[str, str, str], tuple[Decimal, int]], set[tuple[str, str]]]:
+    """What usage entries posted per (account, month, kind), and which months are closed."""
+    sums: dict[tuple[str, str, str], tuple[Decimal, int]] = {}
+    closed: set[tuple[str, str]] = set()
+    first = min(m for _, m in pairs)
+    for part in _chunks(sorted({a for a, _ in pairs})):
+        marks = ",".join("?" * len(part))
+        for account, month, kind, amount, n in conn.execute(
+            "SELECT account, month, kind, amount, entries FROM balance_posted"
+            f" WHERE account IN ({marks}) AND month >= ?",
+            [*part, first],
+        ):
+            sums[(account, month, kind)] = (Decimal(amount), int(n))
+        for account, month in conn.execute(
+            f"SELECT account, month FROM balance_closes WHERE account IN ({marks}) AND month >= ?",
+            [*part, first],
+        ):
+            closed.add((account, month))
+    return sums, closed
 
 
 def post_settled(conn: sqlite3.Connection, writes: SettlementWrites) -> set[str]:
     """Post what a settlement pass changed: for each (account, billed month) it touched,
     the exact pay-as-you-go (and adjustments) not yet posted, and once the month has
     closed, its rounding to the fen. Runs in the pass's commit, after its lines are
-    written. Returns the accounts whose balance moved."""
+    written. Returns the accounts whose balance moved.
+
+    At most one entry per kind, account and month per pass, and only for accounts with
+    new usage: the journal never holds more usage entries than the ledger holds calls."""
     money = writes.money
     if money is None:
         return set()
@@ -243,13 +285,14 @@ def post_settled(conn: sqlite3.Connection, writes: SettlementWrites) -> set[str]
             ):
                 pairs.add((name, month))
             for (month,) in conn.execute(
-                "SELECT DISTINCT month FROM balance_entries WHERE account = ? AND month >= ?",
+                "SELECT DISTINCT month FROM balance_posted WHERE account = ? AND month >= ?",
                 (name, since),
             ):
                 pairs.add((name, month))
     closed_through = None if money.closed_through is None else str(money.closed_through)
-    if closed_through is not None:
-        # Months closed at this horizon whose rounding is not posted yet.
+    if closed_through is not None and _newly_closed(conn, money.closed_through, money.account):
+        # Months closed at this horizon whose rounding is not posted yet (months that
+        # closed earlier were posted by the pass that closed them, or are in ``pairs``).
         where, params = "", [closed_through]
         if money.account is not None:
             where, params = " AND l.account = ?", [closed_through, money.account]
@@ -262,29 +305,25 @@ def post_settled(conn: sqlite3.Connection, writes: SettlementWrites) -> set[str]
             pairs.add((account, month))
     if not pairs:
         return set()
-    closed = {
-        (a, m)
-        for a, m in pairs
-        if (closed_through is not None and m <= closed_through)
-        or conn.execute(
-            "SELECT 1 FROM balance_closes WHERE account = ? AND month = ?", (a, m)
-        ).fetchone()
-    }
+    posted, already_closed = _posted(conn, pairs)
     moved: set[str] = set()
     at = money.posted_at
     new: list[BalanceEntry] = []
+    closes: list[tuple[str, str, str]] = []
     for (account, month), (regular, adjusted) in sorted(_targets(conn, pairs).items()):
-        posted = _posted(conn, account, month)
         m = parse_month(month)
         wanted = {
             EntryKind.PAYG: -exact_sum(regular),
             EntryKind.ADJUSTMENT: -exact_sum(adjusted),
         }
-        if (account, month) in closed:
+        closing = closed_through is not None and month <= closed_through
+        if closing or (account, month) in already_closed:
             # The rounding makes the month's entries sum to minus its amount due.
             wanted[EntryKind.ROUNDING] = -month_total([*regular, *adjusted]).rounding
+            if (account, month) not in already_closed:
+                closes.append((account, month, format_time(at)))
         for kind, target in wanted.items():
-            have, n = posted[kind]
+            have, n = posted.get((account, month, kind.value), (Decimal(0), 0))
             diff = exact_sum((target, -have))
             if diff == 0:
                 continue
@@ -301,13 +340,29 @@ def post_settled(conn: sqlite3.Connection, writes: SettlementWrites) -> set[str]
                 )
             )
             moved.add(account)
-        if (account, month) in closed:
-            conn.execute(
-                "INSERT OR IGNORE INTO balance_closes (account, month, closed_at) VALUES (?, ?, ?)",
-                (account, month, format_time(at)),
-            )
+    conn.executemany(
+        "INSERT OR IGNORE INTO balance_closes (account, month, closed_at) VALUES (?, ?, ?)",
+        closes,
+    )
     insert_entries(conn, new)
     return moved
+
+
+def _newly_closed(conn: sqlite3.Connection, through: Month | None, account: str | None) -> bool:
+    """Whether a pass closing every month up to ``through`` may close new ones: always for
+    one account (its lines are few), for all accounts only when ``through`` moved on."""
+    if through is None:
+        return False
+    if account is not None:
+        return True
+    index = through.year * 12 + through.month
+    found = conn.execute("SELECT last_seq FROM balance_mark WHERE name = 'closed'").fetchone()
+    if found is not None and found[0] >= index:
+        return False
+    conn.execute(
+        "INSERT OR REPLACE INTO balance_mark (name, last_seq) VALUES ('closed', ?)", (index,)
+    )
+    return True
 
 
 def _settled_reason(kind: EntryKind, earlier: int, rerate: bool) -> str:

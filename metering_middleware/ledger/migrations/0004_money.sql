@@ -36,7 +36,8 @@ END;
 -- The sum of each account's entries, kept by every writer in the transaction that posts
 -- them (a cache: entries are the truth). balance_mark is the last entry summed: a writer
 -- first adds every entry after it, so entries this migration inserts are summed by the
--- first write (or read) after it.
+-- first write (or read) after it. Its row 'closed' (year * 12 + month) is the last month
+-- a pass over every account closed, so later passes skip looking for months to close.
 CREATE TABLE balance_totals (
     account  TEXT    PRIMARY KEY,
     balance  TEXT    NOT NULL,
@@ -47,6 +48,18 @@ CREATE TABLE balance_mark (
     last_seq INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT INTO balance_mark (name, last_seq) VALUES ('totals', 0);
+
+-- What usage entries have posted per (account, month, kind): a cache kept with the entries
+-- (in their transaction), so a settlement pass compares the month's lines with one row
+-- instead of summing the month's entries.
+CREATE TABLE balance_posted (
+    account TEXT    NOT NULL,
+    month   TEXT    NOT NULL,
+    kind    TEXT    NOT NULL,
+    amount  TEXT    NOT NULL,
+    entries INTEGER NOT NULL,
+    PRIMARY KEY (account, month, kind)
+) WITHOUT ROWID;
 
 -- Every past purchase gets its entry (ledgers from before balances), and every refund
 -- recorded with its amount.
