@@ -95,6 +95,22 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}"
 
 
+class _RedactUrl(logging.Filter):
+    """httpx logs every request's full URL (INFO, logger ``httpx``); a webhook URL may
+    carry a token in its path or query, so this sender's URL is logged as its host."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._url = url
+        self._shown = _where(url) + "/..."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(str(a).startswith(self._url) for a in args):
+            record.args = tuple(self._shown if str(a).startswith(self._url) else a for a in args)
+        return True
+
+
 class WebhookSender:
     """Posts the outbox of the ledger at ``ledger_file`` to ``url``, signed with ``secret``."""
 
@@ -133,6 +149,7 @@ class WebhookSender:
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._redact = _RedactUrl(url)
         self.stats = DeliveryStats()
 
     def __repr__(self) -> str:  # never the secret, nor the URL's path or query
@@ -142,13 +159,17 @@ class WebhookSender:
     def lease(self) -> timedelta:
         return self._lease
 
-    async def start(self) -> None:
-        if self._task is None:
+    async def start(self, *, background: bool = True) -> None:
+        """Open the HTTP client and (``background``) start the task that delivers every
+        ``poll_interval``; without it, rounds run only when :meth:`deliver_due` is called."""
+        if self._client is None:
+            logging.getLogger("httpx").addFilter(self._redact)
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self._timeout),
                 follow_redirects=False,
                 transport=self._transport,
             )
+        if background and self._task is None:
             self._task = asyncio.create_task(self._every_poll(), name="metering-webhooks")
 
     async def stop(self) -> None:
@@ -161,6 +182,7 @@ class WebhookSender:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+            logging.getLogger("httpx").removeFilter(self._redact)
 
     def wake(self) -> None:
         """Look for due notices now rather than at the next poll."""
