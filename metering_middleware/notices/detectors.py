@@ -14,9 +14,10 @@
   above the account's ``monthly_cap`` (and above zero). Once per account and month; the
   spend guard's own "cap reached" (:class:`~.recorder.NoticeRecorder`) has the same id.
 
-Everything runs in one write transaction on the ledger file (``BEGIN IMMEDIATE``): two
-processes detecting at once (the gateway's settler and ``metering settle``) are serialised
-by SQLite, and each notice's id makes it happen once however often a pass runs. Overdue,
+What is due is read in one read transaction, then recorded in a short write transaction
+(see :func:`detect_in_file`): two processes detecting at once (the gateway's settler and
+``metering settle``) are serialised by SQLite for the writes, and each notice's id makes it
+happen once however often a pass runs. Overdue,
 suspended and restored are recorded by settlement itself (``rating/_money_sql.py``).
 """
 
@@ -26,6 +27,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from os import PathLike
@@ -39,7 +41,7 @@ from ..rating.plans import LOW_BALANCE_SHARE
 from .model import Notice, NoticeKind, cap_notice
 from .records import record_notice
 
-__all__ = ["EXPIRY_WARNING", "detect", "detect_in_file", "detect_notices"]
+__all__ = ["EXPIRY_WARNING", "detect_in_file", "detect_notices"]
 
 #: A plan or subscription ending this soon calls for a notice.
 EXPIRY_WARNING = timedelta(days=7)
@@ -113,85 +115,124 @@ def _plan_notices(conn: sqlite3.Connection, now: datetime) -> Iterator[Notice]:
         yield Notice(NoticeKind.PLAN_EXPIRING, account, plan_id, now, data)
 
 
-def _balance_notices(conn: sqlite3.Connection, now: datetime) -> Iterator[Notice]:
+@dataclass(frozen=True, slots=True)
+class _LowBalance:
+    """An account found below its threshold (the read phase)."""
+
+    account: str
+    balance: Decimal
+    threshold: Decimal
+
+
+def _balances_below(conn: sqlite3.Connection) -> list[_LowBalance]:
+    """Accounts whose balance is below their threshold."""
     thresholds = {
         account: Decimal(low)
         for account, low in conn.execute(
             "SELECT account, low_balance FROM account_settings WHERE low_balance IS NOT NULL"
         )
     }
-    episodes = dict(conn.execute("SELECT account, since FROM notice_low_balance").fetchall())
-    for account in sorted(set(episodes) - set(thresholds)):  # threshold removed: episode over
-        conn.execute("DELETE FROM notice_low_balance WHERE account = ?", (account,))
     if not thresholds:
-        return
+        return []
     balances = read_balances(conn)
-    for account, threshold in sorted(thresholds.items()):
-        balance = balances.get(account, Decimal(0))
-        if balance >= threshold:
-            if account in episodes:
-                conn.execute("DELETE FROM notice_low_balance WHERE account = ?", (account,))
-            continue
-        if account in episodes:
+    return [
+        _LowBalance(account, balances.get(account, Decimal(0)), threshold)
+        for account, threshold in sorted(thresholds.items())
+        if balances.get(account, Decimal(0)) < threshold
+    ]
+
+
+def _episodes(conn: sqlite3.Connection, now: datetime, below: list[_LowBalance]) -> list[Notice]:
+    """End the episodes of accounts no longer below (or without a threshold), start those of
+    accounts newly below: their notices (write phase: the caller's write transaction)."""
+    episodes = {a for (a,) in conn.execute("SELECT account FROM notice_low_balance")}
+    low = {b.account for b in below}
+    for account in sorted(episodes - low):  # back at or above, or no threshold any more
+        conn.execute("DELETE FROM notice_low_balance WHERE account = ?", (account,))
+    since = format_time(now)
+    notices: list[Notice] = []
+    for b in below:
+        if b.account in episodes:
             continue  # this episode's notice is out already
-        since = format_time(now)
         conn.execute(
             "INSERT INTO notice_low_balance (account, since, threshold) VALUES (?, ?, ?)",
-            (account, since, _text(threshold)),
+            (b.account, since, _text(b.threshold)),
         )
-        yield Notice(
-            NoticeKind.BALANCE_LOW,
-            account,
-            since,
-            now,
-            {"balance": _text(balance), "threshold": _text(threshold)},
+        notices.append(
+            Notice(
+                NoticeKind.BALANCE_LOW,
+                b.account,
+                since,
+                now,
+                {"balance": _text(b.balance), "threshold": _text(b.threshold)},
+            )
         )
+    return notices
 
 
 def _cap_notices(conn: sqlite3.Connection, now: datetime) -> Iterator[Notice]:
-    caps = conn.execute(
-        "SELECT account, monthly_cap FROM account_settings WHERE monthly_cap IS NOT NULL"
-        " ORDER BY account"
-    ).fetchall()
+    caps = dict(
+        conn.execute(
+            "SELECT account, monthly_cap FROM account_settings WHERE monthly_cap IS NOT NULL"
+        ).fetchall()
+    )
+    if not caps:
+        return
     current = billing_month(now)
     # The previous month too: its late records settle during its grace days.
-    months = (current.previous(), current)
-    for account, cap_text in caps:
-        cap = Decimal(cap_text)
-        for month in months:
-            amounts = [
-                Decimal(a)
-                for (a,) in conn.execute(
-                    "SELECT amount FROM rating_lines"
-                    " WHERE account = ? AND billed_month = ? AND kind = 'payg'",
-                    (account, str(month)),
-                )
-            ]
-            spend = exact_sum(amounts)
-            if spend > 0 and spend >= cap:
-                yield cap_notice(account, str(month), now, cap=cap, spend=spend, source="settled")
+    months = (str(current.previous()), str(current))
+    spent: dict[tuple[str, str], list[Decimal]] = {}
+    for account, month, amount in conn.execute(
+        "SELECT account, billed_month, amount FROM rating_lines"
+        " WHERE kind = 'payg' AND billed_month IN (?, ?)",
+        months,
+    ):
+        if account in caps:
+            spent.setdefault((account, month), []).append(Decimal(amount))
+    for (account, month), amounts in sorted(spent.items()):
+        cap, spend = Decimal(caps[account]), exact_sum(amounts)
+        if spend > 0 and spend >= cap:
+            yield cap_notice(account, month, now, cap=cap, spend=spend, source="settled")
 
 
-def detect(conn: sqlite3.Connection, now: datetime) -> list[Notice]:
-    """Record every notice due at ``now`` (in the caller's write transaction); the new ones."""
-    found = [
-        *_plan_notices(conn, now),
-        *_balance_notices(conn, now),
-        *_cap_notices(conn, now),
-    ]
-    return [n for n in found if record_notice(conn, n, now)]
+def _unrecorded(conn: sqlite3.Connection, found: list[Notice]) -> list[Notice]:
+    """The notices whose id is not recorded yet (most of a pass's are, after its first)."""
+    ids = [n.id for n in found]
+    known: set[str] = set()
+    for i in range(0, len(ids), 500):  # SQLite's parameter limit
+        part = ids[i : i + 500]
+        known.update(
+            r[0]
+            for r in conn.execute(
+                f"SELECT id FROM notices WHERE id IN ({','.join('?' * len(part))})", part
+            )
+        )
+    return [n for n in found if n.id not in known]
 
 
 def detect_in_file(
     path: str | PathLike[str], now: datetime, *, busy_timeout_ms: int = 5000
 ) -> list[Notice]:
-    """:func:`detect` in its own transaction on the ledger file (blocking: a worker thread)."""
+    """Record every notice due at ``now``; the new ones (blocking: a worker thread).
+
+    Two phases, so the ledger's write lock (which the gateway's record commits wait on)
+    is held only for the writes: what is due is read in one read transaction (one
+    snapshot), then recorded in a short ``BEGIN IMMEDIATE`` that re-checks the
+    low-balance episodes and records by id (``INSERT OR IGNORE``), so two processes
+    detecting at once still record each notice once."""
     conn = connect_existing(path, timeout=busy_timeout_ms / 1000)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute("BEGIN")
+        try:
+            found = _unrecorded(conn, [*_plan_notices(conn, now), *_cap_notices(conn, now)])
+            below = _balances_below(conn)
+        finally:
+            conn.execute("COMMIT")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            new = detect(conn, now)
+            found += _episodes(conn, now, below)
+            new = [n for n in found if record_notice(conn, n, now)]
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -75,6 +75,8 @@ def test_the_example_gateway_reads_the_webhook_from_its_file_and_environment(
     _, metering = load_config(toml, {"METERING_WEBHOOK_SECRET": SECRET})
     assert metering.webhook_url == URL and metering.webhook_max_attempts == 4
     assert metering.webhook_signing_secret() == SECRET
+    with pytest.raises(ConfigError, match="set METERING_WEBHOOK_SECRET"):
+        load_config(toml, {})  # no secret: refused at load, not at the first notice
     toml.write_text(f'[metering]\nwebhook_url = "{URL}"\nwebhook_secret = "{SECRET}"\n')
     with pytest.raises(ConfigError, match="never inline") as err:
         load_config(toml, {})

@@ -3,7 +3,9 @@ restarted settlers, and (low balance) only again after the balance came back."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -195,3 +197,44 @@ async def test_detection_alone_is_idempotent(tmp_path: Path) -> None:
     first = detect_in_file(h.path, h.clock.now())
     again = detect_in_file(h.path, h.clock.now() + timedelta(hours=1))
     assert [n.kind for n in first] == [NoticeKind.BALANCE_LOW] and again == []
+
+
+async def test_removing_the_threshold_ends_the_episode(tmp_path: Path) -> None:
+    h = Ledger(tmp_path / "l.db", START)
+    async with h:
+        await h.settings("acct", low_balance="1")
+    await h.settle_pass()
+    async with h:
+        await h.settings("acct")  # no threshold: no episode either
+    h.clock.advance(60)
+    await h.settle_pass()
+    async with h:
+        await h.settings("acct", low_balance="1")  # still at 0: a new episode
+    h.clock.advance(60)
+    await h.settle_pass()
+    assert len(ids(h.path, NoticeKind.BALANCE_LOW)) == 2
+
+
+async def test_detectors_racing_on_one_ledger_record_each_notice_once(tmp_path: Path) -> None:
+    """The gateway's settler and `metering settle` may detect at the same moment."""
+    h = Ledger(tmp_path / "l.db", START)
+    async with h:
+        for i in range(30):
+            await h.settings(f"a{i}", low_balance="1", monthly_cap="0.1")
+            await h.calls(1, account=f"a{i}")
+    await h.settle_pass()
+    conn = sqlite3.connect(h.path)
+    try:  # forget them, as if no pass had detected yet
+        conn.execute("DELETE FROM notice_outbox")
+        conn.execute("DELETE FROM notices")
+        conn.execute("DELETE FROM notice_low_balance")
+        conn.commit()
+    finally:
+        conn.close()
+    now = h.clock.now()
+    # Each at its own instant: a low-balance episode they both started would have two ids.
+    results = await asyncio.gather(
+        *(asyncio.to_thread(detect_in_file, h.path, now + timedelta(seconds=i)) for i in range(4))
+    )
+    assert sum(len(r) for r in results) == 60
+    assert len(notices(h.path)) == 60 and len(ids(h.path, NoticeKind.BALANCE_LOW)) == 30
