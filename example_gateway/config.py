@@ -126,4 +126,7 @@ def load_config(
     # The gateway settles its ledger itself unless told otherwise (0 turns it off).
     metering_doc.setdefault("settle_interval", GATEWAY_SETTLE_INTERVAL)
     metering = MeteringConfig.from_mapping(metering_doc).with_env(env)
+    # A webhook URL without a usable secret (METERING_WEBHOOK_SECRET or
+    # webhook_secret_file) stops the start here, with one line naming it.
+    metering.webhook_signing_secret()
     return gateway, metering

@@ -29,6 +29,7 @@ from .credentials import SECRET_KEY_ENV, CredentialManager, SecretBox
 from .ledger import LedgerStore, StoreError
 from .ledger.migrate import LedgerMissing
 from .ledger.urls import open_store
+from .notices._commands import add_notice_commands
 from .rating import LockLost, SettleBusy
 from .rating._commands import CATALOG_ENV, RATING_COLUMNS, add_rating_commands
 from .rating._money_commands import MONEY_COLUMNS, add_money_commands
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
     plans = add_rating_commands(groups)
     add_money_commands(groups, acts, plans)
+    add_notice_commands(groups)
     spread_global_options(parser, _global_options)
     return parser
 

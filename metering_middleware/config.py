@@ -7,6 +7,8 @@ failing on its first call.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -76,6 +78,18 @@ class MeteringConfig:
     #: settler at a time across processes, by the settlement lock); 0: none (settle with
     #: ``metering settle``). The example gateway's default is 60.
     settle_interval: float = 0.0
+    #: Where notices are POSTed, signed (docs/notices.md); none: recorded and listed only.
+    webhook_url: str | None = None
+    #: The webhook signing secret (``whsec_<base64>``, or at least 16 characters), from
+    #: ``METERING_WEBHOOK_SECRET`` or ``webhook_secret_file``: never inline in a file.
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_secret_file: str | None = None
+    #: Seconds one webhook attempt may take (connect, send, answer) before it failed.
+    webhook_timeout: float = 10.0
+    #: Attempts per notice before it is left ``failed`` (visible in ``metering notices``).
+    webhook_max_attempts: int = 8
+    #: Seconds between looks for due deliveries.
+    webhook_poll_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("strict", "batched"):
@@ -85,6 +99,8 @@ class MeteringConfig:
             "credential_refresh",
             "signature_window",
             "entitlement_refresh",
+            "webhook_timeout",
+            "webhook_poll_interval",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -95,10 +111,17 @@ class MeteringConfig:
             "max_header_count",
             "error_body_limit",
             "limiter_processes",
+            "webhook_max_attempts",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name}: must be a positive integer")
+        if self.webhook_url is not None and not self.webhook_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError("webhook_url: must be an http(s) URL")
+        if self.webhook_secret is not None:
+            _check_webhook_secret(self.webhook_secret, "webhook_secret")
         value = self.settle_interval
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError("settle_interval: must be zero (off) or a positive number of seconds")
@@ -127,11 +150,39 @@ class MeteringConfig:
         for key, value in doc.items():
             if key not in known:
                 raise ConfigError(f"{where}.{key}: unknown setting")
+            if key == "webhook_secret":  # files get copied, shown, committed
+                raise ConfigError(
+                    f"{where}.webhook_secret: never inline; set {ENV_PREFIX}WEBHOOK_SECRET "
+                    "or webhook_secret_file"
+                )
             values[key] = _coerce(key, value, where)
         try:
             return cls(**values)
         except TypeError as exc:  # a wrong type the checks above did not catch
             raise ConfigError(f"{where}: {exc}") from None
+
+    def webhook_signing_secret(self) -> str | None:
+        """The webhook secret: ``webhook_secret`` (the environment), else the first line
+        of ``webhook_secret_file``; None without a ``webhook_url``. ``ConfigError`` when a
+        URL has no usable secret (the message never contains the secret)."""
+        if self.webhook_url is None:
+            return None
+        secret = self.webhook_secret
+        if secret is None and self.webhook_secret_file:
+            try:
+                with open(self.webhook_secret_file, encoding="utf-8") as fh:
+                    secret = fh.readline().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"webhook_secret_file: {exc.strerror}: {self.webhook_secret_file}"
+                ) from None
+            _check_webhook_secret(secret, "webhook_secret_file")
+        if secret is None:
+            raise ConfigError(
+                f"webhook_url: set {ENV_PREFIX}WEBHOOK_SECRET or webhook_secret_file "
+                "(deliveries are always signed)"
+            )
+        return secret
 
     def with_env(self, environ: Mapping[str, str] | None = None) -> MeteringConfig:
         """Overlay ``METERING_<SETTING>`` environment variables."""
@@ -142,6 +193,18 @@ class MeteringConfig:
             if raw is not None:
                 values[f.name] = _from_env(f.name, raw)
         return replace(self, **values) if values else self
+
+
+def _check_webhook_secret(secret: str, where: str) -> None:
+    if secret.startswith("whsec_"):
+        try:
+            key = base64.b64decode(secret[6:], validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"{where}: a whsec_ secret must be base64 after its prefix") from None
+        if len(key) < 16:
+            raise ConfigError(f"{where}: a whsec_ secret needs at least 16 bytes of key")
+    elif len(secret) < 16:
+        raise ConfigError(f"{where}: use at least 16 characters")
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
@@ -173,6 +236,8 @@ def _from_env(name: str, raw: str) -> Any:
         "signature_window",
         "entitlement_refresh",
         "settle_interval",
+        "webhook_timeout",
+        "webhook_poll_interval",
     ):
         try:
             return float(raw)
@@ -185,6 +250,7 @@ def _from_env(name: str, raw: str) -> Any:
         "error_body_limit",
         "limiter_processes",
         "throttle_status",
+        "webhook_max_attempts",
     ):
         try:
             return int(raw)
@@ -194,4 +260,12 @@ def _from_env(name: str, raw: str) -> Any:
         return frozenset(p.strip() for p in raw.split(",") if p.strip())
     if name == "category_overrides":
         return _coerce(name, dict(p.split("=", 1) for p in raw.split(",") if "=" in p), "env")
-    return raw or None if name in ("journal_path", "catalog_path", "trusted_hop_secret") else raw
+    nullable = (
+        "journal_path",
+        "catalog_path",
+        "trusted_hop_secret",
+        "webhook_url",
+        "webhook_secret",
+        "webhook_secret_file",
+    )
+    return raw or None if name in nullable else raw

@@ -33,6 +33,8 @@ from .ledger.writer import LedgerWriter
 from .limiter import DeferredNonceStore, Limiter, LimiterSettings, open_limiter
 from .metrics import MeteringMetrics
 from .nonces import MemoryNonceStore, NonceStore
+from .notices.delivery import WebhookSender
+from .notices.recorder import NoticeRecorder
 from .rating import RatingStore, SqliteRatingStore
 from .settler import BackgroundSettler
 from .signing import SignatureVerifier
@@ -169,6 +171,30 @@ class MeteringRuntime:
             self.settler = BackgroundSettler(
                 ledger_file, catalog, self.clock, interval=config.settle_interval
             )
+        # Notices from the request path (the spend guard's "cap reached"), and their
+        # webhook deliveries: tasks of their own, nothing on a call's path.
+        self.notices: NoticeRecorder | None = None
+        self.webhooks: WebhookSender | None = None
+        secret = config.webhook_signing_secret()
+        if secret is not None:
+            if not ledger_file:
+                raise ConfigError("webhook_url: notices live in an SQLite ledger file")
+            assert config.webhook_url is not None
+            self.webhooks = WebhookSender(
+                ledger_file,
+                config.webhook_url,
+                secret,
+                self.clock,
+                timeout=config.webhook_timeout,
+                max_attempts=config.webhook_max_attempts,
+                poll_interval=config.webhook_poll_interval,
+            )
+        if ledger_file:
+            self.notices = NoticeRecorder(
+                ledger_file,
+                self.clock,
+                on_recorded=None if self.webhooks is None else self.webhooks.wake,
+            )
         self.entitlements = EntitlementView(
             entitlements or NoPlans(),
             catalog,
@@ -225,6 +251,10 @@ class MeteringRuntime:
             await self._restore_nonces()
             if self.settler is not None:
                 await self.settler.start()
+            if self.notices is not None:
+                await self.notices.start()
+            if self.webhooks is not None:
+                await self.webhooks.start()
             self._started = True
             log.info(
                 "metering started: ledger=%s mode=%s catalog items=%d",
@@ -253,6 +283,10 @@ class MeteringRuntime:
                 return
             self._started = False
             self._stopped = True
+            if self.webhooks is not None:
+                await self.webhooks.stop()  # an attempt under way is retried after its lease
+            if self.notices is not None:
+                await self.notices.stop()  # what the request path emitted is recorded
             if self.settler is not None:
                 await self.settler.stop()  # a pass under way finishes first
             if self.limiter is not None:

@@ -1,6 +1,7 @@
 """Settlement inside the gateway: one pass every ``settle_interval``, off the event loop.
 
-A pass runs the same ``rating.settle`` as ``metering settle``, in a worker thread
+A pass runs the same ``rating.settle`` as ``metering settle`` (then the notice
+detectors, :mod:`.notices.detectors`), in a worker thread
 with an event loop and a rating-store connection of its own, so no call waits on
 rating: the deduction's CPU work and its SQLite reads never run on the serving
 loop. Several gateway processes on one ledger may all run a settler; the
@@ -22,6 +23,7 @@ from datetime import timedelta
 
 from .catalog import Catalog
 from .clock import Clock
+from .notices.detectors import detect_in_file
 from .rating import DEFAULT_GRACE, DEFAULT_LAG, SettleBusy, SettleReport, SqliteRatingStore, settle
 
 __all__ = ["BackgroundSettler", "SettlerStats"]
@@ -34,6 +36,7 @@ class SettlerStats:
     passes: int = 0  # passes that settled (possibly nothing new)
     busy: int = 0  # passes skipped: another settler held the lock
     failures: int = 0  # passes that raised (logged)
+    notices: int = 0  # notices recorded by the detectors after passes
     last: SettleReport | None = None
 
 
@@ -124,4 +127,10 @@ class BackgroundSettler:
             return None
         self.stats.passes += 1
         self.stats.last = report
+        try:
+            # What the pass's results call for (plan points low, expiring, balance low,
+            # cap reached); each notice's id makes it happen once however often this runs.
+            self.stats.notices += len(detect_in_file(self._path, self._clock.now()))
+        except Exception:  # the next pass detects again
+            log.exception("notice detection failed after a settlement pass; the next retries")
         return report

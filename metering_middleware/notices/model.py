@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Notice", "NoticeKind", "notice_id"]
+__all__ = ["Notice", "NoticeKind", "cap_notice", "notice_id"]
 
 
 class NoticeKind(StrEnum):
@@ -40,3 +41,18 @@ class Notice:
     @property
     def id(self) -> str:
         return notice_id(self.kind, self.account, self.subject)
+
+
+def cap_notice(
+    account: str, month: str, at: datetime, *, cap: Decimal, spend: Decimal, source: str
+) -> Notice:
+    """``account.cap_reached`` for a billing ``month`` (YYYY-MM): one id whoever finds it
+    first, settlement (``source='settled'``: settled spend) or the spend guard
+    (``'guard'``: its estimate of unsettled spend)."""
+    return Notice(
+        NoticeKind.CAP_REACHED,
+        account,
+        month,
+        at,
+        {"month": month, "cap": format(cap, "f"), "spend": format(spend, "f"), "source": source},
+    )

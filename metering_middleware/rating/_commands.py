@@ -19,6 +19,7 @@ from .._cli_args import add_command, add_commands, duration, positive_int
 from ..catalog import Catalog, default_catalog, load_catalog
 from ..clock import SystemClock
 from ..ledger import LedgerStore
+from ..notices.detectors import detect_notices
 from .bills import build_bill
 from .export import render_bill
 from .months import Month, parse_month
@@ -165,6 +166,10 @@ async def _settle(store: LedgerStore, args: argparse.Namespace) -> list[dict[str
             month=args.month,
             progress=_progress,
         )
+        # The notices the settled results call for (once each: deterministic ids).
+        found = await detect_notices(ratings.path, SystemClock().now())
+    if found:
+        print(f"recorded {len(found)} notice(s): see `metering notices`", file=sys.stderr)
     return [_report_row(report, args.tz)]
 
 
