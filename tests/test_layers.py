@@ -20,6 +20,7 @@ FORBIDDEN = {
     "identity": {"middleware", "runtime", "ledger", "rating", "limiter"},
     "middleware": {"cli", "rating"},
     "durable_nonces": {"middleware", "runtime", "cli", "rating"},
+    "notices": {"middleware", "runtime", "limiter", "identity", "entitlements", "cli"},
 }
 
 
