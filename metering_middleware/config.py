@@ -76,6 +76,20 @@ class MeteringConfig:
     #: settler at a time across processes, by the settlement lock); 0: none (settle with
     #: ``metering settle``). The example gateway's default is 60.
     settle_interval: float = 0.0
+    #: Refuse calls of accounts not in good standing (overdue, suspended, held) and
+    #: pay-as-you-go calls their balance or monthly cap cannot pay (docs/standing.md).
+    #: Needs an SQLite ledger. Off by default (it refuses calls); the example gateway's is on.
+    enforce_balance: bool = False
+    #: Seconds between refreshes of the cached balances, standing and caps.
+    standing_refresh: float = 1.0
+    #: Code and status of a refusal for arrears (VIAPI: InvalidApi.ForbiddenInvoke, 400).
+    arrearage_code: str = "Account.Arrearage"
+    arrearage_status: int = 403
+    #: Code and status of a spend-guard or monthly-cap refusal.
+    spend_cap_code: str = "Account.SpendCapExceeded"
+    spend_cap_status: int = 403
+    #: N: gateway processes on one ledger; each guards 1/N of a balance and of a cap.
+    gateway_processes: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in ("strict", "batched"):
@@ -85,6 +99,7 @@ class MeteringConfig:
             "credential_refresh",
             "signature_window",
             "entitlement_refresh",
+            "standing_refresh",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -95,10 +110,19 @@ class MeteringConfig:
             "max_header_count",
             "error_body_limit",
             "limiter_processes",
+            "gateway_processes",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name}: must be a positive integer")
+        for name in ("arrearage_status", "spend_cap_status"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 499:
+                raise ConfigError(f"{name}: must be an HTTP client-error status (400-499)")
+        for name in ("arrearage_code", "spend_cap_code"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{name}: must be a non-empty error code")
         value = self.settle_interval
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError("settle_interval: must be zero (off) or a positive number of seconds")
@@ -109,8 +133,9 @@ class MeteringConfig:
             )
         if self.throttle_status not in (429, 400):
             raise ConfigError("throttle_status: must be 429 or 400")
-        if not isinstance(self.enforce_qps, bool):
-            raise ConfigError("enforce_qps: must be true or false")
+        for name in ("enforce_qps", "enforce_balance"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: must be true or false")
         if not self.limiter_url.startswith(("memory://", "redis://", "rediss://", "unix://")):
             raise ConfigError(f"limiter_url: {self.limiter_url!r} is not memory:// or redis://")
         if not self.ledger_url:
@@ -163,9 +188,9 @@ def _coerce(key: str, value: Any, where: str) -> Any:
 
 
 def _from_env(name: str, raw: str) -> Any:
-    if name == "enforce_qps":
+    if name in ("enforce_qps", "enforce_balance"):
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-            raise ConfigError(f"{ENV_PREFIX}ENFORCE_QPS: {raw!r} is not true or false")
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {raw!r} is not true or false")
         return raw.lower() in ("1", "true", "yes")
     if name in (
         "flush_interval",
@@ -173,6 +198,7 @@ def _from_env(name: str, raw: str) -> Any:
         "signature_window",
         "entitlement_refresh",
         "settle_interval",
+        "standing_refresh",
     ):
         try:
             return float(raw)
@@ -185,6 +211,9 @@ def _from_env(name: str, raw: str) -> Any:
         "error_body_limit",
         "limiter_processes",
         "throttle_status",
+        "gateway_processes",
+        "arrearage_status",
+        "spend_cap_status",
     ):
         try:
             return int(raw)

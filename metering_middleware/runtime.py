@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import replace
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
@@ -25,6 +27,7 @@ from .entitlements import (
     EntitlementView,
     RatingStoreEntitlements,
 )
+from .errors import ACCOUNT_ARREARAGE, SPEND_CAP_EXCEEDED
 from .identity import IdentityResolver
 from .ledger import LedgerStore, StoreError
 from .ledger.journal import Journal
@@ -33,9 +36,10 @@ from .ledger.writer import LedgerWriter
 from .limiter import DeferredNonceStore, Limiter, LimiterSettings, open_limiter
 from .metrics import MeteringMetrics
 from .nonces import MemoryNonceStore, NonceStore
-from .rating import RatingStore, SqliteRatingStore
+from .rating import Month, RatingStore, SqliteRatingStore
 from .settler import BackgroundSettler
 from .signing import SignatureVerifier
+from .spend_guard import SpendGuard
 
 __all__ = ["MeteringRuntime"]
 
@@ -99,6 +103,7 @@ class MeteringRuntime:
         metrics: MeteringMetrics | None = None,
         entitlements: EntitlementSource | None = None,
         limiter: Limiter | None = None,
+        on_cap_reached: Callable[[str, Month], None] | None = None,
     ) -> None:
         self.config = config = config or MeteringConfig()
         self.clock: Clock = clock or SystemClock()
@@ -169,6 +174,25 @@ class MeteringRuntime:
             self.settler = BackgroundSettler(
                 ledger_file, catalog, self.clock, interval=config.settle_interval
             )
+        #: Standing check, spend guard and caps (``enforce_balance``); None when off.
+        self.guard: SpendGuard | None = None
+        if config.enforce_balance:
+            if not ledger_file:
+                raise ConfigError("enforce_balance: balances need an SQLite ledger file")
+            self.guard = SpendGuard(
+                ledger_file,
+                catalog,
+                self.clock,
+                refresh_interval=config.standing_refresh,
+                processes=config.gateway_processes,
+                arrearage=replace(
+                    ACCOUNT_ARREARAGE, code=config.arrearage_code, status=config.arrearage_status
+                ),
+                spend_cap=replace(
+                    SPEND_CAP_EXCEEDED, code=config.spend_cap_code, status=config.spend_cap_status
+                ),
+                on_cap_reached=on_cap_reached,
+            )
         self.entitlements = EntitlementView(
             entitlements or NoPlans(),
             catalog,
@@ -220,6 +244,8 @@ class MeteringRuntime:
             if self.rating_store is not None:
                 await self.rating_store.open()
             await self.entitlements.refresh()
+            if self.guard is not None:
+                await self.guard.view.refresh()
             if self.limiter is not None:
                 await self.limiter.start()
             await self._restore_nonces()
@@ -263,6 +289,8 @@ class MeteringRuntime:
             await self.store.close()
             if self.rating_store is not None:
                 await self.rating_store.close()
+            if self.guard is not None:
+                await self.guard.view.close()
             log.info("metering stopped: ledger flushed")
 
     async def ready(self) -> bool:
