@@ -653,6 +653,7 @@ class _MeteredCall:
         # reservation is kept (a record was written) or given back (free, refused).
         reservation = self.reservation
         if reservation is not None:
+            self.reservation = None  # kept or given back once, whatever happens next
             guard = self.rt.guard
             assert guard is not None
             if outcome is Outcome.CHARGED:

@@ -32,7 +32,14 @@ from .rating.months import Month
 from .rating.plans import PlanKind, QpsSubscription, ResourcePlan
 from .reload import BackgroundReload
 
-__all__ = ["AccountSnapshot", "MoneySnapshot", "MoneyView", "PlanSlot"]
+__all__ = [
+    "NOBODY",
+    "AccountSnapshot",
+    "MoneySnapshot",
+    "MoneyView",
+    "PlanSlot",
+    "month_index",
+]
 
 log = logging.getLogger("metering_middleware")
 
@@ -72,7 +79,12 @@ class AccountSnapshot:
 
 
 #: An account the ledger knows nothing about: balance zero, good standing, no plans.
-_NOBODY = AccountSnapshot(Decimal(0))
+NOBODY = AccountSnapshot(Decimal(0))
+
+
+def month_index(month: Month) -> int:
+    """A month as one int (a cheap dict key: a Month dataclass hashes slowly)."""
+    return month.year * 12 + month.month - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +93,10 @@ class MoneySnapshot:
     month_start: float
     month_end: float
     accounts: Mapping[str, AccountSnapshot]
+    month_index: int = 0
 
     def account(self, name: str) -> AccountSnapshot:
-        return self.accounts.get(name, _NOBODY)
+        return self.accounts.get(name, NOBODY)
 
 
 def _epoch(when: datetime | None) -> float:
@@ -144,7 +157,9 @@ def index(reading: MoneyReading) -> MoneySnapshot:
         for name, m in reading.accounts.items()
     }
     month = reading.month
-    return MoneySnapshot(month, month.start.timestamp(), month.end.timestamp(), accounts)
+    return MoneySnapshot(
+        month, month.start.timestamp(), month.end.timestamp(), accounts, month_index(month)
+    )
 
 
 class MoneyView:
@@ -158,12 +173,15 @@ class MoneyView:
     __slots__ = (
         "_clock",
         "_conn",
+        "_interval",
         "_marks",
         "_on_snapshot",
         "_path",
         "_reload",
+        "fresh_from",
         "full_loads",
         "loads",
+        "next_reload_at",
         "snapshot",
     )
 
@@ -181,8 +199,17 @@ class MoneyView:
         self._marks: MoneyMarks | None = None
         self._on_snapshot = on_snapshot
         month = Month.of(clock.now())
-        self.snapshot = MoneySnapshot(month, month.start.timestamp(), month.end.timestamp(), {})
+        self.snapshot = MoneySnapshot(
+            month, month.start.timestamp(), month.end.timestamp(), {}, month_index(month)
+        )
         self._reload = BackgroundReload(self._load, clock, refresh_interval, "money view")
+        self._interval = refresh_interval
+        #: Wall times between which no reload is due (set as each reload starts): the
+        #: request path compares its clock reading with them and calls ``start_if_due``
+        #: only outside (which measures the interval on the monotonic clock; a wall
+        #: clock stepped back or forward only makes it ask early).
+        self.fresh_from = math.inf
+        self.next_reload_at = -math.inf
         #: Reloads completed (each read the marks) and those that read everything.
         self.loads = 0
         self.full_loads = 0
@@ -221,6 +248,9 @@ class MoneyView:
             raise
 
     async def _load(self) -> None:
+        # Started at most an interval ago (the reload's own rule decides when to start).
+        started = self._clock.time()
+        self.fresh_from, self.next_reload_at = started, started + self._interval
         month = Month.of(self._clock.now())
         reading = await asyncio.to_thread(self._read, month, self._marks)
         self.loads += 1

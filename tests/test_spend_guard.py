@@ -22,7 +22,12 @@ from metering_middleware.rating import (
     buy_qps_subscription,
     buy_resource_plan,
 )
-from metering_middleware.spend_guard import Reservation, SpendGuard
+from metering_middleware.spend_guard import (
+    Reservation,
+    SpendGuard,
+    reserved_month,
+    reserved_plan,
+)
 from tests.rating.helpers import call, utc
 from tests.rating.settle_support import Harness
 from tests.support.money import DETECT, priced_catalog, topup
@@ -73,7 +78,7 @@ class Money(Harness):
         assert res is not None
         self.guard.recorded(res)
         self.n += 1
-        record = call(self.catalog, f"r{self.n:06d}", self.clock.now(), item, res.account)
+        record = call(self.catalog, f"r{self.n:06d}", self.clock.now(), item, res[1])
         await self.ledger.write([record], [])
         return record
 
@@ -111,8 +116,9 @@ async def test_a_zero_balance_refuses_pay_as_you_go_but_its_plans_still_pay(mone
     )  # fmt: skip
     await money.fresh()
     first, second = money.admit(), money.admit()  # 50 points each: the plan pays both
-    assert first and second and first.price is None and first.plan_id is not None
-    assert money.guard.reserved_points("acct", first.plan_id) == 100
+    assert first and second and money.guard.reserved_price(first) is None
+    plan_id = reserved_plan(first)
+    assert plan_id is not None and money.guard.reserved_points("acct", plan_id) == 100
     assert money.refused().reason == "spend_guard"  # points reserved in flight: none left
     money.guard.release(second)  # not chargeable after all: its points come back
     assert money.admit() is not None
@@ -122,7 +128,7 @@ async def test_debt_is_at_most_the_last_call_admitted(money: Money) -> None:
     await topup(money.rating, "acct", "1.20", money.clock.now())
     await money.fresh()
     admitted = [money.admit() for _ in range(3)]  # 0.50 each: 1.20 - 1.00 > 0 still admits
-    assert [r.price for r in admitted if r] == [Decimal("0.50")] * 3
+    assert [money.guard.reserved_price(r) for r in admitted if r] == [Decimal("0.50")] * 3
     assert money.refused().reason == "spend_guard"
     assert available(money) == Decimal("-0.30")  # into debt by less than one call
     assert money.refused(COMPARE_ITEM).reason == "spend_guard"  # another action: same balance
@@ -144,7 +150,7 @@ async def test_settlement_moves_the_estimate_into_the_balance_in_one_step(money:
     assert available(money) == before  # nothing counted twice, nothing lost
     assert snap.payg_calls == {DETECT: 4} and snap.month_spend == Decimal("1.75")
     nxt = money.admit()  # the tier position continues from the settled calls
-    assert nxt is not None and nxt.price == Decimal("0.25")
+    assert nxt is not None and money.guard.reserved_price(nxt) == Decimal("0.25")
 
 
 async def test_only_settled_records_leave_the_estimate(money: Money) -> None:
@@ -324,5 +330,23 @@ async def test_a_new_month_prices_from_its_first_tier(money: Money) -> None:
         await money.charged(money.admit())
     money.clock.set(Month(2026, 4).start + timedelta(seconds=1))
     first_of_april = money.admit()  # the snapshot is still March's: nothing settled in April
-    assert first_of_april is not None and first_of_april.price == Decimal("0.50")
-    assert first_of_april.month == Month(2026, 4)
+    assert first_of_april is not None
+    assert money.guard.reserved_price(first_of_april) == Decimal("0.50")
+    assert reserved_month(first_of_april) == Month(2026, 4)
+
+
+async def test_a_long_call_recorded_after_later_ones_leaves_the_estimate_on_time(
+    money: Money,
+) -> None:
+    await topup(money.rating, "acct", "10.00", money.clock.now())
+    await money.fresh()
+    long_call = money.admit()  # arrives first, answers last
+    money.clock.advance(5)
+    short = await money.charged(money.admit())
+    money.clock.advance(5)
+    await money.charged(long_call)  # its record: occurred before the short one's
+    money.clock.advance(61)
+    await money.settle()  # settles both
+    await money.fresh()
+    assert short.occurred_at > START and money.guard.estimate("acct") == 0
+    assert money.guard.view.snapshot.account("acct").balance == Decimal("9.00")
