@@ -24,6 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from operator import attrgetter
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from .clock import Clock
 from .ledger.migrate import connect_existing
@@ -44,6 +45,7 @@ __all__ = [
 log = logging.getLogger("metering_middleware")
 
 _ORDER = attrgetter("order_key")
+_Prepared = TypeVar("_Prepared")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +164,15 @@ def index(reading: MoneyReading) -> MoneySnapshot:
     )
 
 
-class MoneyView:
+class MoneyView(Generic[_Prepared]):
     """``view.snapshot`` (after ``await view.refresh()`` once); reloads behind the caller.
 
-    ``on_snapshot`` runs, on the event loop, right after a new snapshot is installed and
-    before any call can read it: the spend guard drops there the estimates of records the
-    snapshot shows settled, so no call sees a cost both in the balance and the estimate.
+    Reading, indexing and ``prepare`` (the spend guard builds its per-account state
+    there) run in a worker thread: a full reload of thousands of accounts takes tens of
+    milliseconds the event loop must not wait for. ``on_snapshot(snapshot, prepared)``
+    then runs on the event loop, right after the snapshot is installed and before any
+    call can read it: the spend guard drops there the estimates of records the snapshot
+    shows settled, so no call sees a cost both in the balance and the estimate.
     """
 
     __slots__ = (
@@ -177,6 +182,7 @@ class MoneyView:
         "_marks",
         "_on_snapshot",
         "_path",
+        "_prepare",
         "_reload",
         "fresh_from",
         "full_loads",
@@ -191,12 +197,14 @@ class MoneyView:
         clock: Clock,
         *,
         refresh_interval: float = 1.0,
-        on_snapshot: Callable[[MoneySnapshot], None] | None = None,
+        prepare: Callable[[MoneySnapshot], _Prepared] | None = None,
+        on_snapshot: Callable[[MoneySnapshot, _Prepared | None], None] | None = None,
     ) -> None:
         self._path = Path(ledger_file)
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
         self._marks: MoneyMarks | None = None
+        self._prepare = prepare
         self._on_snapshot = on_snapshot
         month = Month.of(clock.now())
         self.snapshot = MoneySnapshot(
@@ -235,31 +243,39 @@ class MoneyView:
         if conn is not None:
             await asyncio.to_thread(conn.close)
 
-    def _read(self, month: Month, known: MoneyMarks | None) -> MoneyReading | None:
+    def _read(
+        self, month: Month, known: MoneyMarks | None
+    ) -> tuple[MoneyMarks, MoneySnapshot, _Prepared | None] | None:
+        """In the worker thread: read (when a mark moved), index and prepare."""
         if self._conn is None:
             self._conn = connect_existing(self._path)
             self._conn.execute("PRAGMA busy_timeout = 5000")
         try:
-            return read_money(self._conn, month, known)
+            reading = read_money(self._conn, month, known)
         except sqlite3.Error:
             # A broken connection (the file moved, a lock timeout): a fresh one next time.
             conn, self._conn = self._conn, None
             conn.close()
             raise
+        if reading is None:
+            return None
+        snapshot = index(reading)
+        prepared = None if self._prepare is None else self._prepare(snapshot)
+        return reading.marks, snapshot, prepared
 
     async def _load(self) -> None:
         # Started at most an interval ago (the reload's own rule decides when to start).
         started = self._clock.time()
         self.fresh_from, self.next_reload_at = started, started + self._interval
         month = Month.of(self._clock.now())
-        reading = await asyncio.to_thread(self._read, month, self._marks)
+        read = await asyncio.to_thread(self._read, month, self._marks)
         self.loads += 1
-        if reading is None:
+        if read is None:
             return  # nothing moved since the last full read
-        snapshot = index(reading)
+        marks, snapshot, prepared = read
         # Installed and announced in one step of the loop: no call runs in between.
         self.snapshot = snapshot
-        self._marks = reading.marks
+        self._marks = marks
         self.full_loads += 1
         if self._on_snapshot is not None:
-            self._on_snapshot(snapshot)
+            self._on_snapshot(snapshot, prepared)

@@ -174,6 +174,11 @@ class _Account:
             for category, plans in snap.plans.items()
         }
 
+    def carry(self, old: _Account) -> None:
+        """Take over ``old``'s estimate (a reload replaced its snapshot)."""
+        self.total, self.spend, self.calls = old.total, old.spend, old.calls
+        self.points, self.recorded, self.late = old.points, old.recorded, old.late
+
     @property
     def idle(self) -> bool:
         return not (self.total or self.calls or self.points or self.recorded or self.late)
@@ -252,8 +257,12 @@ class SpendGuard:
         self.coefficients = {
             it.item: _Scale.units(it.coefficient, scale.points, "ceiling") for it in catalog.items
         }
-        self.view = MoneyView(
-            ledger_file, clock, refresh_interval=refresh_interval, on_snapshot=self._settled
+        self.view: MoneyView[dict[str, _Account]] = MoneyView(
+            ledger_file,
+            clock,
+            refresh_interval=refresh_interval,
+            prepare=self._prepare,
+            on_snapshot=self._settled,
         )
         self._month_of(self.view.snapshot)
 
@@ -412,24 +421,31 @@ class SpendGuard:
         self._m_start, self._m_end = snapshot.month_start, snapshot.month_end
         self._m_index = snapshot.month_index
 
-    def _settled(self, snapshot: MoneySnapshot) -> None:
-        """A new snapshot: load it, and drop the recorded reservations it shows settled."""
-        self._month_of(snapshot)
-        accounts = self._accounts
+    def _prepare(self, snapshot: MoneySnapshot) -> dict[str, _Account]:
+        """In the reload's worker thread: every account of the snapshot, estimate empty."""
         scale = self._scale
-        for name, acct in list(accounts.items()):
-            acct.load(snapshot.account(name), scale)
+        return {name: _Account(snap, scale) for name, snap in snapshot.accounts.items()}
+
+    def _settled(self, snapshot: MoneySnapshot, prepared: dict[str, _Account] | None) -> None:
+        """On the event loop, a new snapshot: carry the estimates over to the new state of
+        their accounts, and drop the recorded reservations it shows settled. Work here is
+        per account with an estimate; the rest was prepared off the loop."""
+        self._month_of(snapshot)
+        fresh = self._prepare(snapshot) if prepared is None else prepared
+        for name, old in self._accounts.items():
+            if old.idle:
+                continue
+            acct = fresh.get(name)
+            if acct is None:
+                acct = fresh[name] = _Account(NOBODY, self._scale)
+            acct.carry(old)
             horizon = acct.horizon
             kept, late = acct.recorded, acct.late
             while kept and kept[0][0] < horizon:
                 _take_back(acct, kept.popleft())
             while late and late[0][0] < horizon:
                 _take_back(acct, heapq.heappop(late))
-            if acct.idle and name not in snapshot.accounts:
-                del accounts[name]
-        for name, snap in snapshot.accounts.items():
-            if name not in accounts:
-                accounts[name] = _Account(snap, scale)
+        self._accounts = fresh
 
 
 def _take_back(acct: _Account, res: Reservation) -> None:
