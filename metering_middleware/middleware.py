@@ -341,6 +341,13 @@ class _MeteredCall:
         except ApiError as exc:
             await self._refuse(exc)
             return
+        except BaseException:
+            # Anything else (a limiter that raised, a cancelled call) after admission:
+            # the reservation must not outlive the call, or it would hold the estimate.
+            reservation, self.reservation = self.reservation, None
+            if reservation is not None and rt.guard is not None:
+                rt.guard.release(reservation)
+            raise
         await self._forward(forwarded_scope, body, trusted)
 
     def _check_head(self) -> None:
