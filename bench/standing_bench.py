@@ -384,7 +384,9 @@ def report(ab: dict[str, Any], alone: dict[str, float], rl: dict[str, Any], args
         f"| the checks alone: `admit` + `recorded` | {alone['checks']:.3f} "
         f"| {alone['checks'] / alone['dict']:.1f}x |",
         "",
-        f"Reload of the money view, {rl['accounts']:,} accounts ({rl['rows']}), "
+        f"Reload of the money view, {rl['accounts']:,} accounts ("
+        + ", ".join(f"{n:,} {t}" for t, n in rl["rows"].items())
+        + f"), "
         f"{len(rl['full'])} rounds:",
         "",
         "| measure | ms: median (min-max) | vs baseline (same run) |",
