@@ -215,6 +215,18 @@ class MeteringRuntime:
             "1 while the ledger (store or journal) takes records; 0 while calls are refused.",
             lambda: 1.0 if self.writer.accepting else 0.0,
         )
+        guard = self.guard
+        if guard is not None:
+            self.metrics.gauge(
+                "metering_money_view_loads",
+                "Full reloads of the cached balances and standing (a mark moved) since start.",
+                lambda: float(guard.view.full_loads),
+            )
+            self.metrics.gauge(
+                "metering_spend_guard_accounts",
+                "Accounts with unsettled pay-as-you-go estimated by this process.",
+                lambda: float(guard.accounts_estimated),
+            )
         self._started = False
         self._stopped = False
         self._lock = asyncio.Lock()

@@ -66,3 +66,10 @@ def test_a_bad_environment_value_names_its_variable() -> None:
 def test_balances_need_an_sqlite_ledger() -> None:
     with pytest.raises(ConfigError, match="enforce_balance: balances need an SQLite ledger"):
         MeteringRuntime(MeteringConfig(ledger_url="memory://", enforce_balance=True))
+
+
+def test_the_guard_reports_its_reloads_and_estimates(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    runtime = MeteringRuntime(MeteringConfig(ledger_url=url, enforce_balance=True))
+    names = {m.name for m in runtime.metrics.collect()}
+    assert {"metering_money_view_loads", "metering_spend_guard_accounts"} <= names
