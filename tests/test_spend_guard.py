@@ -62,7 +62,9 @@ class Money(Harness):
         return self.guard
 
     async def fresh(self) -> None:
-        """What the next background refresh does by itself (tests wait for it)."""
+        """What the next background refresh does by itself (tests wait for it): a reload
+        that starts now (one already under way may have read before the test's change)."""
+        await self.guard.view.join()
         await self.guard.view.refresh()
 
     def admit(self, item: BillableItem = DETECT_ITEM, account: str = "acct") -> Reservation | None:
@@ -258,6 +260,7 @@ async def test_an_overdue_account_is_refused_even_what_its_plans_would_pay(money
         assert (err.code, err.status, err.reason) == ("Account.Arrearage", 403, "overdue")
     money.clock.advance(24 * 3600)  # no settlement since: the clock alone suspends
     assert money.refused().reason == "suspended"
+    await money.guard.view.join()  # the reload that refusal started (it finds nothing new)
     await topup(money.rating, "acct", "5.00", money.clock.now())
     assert money.refused().reason == "suspended"  # until the next refresh
     money.clock.advance(1)

@@ -72,11 +72,14 @@ class Metered:
         assert await settler.settle_now() is not None
 
     async def refreshed(self) -> None:
-        """Move past the refresh interval; the next call starts a reload behind it."""
-        self.clock.advance(1.0)
+        """The first reload that starts after now has finished (a reload already under
+        way may have read before a change the test just made)."""
         assert self.runtime.guard is not None
-        self.runtime.guard.view.start_if_due()
-        await self.runtime.guard.view.join()
+        view = self.runtime.guard.view
+        await view.join()
+        self.clock.advance(1.0)  # past the refresh interval
+        view.start_if_due()  # what the next call does
+        await view.join()
 
     def refusals(self) -> dict[str, int]:
         out: dict[str, int] = {}
