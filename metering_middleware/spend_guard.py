@@ -98,10 +98,12 @@ def reserved_month(res: Reservation) -> Month:
 
 @dataclass(frozen=True, slots=True)
 class _Scale:
-    """Integer units: ``money`` per CNY, ``points`` per resource-plan point."""
+    """Integer units: ``money`` per CNY, ``points`` per resource-plan point; ``share``:
+    the N processes that divide each plan's points left (as they divide a balance)."""
 
     money: int
     points: int
+    share: int = 1
 
     @staticmethod
     def units(value: Decimal, per: int, rounding: str) -> int:
@@ -169,7 +171,8 @@ class _Account:
         self.subscriptions = snap.subscriptions
         self.plans: dict[str, tuple[_Plan, ...]] = {
             category: tuple(
-                (p.id, p.start, p.end, units(p.left, scale.points, "floor")) for p in plans
+                (p.id, p.start, p.end, units(p.left, scale.points, "floor") // scale.share)
+                for p in plans
             )
             for category, plans in snap.plans.items()
         }
@@ -243,7 +246,7 @@ class SpendGuard:
         self._capped: set[tuple[str, Month]] = set()
         prices = [t.price for it in catalog.items for sch in it.prices for t in sch.tiers]
         coefficients = [it.coefficient for it in catalog.items]
-        self._scale = scale = _Scale(10 ** _places(prices), 10 ** _places(coefficients))
+        self._scale = scale = _Scale(10 ** _places(prices), 10 ** _places(coefficients), processes)
         self._prices = {
             it.item: _Prices(
                 tuple(s.effective_from.timestamp() for s in it.prices),

@@ -234,6 +234,15 @@ async def test_each_of_n_processes_guards_its_share(money: Money) -> None:
     await money.fresh()
     assert guard.admit("capped", DETECT_ITEM) is not None  # 2 * 0.50 = 1.00: its half
     assert money.refused(account="capped").reason == "cap"
+    # A plan's points are shared the same way: 100 points left, 50 per call, 2 processes.
+    await buy_resource_plan(
+        money.rating, CATALOG, account="planned", kind="single", categories=("facebody",),
+        points=100, ordered_at=money.clock.now(), price_paid="0",
+    )  # fmt: skip
+    await money.fresh()
+    covered = guard.admit("planned", DETECT_ITEM)
+    assert covered is not None and reserved_plan(covered) is not None
+    assert money.refused(account="planned").reason == "spend_guard"  # its half is used
 
 
 # -- standing ------------------------------------------------------------------------------
