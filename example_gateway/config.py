@@ -17,10 +17,18 @@ from typing import Any, Literal
 
 from metering_middleware.config import ConfigError, MeteringConfig
 
-__all__ = ["GATEWAY_SETTLE_INTERVAL", "GatewayConfig", "ResignConfig", "load_config"]
+__all__ = [
+    "GATEWAY_ENFORCE_BALANCE",
+    "GATEWAY_SETTLE_INTERVAL",
+    "GatewayConfig",
+    "ResignConfig",
+    "load_config",
+]
 
 #: Seconds between the gateway's own settlement passes (``[metering] settle_interval``).
 GATEWAY_SETTLE_INTERVAL = 60.0
+#: Standing check, spend guard and caps (``[metering] enforce_balance``): on in the gateway.
+GATEWAY_ENFORCE_BALANCE = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +133,9 @@ def load_config(
     metering_doc = dict(doc.get("metering", {}))
     # The gateway settles its ledger itself unless told otherwise (0 turns it off).
     metering_doc.setdefault("settle_interval", GATEWAY_SETTLE_INTERVAL)
+    # A gateway that resells calls refuses those nobody can pay for (METERING_ENFORCE_BALANCE
+    # or ``enforce_balance = false`` turns it off); the library's default is off.
+    metering_doc.setdefault("enforce_balance", GATEWAY_ENFORCE_BALANCE)
     metering = MeteringConfig.from_mapping(metering_doc).with_env(env)
     # A webhook URL without a usable secret (METERING_WEBHOOK_SECRET or
     # webhook_secret_file) stops the start here, with one line naming it.

@@ -18,6 +18,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,6 +27,8 @@ from metering_middleware._output import render
 from metering_middleware.credentials import CredentialManager, SecretBox
 from metering_middleware.ledger.urls import open_store
 from metering_middleware.rating import (
+    BalanceEntry,
+    EntryKind,
     SqliteRatingStore,
     billing_month,
     build_bill,
@@ -148,6 +151,15 @@ async def run_demo(db_path: Path | None = None, out: TextIO = sys.stdout) -> int
     await store.close()
     async with SqliteRatingStore(db) as rating:
         now = clock.now()
+        # Every account pays in first: plans are bought from the balance, and the gateway
+        # refuses pay-as-you-go calls a balance cannot pay (enforce_balance).
+        await rating.post_entries(
+            [
+                BalanceEntry(f"topup:demo-{a}", a, EntryKind.TOPUP, Decimal(amount), now, now)
+                for a, amount in (("acme", "500.00"), ("globex", "100.00"), ("initech", "20.00"))
+            ],
+            now,
+        )
         # acme: 20 QPS of DetectFace for a month: those calls cost nothing more.
         await buy_qps_subscription(
             rating,
@@ -170,7 +182,8 @@ async def run_demo(db_path: Path | None = None, out: TextIO = sys.stdout) -> int
             price_paid="50.00",
         )
 
-    runtime = MeteringRuntime(MeteringConfig(ledger_url=url, mode="strict"), catalog=catalog)
+    config = MeteringConfig(ledger_url=url, mode="strict", enforce_balance=True)
+    runtime = MeteringRuntime(config, catalog=catalog)
     async with run_server(create_mock_upstream()) as upstream:
         app = create_gateway_app(GatewayConfig(upstream=upstream, port=0), runtime)
         async with run_server(app) as gateway:

@@ -90,6 +90,20 @@ class MeteringConfig:
     webhook_max_attempts: int = 8
     #: Seconds between looks for due deliveries.
     webhook_poll_interval: float = 1.0
+    #: Refuse calls of accounts not in good standing (overdue, suspended, held) and
+    #: pay-as-you-go calls their balance or monthly cap cannot pay (docs/standing.md).
+    #: Needs an SQLite ledger. Off by default (it refuses calls); the example gateway's is on.
+    enforce_balance: bool = False
+    #: Seconds between refreshes of the cached balances, standing and caps.
+    standing_refresh: float = 1.0
+    #: Code and status of a refusal for arrears (VIAPI: InvalidApi.ForbiddenInvoke, 400).
+    arrearage_code: str = "Account.Arrearage"
+    arrearage_status: int = 403
+    #: Code and status of a spend-guard or monthly-cap refusal.
+    spend_cap_code: str = "Account.SpendCapExceeded"
+    spend_cap_status: int = 403
+    #: N: gateway processes on one ledger; each guards 1/N of a balance and of a cap.
+    gateway_processes: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in ("strict", "batched"):
@@ -101,6 +115,7 @@ class MeteringConfig:
             "entitlement_refresh",
             "webhook_timeout",
             "webhook_poll_interval",
+            "standing_refresh",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -112,6 +127,7 @@ class MeteringConfig:
             "error_body_limit",
             "limiter_processes",
             "webhook_max_attempts",
+            "gateway_processes",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -122,6 +138,14 @@ class MeteringConfig:
             raise ConfigError("webhook_url: must be an http(s) URL")
         if self.webhook_secret is not None:
             _check_webhook_secret(self.webhook_secret, "webhook_secret")
+        for name in ("arrearage_status", "spend_cap_status"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 499:
+                raise ConfigError(f"{name}: must be an HTTP client-error status (400-499)")
+        for name in ("arrearage_code", "spend_cap_code"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{name}: must be a non-empty error code")
         value = self.settle_interval
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError("settle_interval: must be zero (off) or a positive number of seconds")
@@ -132,8 +156,9 @@ class MeteringConfig:
             )
         if self.throttle_status not in (429, 400):
             raise ConfigError("throttle_status: must be 429 or 400")
-        if not isinstance(self.enforce_qps, bool):
-            raise ConfigError("enforce_qps: must be true or false")
+        for name in ("enforce_qps", "enforce_balance"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: must be true or false")
         if not self.limiter_url.startswith(("memory://", "redis://", "rediss://", "unix://")):
             raise ConfigError(f"limiter_url: {self.limiter_url!r} is not memory:// or redis://")
         if not self.ledger_url:
@@ -226,9 +251,9 @@ def _coerce(key: str, value: Any, where: str) -> Any:
 
 
 def _from_env(name: str, raw: str) -> Any:
-    if name == "enforce_qps":
+    if name in ("enforce_qps", "enforce_balance"):
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-            raise ConfigError(f"{ENV_PREFIX}ENFORCE_QPS: {raw!r} is not true or false")
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {raw!r} is not true or false")
         return raw.lower() in ("1", "true", "yes")
     if name in (
         "flush_interval",
@@ -238,6 +263,7 @@ def _from_env(name: str, raw: str) -> Any:
         "settle_interval",
         "webhook_timeout",
         "webhook_poll_interval",
+        "standing_refresh",
     ):
         try:
             return float(raw)
@@ -251,6 +277,9 @@ def _from_env(name: str, raw: str) -> Any:
         "limiter_processes",
         "throttle_status",
         "webhook_max_attempts",
+        "gateway_processes",
+        "arrearage_status",
+        "spend_cap_status",
     ):
         try:
             return int(raw)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 __all__ = [
+    "ACCOUNT_ARREARAGE",
     "ACCOUNT_DISABLED",
     "BODY_TOO_LARGE",
     "INVALID_ACCESS_KEY_ID",
@@ -22,7 +23,9 @@ __all__ = [
     "SERVICE_UNAVAILABLE",
     "SIGNATURE_MISMATCH",
     "SIGNATURE_NONCE_USED",
+    "SPEND_CAP_EXCEEDED",
     "ApiError",
+    "ErrorKind",
     "error_body",
 ]
 
@@ -45,6 +48,11 @@ MISSING_PARAMETER = ErrorKind("MissingParameter", 400, "bad_request")
 BODY_TOO_LARGE = ErrorKind("RequestEntityTooLarge", 413, "body_too_large")
 HEADERS_TOO_LARGE = ErrorKind("RequestHeaderFieldsTooLarge", 431, "headers_too_large")
 SERVICE_UNAVAILABLE = ErrorKind("ServiceUnavailable", 503, "ledger_unavailable")
+#: An overdue, suspended or held account (code and status configurable; VIAPI itself
+#: answers ``InvalidApi.ForbiddenInvoke`` 400). Each refusal names its own reason.
+ACCOUNT_ARREARAGE = ErrorKind("Account.Arrearage", 403, "overdue")
+#: A pay-as-you-go call refused by the spend guard or a monthly cap (configurable too).
+SPEND_CAP_EXCEEDED = ErrorKind("Account.SpendCapExceeded", 403, "spend_guard")
 
 
 class ApiError(Exception):

@@ -34,6 +34,7 @@ from .ledger import CallRecord, Outcome, new_record_id
 from .limiter import NonceClaim, rate_limit_headers, refusal
 from .outcome import ErrorBodyTee, ErrorBodyUnreadable, read_error_code, sniff_request_id
 from .runtime import MeteringRuntime
+from .spend_guard import Reservation
 
 __all__ = ["MeteringMiddleware"]
 
@@ -250,6 +251,7 @@ class _MeteredCall:
         "received",
         "record_id",
         "request_id",
+        "reservation",
         "rt",
         "scope",
         "send",
@@ -286,6 +288,8 @@ class _MeteredCall:
         self.held_start: Message | None = None
         #: RateLimit headers added to the answer (refusal or metered response).
         self.extra_headers: list[tuple[bytes, bytes]] = []
+        #: This call's share of its account's spend estimate (enforce_balance).
+        self.reservation: Reservation | None = None
 
     # -- admission -----------------------------------------------------------------
 
@@ -317,6 +321,11 @@ class _MeteredCall:
             trusted, forwarded_scope = self._trusted_hop(scope, identity.signed.headers)
             if not trusted:
                 await rt.verifier.verify(identity.signed, credential.secret)
+            guard = rt.guard
+            if guard is not None:
+                # Standing, spend guard and cap, before anything is spent on the call
+                # (a QPS token, the upstream): refusals are free and never forwarded.
+                self.reservation = guard.admit(credential.account, identity.item)
             limiter = rt.limiter
             if limiter is not None:
                 account = credential.account
@@ -332,6 +341,13 @@ class _MeteredCall:
         except ApiError as exc:
             await self._refuse(exc)
             return
+        except BaseException:
+            # Anything else (a limiter that raised, a cancelled call) after admission:
+            # the reservation must not outlive the call, or it would hold the estimate.
+            reservation, self.reservation = self.reservation, None
+            if reservation is not None and rt.guard is not None:
+                rt.guard.release(reservation)
+            raise
         await self._forward(forwarded_scope, body, trusted)
 
     def _check_head(self) -> None:
@@ -640,6 +656,17 @@ class _MeteredCall:
         self._count(Outcome.CHARGED, error_code or "")
 
     def _count(self, outcome: Outcome, reason: str) -> None:
+        # Every call is counted exactly once, when its outcome is known: the moment its
+        # reservation is kept (a record was written) or given back (free, refused).
+        reservation = self.reservation
+        if reservation is not None:
+            self.reservation = None  # kept or given back once, whatever happens next
+            guard = self.rt.guard
+            assert guard is not None
+            if outcome is Outcome.CHARGED:
+                guard.recorded(reservation)
+            else:
+                guard.release(reservation)
         identity = self.identity
         category = identity.category if identity else ""
         action = identity.action if identity else ""

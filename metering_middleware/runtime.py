@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
@@ -25,6 +28,7 @@ from .entitlements import (
     EntitlementView,
     RatingStoreEntitlements,
 )
+from .errors import ACCOUNT_ARREARAGE, SPEND_CAP_EXCEEDED
 from .identity import IdentityResolver
 from .ledger import LedgerStore, StoreError
 from .ledger.journal import Journal
@@ -35,9 +39,10 @@ from .metrics import MeteringMetrics
 from .nonces import MemoryNonceStore, NonceStore
 from .notices.delivery import WebhookSender
 from .notices.recorder import NoticeRecorder
-from .rating import RatingStore, SqliteRatingStore
+from .rating import Month, RatingStore, SqliteRatingStore
 from .settler import BackgroundSettler
 from .signing import SignatureVerifier
+from .spend_guard import SpendGuard
 
 __all__ = ["MeteringRuntime"]
 
@@ -101,6 +106,7 @@ class MeteringRuntime:
         metrics: MeteringMetrics | None = None,
         entitlements: EntitlementSource | None = None,
         limiter: Limiter | None = None,
+        on_cap_reached: Callable[[str, Month, Decimal, Decimal], None] | None = None,
     ) -> None:
         self.config = config = config or MeteringConfig()
         self.clock: Clock = clock or SystemClock()
@@ -195,6 +201,25 @@ class MeteringRuntime:
                 self.clock,
                 on_recorded=None if self.webhooks is None else self.webhooks.wake,
             )
+        #: Standing check, spend guard and caps (``enforce_balance``); None when off.
+        self.guard: SpendGuard | None = None
+        if config.enforce_balance:
+            if not ledger_file:
+                raise ConfigError("enforce_balance: balances need an SQLite ledger file")
+            self.guard = SpendGuard(
+                ledger_file,
+                catalog,
+                self.clock,
+                refresh_interval=config.standing_refresh,
+                processes=config.gateway_processes,
+                arrearage=replace(
+                    ACCOUNT_ARREARAGE, code=config.arrearage_code, status=config.arrearage_status
+                ),
+                spend_cap=replace(
+                    SPEND_CAP_EXCEEDED, code=config.spend_cap_code, status=config.spend_cap_status
+                ),
+                on_cap_reached=on_cap_reached or self._cap_notice,
+            )
         self.entitlements = EntitlementView(
             entitlements or NoPlans(),
             catalog,
@@ -217,9 +242,27 @@ class MeteringRuntime:
             "1 while the ledger (store or journal) takes records; 0 while calls are refused.",
             lambda: 1.0 if self.writer.accepting else 0.0,
         )
+        guard = self.guard
+        if guard is not None:
+            self.metrics.gauge(
+                "metering_money_view_loads",
+                "Full reloads of the cached balances and standing (a mark moved) since start.",
+                lambda: float(guard.view.full_loads),
+            )
+            self.metrics.gauge(
+                "metering_spend_guard_accounts",
+                "Accounts with unsettled pay-as-you-go estimated by this process.",
+                lambda: float(guard.accounts_estimated),
+            )
         self._started = False
         self._stopped = False
         self._lock = asyncio.Lock()
+
+    def _cap_notice(self, account: str, month: Month, cap: Decimal, spend: Decimal) -> None:
+        """The spend guard reached a monthly cap: record the notice (once; same id as the
+        one settlement records when settled spend reaches it), off the call's path."""
+        if self.notices is not None:
+            self.notices.cap_reached(account, str(month), cap=cap, spend=spend)
 
     @property
     def started(self) -> bool:
@@ -246,6 +289,8 @@ class MeteringRuntime:
             if self.rating_store is not None:
                 await self.rating_store.open()
             await self.entitlements.refresh()
+            if self.guard is not None:
+                await self.guard.view.refresh()
             if self.limiter is not None:
                 await self.limiter.start()
             await self._restore_nonces()
@@ -297,6 +342,8 @@ class MeteringRuntime:
             await self.store.close()
             if self.rating_store is not None:
                 await self.rating_store.close()
+            if self.guard is not None:
+                await self.guard.view.close()
             log.info("metering stopped: ledger flushed")
 
     async def ready(self) -> bool:

@@ -45,6 +45,9 @@ async def serve_gateway(
         "GATEWAY_PORT": str(port),
         "GATEWAY_UPSTREAM": upstream,
         "METERING_LEDGER_URL": ledger_url,
+        # These processes are about the ledger and the proxy, not money: their accounts
+        # have no balance, which the gateway's default (enforce_balance) would refuse.
+        "METERING_ENFORCE_BALANCE": "false",
         **settings,
     }
     proc = await asyncio.create_subprocess_exec(
