@@ -15,7 +15,9 @@ def v3_headers(
     *,
     action: str = "DetectFace",
     extra: dict[str, str] | None = None,
+    now: datetime | None = None,
 ) -> dict[str, str]:
+    """A signed V3 facebody request's headers, signed at ``now`` (default: the real time)."""
     headers = {
         "host": "facebody.cn-shanghai.aliyuncs.com",
         "x-acs-action": action,
@@ -32,7 +34,7 @@ def v3_headers(
             body,
             key,
             secret,
-            now=datetime.now(UTC),
+            now=now or datetime.now(UTC),
             nonce=uuid.uuid4().hex,
         )
     )

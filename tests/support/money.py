@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import tomllib
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from importlib import resources
 
 from metering_middleware.catalog import Catalog, parse_catalog
 from metering_middleware.rating import BalanceEntry, EntryKind, SqliteRatingStore
-from metering_middleware.signing import sign_v3
+from tests.e2e.signed import v3_headers
+from tests.support.catalogs import roomy_document
 
 __all__ = ["DETECT", "OCR_PLATE", "priced_catalog", "topup", "v3_at"]
 
@@ -21,14 +20,7 @@ OCR_PLATE = "ocr.RecognizeLicensePlate"
 def priced_catalog(default_qps: int = 1000) -> Catalog:
     """The packaged catalog with DetectFace at CNY 0.50 for the first 3 calls of a month,
     then 0.25; CompareFace at 0.40; every default QPS at ``default_qps``."""
-    text = (
-        resources.files("metering_middleware.catalog")
-        .joinpath("default_catalog.toml")
-        .read_text("utf-8")
-    )
-    doc = tomllib.loads(text)
-    for category in doc["categories"].values():
-        category["default_qps"] = default_qps
+    doc = roomy_document(default_qps)
     for item in doc["items"]:
         if (item["category"], item["action"]) == ("facebody", "DetectFace"):
             item["prices"][0]["tiers"] = [{"up_to": 3, "price": "0.50"}, {"price": "0.25"}]
@@ -51,13 +43,4 @@ def v3_at(
     key: str, secret: str, body: bytes, now: datetime, *, action: str = "DetectFace"
 ) -> dict[str, str]:
     """A signed V3 facebody request's headers, signed at ``now`` (the gateway's clock)."""
-    headers = {
-        "host": "facebody.cn-shanghai.aliyuncs.com",
-        "x-acs-action": action,
-        "x-acs-version": "2019-12-30",
-        "content-type": "application/x-www-form-urlencoded",
-    }
-    headers.update(
-        sign_v3("POST", "/", [], headers, body, key, secret, now=now, nonce=uuid.uuid4().hex)
-    )
-    return headers
+    return v3_headers(key, secret, body, action=action, now=now)
