@@ -232,4 +232,13 @@ async def run_demo(db_path: Path | None = None, out: TextIO = sys.stdout) -> int
             bill = await build_bill(rating, account, month)
             out.write("\n")
             out.write(render_bill(bill, "table", point_value=catalog.point_value))
+        # What each account has left: top-up, minus its plans, minus its settled usage.
+        balances = await rating.balances()
+        out.write("\n== Balances (CNY; the month's rounding is posted when it closes)\n")
+        render(
+            [{"account": a, "balance": balances.get(a, Decimal(0))} for a in sorted(balances)],
+            ["account", "balance"],
+            "table",
+            out,
+        )
     return 0

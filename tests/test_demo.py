@@ -46,3 +46,8 @@ async def test_demo_charges_exactly_the_chargeable_calls(tmp_path: Path) -> None
     assert "4939.52" in globex and "amount due (CNY)      0.00" in globex
     # initech pays as it goes: 2 x 0.0016 + 1 x 0.15 = 0.1532, charged 0.15.
     assert "0.1532" in initech and "amount due (CNY)      0.15" in initech
+    # Top-ups minus plans minus settled usage (the month is open: its exact amounts).
+    balances = text.split("== Balances")[1]
+    assert "acme     200.00" in balances  # 500.00 - its subscription (300)
+    assert "globex   50.00" in balances  # 100.00 - its plan (50)
+    assert "initech  19.8468" in balances  # 20.00 - 0.1532
