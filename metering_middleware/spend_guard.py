@@ -273,7 +273,7 @@ class _Account:
             or self.points
             or self.recorded
             or self.late
-            or any(lane.position != lane.settled for lane in self.lanes.values())
+            or (self.lanes and any(ln.position != ln.settled for ln in self.lanes.values()))
         )
 
 
