@@ -24,11 +24,15 @@ flight count; released when the call turns out not chargeable; kept once its rec
 written; dropped when a snapshot shows the record settled (it occurred before the
 account's settled horizon, read in the same transaction as the balance that now holds
 its cost). Everything here is dict lookups and integer sums, on one object per account
-that holds both its snapshot and its estimate (few objects touched: in a busy gateway the
-rest of a call has pushed them out of the CPU's caches). Money and points are exact
-integers of the smallest unit the catalog's prices (coefficients) need: a ``Decimal``
-operation costs several times an int's there. Balances and caps are rounded down to
-that unit and settled spend up, so the guard can only refuse a unit early, never late.
+that holds both its snapshot and its estimate, and for the common call (good standing,
+pay-as-you-go, the tier of the item's last call, far from balance and cap) one lane
+object per account and item: a straight path of a few comparisons (few objects touched:
+in a busy gateway the rest of a call has pushed them out of the CPU's caches). Recording
+only appends to a log; the money view's reload task files it on the accounts.
+Money and points are exact integers of the smallest unit the catalog's prices
+(coefficients) need: a ``Decimal`` operation costs several times an int's there.
+Balances and caps are rounded down to that unit and settled spend up, so the guard can
+only refuse a unit early, never late.
 """
 
 from __future__ import annotations
