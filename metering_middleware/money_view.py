@@ -173,6 +173,8 @@ class MoneyView(Generic[_Prepared]):
     then runs on the event loop, right after the snapshot is installed and before any
     call can read it: the spend guard drops there the estimates of records the snapshot
     shows settled, so no call sees a cost both in the balance and the estimate.
+    ``on_loaded()`` runs on the event loop after every reload, whether or not anything
+    moved (or the read failed): bookkeeping kept off the calls' path runs there.
     """
 
     __slots__ = (
@@ -180,6 +182,7 @@ class MoneyView(Generic[_Prepared]):
         "_conn",
         "_interval",
         "_marks",
+        "_on_loaded",
         "_on_snapshot",
         "_path",
         "_prepare",
@@ -199,6 +202,7 @@ class MoneyView(Generic[_Prepared]):
         refresh_interval: float = 1.0,
         prepare: Callable[[MoneySnapshot], _Prepared] | None = None,
         on_snapshot: Callable[[MoneySnapshot, _Prepared | None], None] | None = None,
+        on_loaded: Callable[[], None] | None = None,
     ) -> None:
         self._path = Path(ledger_file)
         self._clock = clock
@@ -206,6 +210,7 @@ class MoneyView(Generic[_Prepared]):
         self._marks: MoneyMarks | None = None
         self._prepare = prepare
         self._on_snapshot = on_snapshot
+        self._on_loaded = on_loaded
         month = Month.of(clock.now())
         self.snapshot = MoneySnapshot(
             month, month.start.timestamp(), month.end.timestamp(), {}, month_index(month)
@@ -268,7 +273,11 @@ class MoneyView(Generic[_Prepared]):
         started = self._clock.time()
         self.fresh_from, self.next_reload_at = started, started + self._interval
         month = Month.of(self._clock.now())
-        read = await asyncio.to_thread(self._read, month, self._marks)
+        try:
+            read = await asyncio.to_thread(self._read, month, self._marks)
+        finally:
+            if self._on_loaded is not None:
+                self._on_loaded()  # the spend guard's bookkeeping, once per refresh
         self.loads += 1
         if read is None:
             return  # nothing moved since the last full read

@@ -24,11 +24,15 @@ flight count; released when the call turns out not chargeable; kept once its rec
 written; dropped when a snapshot shows the record settled (it occurred before the
 account's settled horizon, read in the same transaction as the balance that now holds
 its cost). Everything here is dict lookups and integer sums, on one object per account
-that holds both its snapshot and its estimate (few objects touched: in a busy gateway the
-rest of a call has pushed them out of the CPU's caches). Money and points are exact
-integers of the smallest unit the catalog's prices (coefficients) need: a ``Decimal``
-operation costs several times an int's there. Balances and caps are rounded down to
-that unit and settled spend up, so the guard can only refuse a unit early, never late.
+that holds both its snapshot and its estimate, and for the common call (good standing,
+pay-as-you-go, the tier of the item's last call, far from balance and cap) one lane
+object per account and item: a straight path of a few comparisons (few objects touched:
+in a busy gateway the rest of a call has pushed them out of the CPU's caches). Recording
+only appends to a log; the money view's reload task files it on the accounts.
+Money and points are exact integers of the smallest unit the catalog's prices
+(coefficients) need: a ``Decimal`` operation costs several times an int's there.
+Balances and caps are rounded down to that unit and settled spend up, so the guard can
+only refuse a unit early, never late.
 """
 
 from __future__ import annotations
@@ -119,9 +123,52 @@ def _places(values: list[Decimal]) -> int:
 _Plan = tuple[str, float, float, int]
 
 
+#: A cap headroom no estimate reaches: the account has no cap (only picks the path; the
+#: slow path decides exactly).
+_NO_CAP = 1 << 62
+
+
+class _Lane:
+    """One item of one account in its snapshot's month: all a common call reads and writes.
+
+    ``fast``: the account in good standing, no QPS subscription for the API and no plan
+    for the category in the snapshot (the call is pay-as-you-go), the item not free.
+    ``position``: the item's calls this month, settled plus this process's unsettled
+    (their one home while the lane exists). ``start``/``end``, ``low``/``high``: where
+    ``price`` holds, in time (clipped to the month) and in positions; outside, the slow
+    path prices the call.
+    """
+
+    __slots__ = (
+        "code",
+        "end",
+        "fast",
+        "high",
+        "low",
+        "month",
+        "position",
+        "price",
+        "settled",
+        "start",
+    )
+
+    def __init__(self, code: str, month: int, settled: int, unsettled: int, fast: bool) -> None:
+        self.code = code
+        self.month = month
+        self.settled = settled
+        self.position = settled + unsettled
+        self.fast = fast
+        self.start, self.end = math.inf, -math.inf  # no price yet: the first call sets it
+        self.low, self.high, self.price = 0.0, 0.0, 0
+
+
 class _Account:
     """One account on the request path: its snapshot (copied at each reload) and this
-    process's estimate of its unsettled calls (kept across reloads)."""
+    process's estimate of its unsettled calls (kept across reloads).
+
+    The snapshot month's estimate lives in ``spent`` and the lanes (one per item, made
+    at the item's first call after a reload); other months' (a month that turned before
+    the reload) in the ``spend`` and ``calls`` dicts."""
 
     __slots__ = (
         "balance",
@@ -129,24 +176,32 @@ class _Account:
         "cap",
         "held",
         "horizon",
+        "lanes",
         "late",
+        "limit",
+        "month",
         "overdue_since",
         "payg_calls",
         "plans",
         "points",
         "recorded",
+        "room",
         "settled_spend",
         "spend",
+        "spent",
         "stop",
         "subscriptions",
         "suspended",
         "total",
     )
 
-    def __init__(self, snap: AccountSnapshot, scale: _Scale) -> None:
+    def __init__(self, snap: AccountSnapshot, scale: _Scale, month: int) -> None:
+        self.month = month
         self.total = 0  # every unsettled pay-as-you-go price reserved, all months (units)
-        self.spend: dict[int, int] = {}  # the same by month_index
-        self.calls: dict[tuple[str, int], int] = {}  # (item, month_index) -> calls
+        self.spent = 0  # the same, the snapshot's month
+        self.spend: dict[int, int] = {}  # the same, other months, by month_index
+        self.calls: dict[tuple[str, int], int] = {}  # (item, month_index) -> calls, no lane
+        self.lanes: dict[str, _Lane] = {}
         self.points: dict[str, int] = {}  # plan id -> points reserved (units)
         #: Recorded reservations in recording order, which is occurrence order but for
         #: a call answered after a later one was recorded: that one goes to ``late``, a
@@ -156,7 +211,7 @@ class _Account:
         self.load(snap, scale)
 
     def load(self, snap: AccountSnapshot, scale: _Scale) -> None:
-        money, units = scale.money, scale.units
+        money, units, n = scale.money, scale.units, scale.share
         self.balance = units(snap.balance, money, "floor")
         self.held = snap.held
         self.overdue_since = snap.overdue_since
@@ -167,6 +222,11 @@ class _Account:
         self.cap = None if cap is None else units(cap, money, "floor")
         self.horizon = snap.horizon
         self.settled_spend = units(snap.month_spend, money, "ceiling")
+        # The spend guard and cap tests solved for the estimate once, here (exact for
+        # integers, n >= 1): balance - n * total <= 0  <=>  total >= ceil(balance / n);
+        # settled + n * spent > cap  <=>  spent > floor((cap - settled) / n).
+        self.limit = -(-self.balance // n)
+        self.room = _NO_CAP if self.cap is None else (self.cap - self.settled_spend) // n
         self.payg_calls = snap.payg_calls
         self.subscriptions = snap.subscriptions
         self.plans: dict[str, tuple[_Plan, ...]] = {
@@ -181,10 +241,44 @@ class _Account:
         """Take over ``old``'s estimate (a reload replaced its snapshot)."""
         self.total, self.spend, self.calls = old.total, old.spend, old.calls
         self.points, self.recorded, self.late = old.points, old.recorded, old.late
+        # Old's month back into the dicts (lanes are the snapshot's), then this month out.
+        spend, calls = self.spend, self.calls
+        if old.spent:
+            spend[old.month] = spend.get(old.month, 0) + old.spent
+        for lane in old.lanes.values():
+            unsettled = lane.position - lane.settled
+            if unsettled:
+                key = (lane.code, old.month)
+                calls[key] = calls.get(key, 0) + unsettled
+        self.spent = spend.pop(self.month, 0)
+
+    def lane(self, item: BillableItem) -> _Lane:
+        code = item.item
+        fast = (
+            not self.stop
+            and not item.free
+            and not (
+                (self.subscriptions and self.subscriptions.get((item.category, item.action)))
+                or (self.plans and self.plans.get(item.category))
+            )
+        )
+        settled = self.payg_calls.get(code, 0) if self.payg_calls else 0
+        lane = _Lane(code, self.month, settled, self.calls.pop((code, self.month), 0), fast)
+        self.lanes[code] = lane
+        return lane
 
     @property
     def idle(self) -> bool:
-        return not (self.total or self.calls or self.points or self.recorded or self.late)
+        return not (
+            self.total
+            or self.spent
+            or self.spend
+            or self.calls
+            or self.points
+            or self.recorded
+            or self.late
+            or (self.lanes and any(ln.position != ln.settled for ln in self.lanes.values()))
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +302,7 @@ class SpendGuard:
         "_arrearage",
         "_capped",
         "_clock",
-        "_flat",
+        "_log",
         "_m_end",
         "_m_index",
         "_m_start",
@@ -220,6 +314,7 @@ class SpendGuard:
         "_spend_cap",
         "_time",
         "coefficients",
+        "recorded",
         "view",
     )
 
@@ -243,6 +338,13 @@ class SpendGuard:
         self._spend_cap = spend_cap
         self._notify = on_cap_reached
         self._accounts: dict[str, _Account] = {}
+        #: Reservations whose record was written, in recording order, not yet filed on
+        #: their accounts (filed by the reload task, each refresh, off the calls' path).
+        self._log: list[Reservation] = []
+        #: ``guard.recorded(res)``: its record was written, so it is kept until a snapshot
+        #: shows it settled. Call it, or ``release``, once per reservation. A list's own
+        #: append (no Python frame): the call only logs it; ``_file`` sorts it out later.
+        self.recorded: Callable[[Reservation], None] = self._log.append
         self._capped: set[tuple[str, Month]] = set()
         prices = [t.price for it in catalog.items for sch in it.prices for t in sch.tiers]
         coefficients = [it.coefficient for it in catalog.items]
@@ -254,8 +356,6 @@ class SpendGuard:
             )
             for it in catalog.items
         }
-        #: item -> (from, until, lowest position, past the highest position, price).
-        self._flat: dict[str, tuple[float, float, float, float, int]] = {}
         #: Points per call (units; rounded up: a plan is never thought to pay more calls).
         self.coefficients = {
             it.item: _Scale.units(it.coefficient, scale.points, "ceiling") for it in catalog.items
@@ -266,6 +366,7 @@ class SpendGuard:
             refresh_interval=refresh_interval,
             prepare=self._prepare,
             on_snapshot=self._settled,
+            on_loaded=self._file,
         )
         self._month_of(self.view.snapshot)
 
@@ -279,7 +380,32 @@ class SpendGuard:
             view.start_if_due()  # stale: answer from the snapshot, reload behind
         acct = self._accounts.get(account)
         if acct is None:
-            acct = self._accounts[account] = _Account(NOBODY, self._scale)
+            acct = self._accounts[account] = _Account(NOBODY, self._scale, self._m_index)
+        lane = acct.lanes.get(item.item)
+        if lane is None:
+            lane = acct.lane(item)
+        # The common call, straight through: good standing (``fast`` is false otherwise),
+        # pay-as-you-go in the snapshot's month, the tier price it had last call, far from
+        # the balance and the cap. Anything else (or a refusal) is decided by the slow
+        # path, from the start.
+        if lane.fast and lane.start <= now < lane.end:
+            position = lane.position
+            if lane.low <= position < lane.high:
+                price = lane.price
+                total = acct.total
+                spent = acct.spent + price
+                if total < acct.limit and spent <= acct.room:
+                    acct.total = total + price
+                    acct.spent = spent
+                    lane.position = position + 1
+                    return (now, account, lane.code, lane.month, price, "", 0)
+        return self._admit(acct, account, item, lane, now)
+
+    def _admit(
+        self, acct: _Account, account: str, item: BillableItem, lane: _Lane, now: float
+    ) -> Reservation | None:
+        """Every rule, in order: standing, free, QPS subscription, plans, pay-as-you-go
+        with the spend guard and the cap."""
         if acct.stop:
             raise self._standing(acct, now)
         if item.free:
@@ -289,13 +415,9 @@ class SpendGuard:
             for start, end in acct.subscriptions.get((item.category, item.action), ()):
                 if start <= now < end:
                     return None  # a QPS subscription pays: nothing to estimate
-        if self._m_start <= now < self._m_end:
-            mi = self._m_index
-            settled_calls = acct.payg_calls.get(code, 0) if acct.payg_calls else 0
-            settled_spend = acct.settled_spend
-        else:  # the month turned since the snapshot (a reload is due): nothing settled yet
-            mi = month_index(Month.of(datetime.fromtimestamp(now, UTC)))
-            settled_calls, settled_spend = 0, 0
+        current = self._m_start <= now < self._m_end
+        # Else the month turned since the snapshot (a reload is due): nothing settled yet.
+        mi = acct.month if current else month_index(Month.of(datetime.fromtimestamp(now, UTC)))
         if acct.plans:
             plans = acct.plans.get(item.category)
             if plans:
@@ -309,50 +431,47 @@ class SpendGuard:
                             return (now, account, code, mi, 0, plan_id, cost)
         # Months are keyed by an int (hashing a Month dataclass costs more than the rest).
         key = (code, mi)
-        calls = acct.calls
-        unsettled = calls.get(key, 0)
-        position = settled_calls + unsettled
-        # The price of the tier the call lands in, remembered per item with the span of
-        # time and of positions it holds for: almost every call hits it.
-        flat = self._flat.get(code)
-        if flat is not None and flat[0] <= now < flat[1] and flat[2] <= position < flat[3]:
-            price = flat[4]
+        if current:
+            position = lane.position
+            if not (lane.start <= now < lane.end and lane.low <= position < lane.high):
+                # Remembered on the lane with the span of time (within the month) and of
+                # positions it holds for: the next calls take the straight path.
+                t_from, t_to, lane.low, lane.high, lane.price = self._price(code, now, position)
+                lane.start, lane.end = max(t_from, self._m_start), min(t_to, self._m_end)
+            price = lane.price
+            settled_spend, month_spent = acct.settled_spend, acct.spent
         else:
-            price = self._price(code, now, position)
+            position = acct.calls.get(key, 0)
+            price = self._price(code, now, position)[4]
+            settled_spend, month_spent = 0, acct.spend.get(mi, 0)
         n = self._processes
         # balance - n * estimate <= 0
         if acct.total * n >= acct.balance:
             raise self._refusal(
                 self._spend_cap, SPEND_GUARD_REASON, "balance used up by unsettled calls"
             )
-        spent = acct.spend.get(mi, 0) + price
+        spent = month_spent + price
         cap = acct.cap
         if cap is not None and settled_spend + spent * n > cap:
             self._cap_reached(account, mi, cap, settled_spend + spent * n)
             raise self._refusal(self._spend_cap, CAP_REASON, "monthly spend cap reached")
-        acct.spend[mi] = spent
         acct.total += price
-        calls[key] = unsettled + 1
+        if current:
+            acct.spent = spent
+            lane.position = position + 1
+        else:
+            acct.spend[mi] = spent
+            acct.calls[key] = position + 1
         return (now, account, code, mi, price, "", 0)
 
     def release(self, res: Reservation) -> None:
         """The call was not chargeable (or was refused after admission): give it back.
 
         Call it, or ``recorded``, once per reservation (the middleware does, when it
-        counts the call's outcome)."""
+        counts the call's outcome). A logged reservation is never released."""
         acct = self._accounts.get(res[1])
         if acct is not None:
             _take_back(acct, res)
-
-    def recorded(self, res: Reservation) -> None:
-        """Its record was written: kept until a snapshot shows it settled."""
-        acct = self._accounts.get(res[1])
-        if acct is not None:
-            kept = acct.recorded
-            if not kept or kept[-1][0] <= res[0]:
-                kept.append(res)
-            else:
-                heapq.heappush(acct.late, res)
 
     # -- reading the estimate (tests, metrics) ---------------------------------------------
 
@@ -387,12 +506,14 @@ class SpendGuard:
             return self._refusal(self._arrearage, SUSPENDED_REASON, "suspended for arrears")
         return self._refusal(self._arrearage, OVERDUE_REASON, "overdue")
 
-    def _price(self, item: str, now: float, position: int) -> int:
-        """The tier price of the call after ``position`` calls this month, at ``now``
-        (and remembered, with where it holds, for the next calls)."""
+    def _price(
+        self, item: str, now: float, position: int
+    ) -> tuple[float, float, float, float, int]:
+        """The tier price of the call after ``position`` calls this month, at ``now``, with
+        where it holds: (from, until, lowest position, past the highest, price)."""
         prices = self._prices.get(item)
         if prices is None or not prices.starts:
-            return 0
+            return (-math.inf, math.inf, -math.inf, math.inf, 0)
         i = max(bisect_right(prices.starts, now) - 1, 0)
         t_from = prices.starts[i] if i else -math.inf
         t_to = prices.starts[i + 1] if i + 1 < len(prices.starts) else math.inf
@@ -402,8 +523,7 @@ class SpendGuard:
         tier = min(bisect_left(bounds, position + 1), len(unit) - 1)
         low = bounds[tier - 1] if tier else 0
         high = bounds[tier] if tier < len(bounds) else math.inf
-        self._flat[item] = (t_from, t_to, low, high, unit[tier])
-        return unit[tier]
+        return (t_from, t_to, low, high, unit[tier])
 
     def _refusal(self, kind: ErrorKind, reason: str, why: str) -> ApiError:
         return ApiError(kind, f"The account cannot make this call: {why}.", reason=reason)
@@ -428,13 +548,29 @@ class SpendGuard:
 
     def _prepare(self, snapshot: MoneySnapshot) -> dict[str, _Account]:
         """In the reload's worker thread: every account of the snapshot, estimate empty."""
-        scale = self._scale
-        return {name: _Account(snap, scale) for name, snap in snapshot.accounts.items()}
+        scale, month = self._scale, snapshot.month_index
+        return {name: _Account(snap, scale, month) for name, snap in snapshot.accounts.items()}
+
+    def _file(self) -> None:
+        """On the event loop, after each reload (and before a new snapshot is applied):
+        file the recorded reservations logged since on their accounts, in order."""
+        accounts = self._accounts
+        logged = self._log
+        for res in logged:
+            acct = accounts.get(res[1])
+            if acct is not None:
+                kept = acct.recorded
+                if not kept or kept[-1][0] <= res[0]:
+                    kept.append(res)
+                else:
+                    heapq.heappush(acct.late, res)
+        logged.clear()  # the same list: ``recorded`` is bound to it
 
     def _settled(self, snapshot: MoneySnapshot, prepared: dict[str, _Account] | None) -> None:
         """On the event loop, a new snapshot: carry the estimates over to the new state of
         their accounts, and drop the recorded reservations it shows settled. Work here is
         per account with an estimate; the rest was prepared off the loop."""
+        self._file()
         self._month_of(snapshot)
         fresh = self._prepare(snapshot) if prepared is None else prepared
         for name, old in self._accounts.items():
@@ -442,7 +578,7 @@ class SpendGuard:
                 continue
             acct = fresh.get(name)
             if acct is None:
-                acct = fresh[name] = _Account(NOBODY, self._scale)
+                acct = fresh[name] = _Account(NOBODY, self._scale, snapshot.month_index)
             acct.carry(old)
             horizon = acct.horizon
             kept, late = acct.recorded, acct.late
@@ -463,11 +599,18 @@ def _take_back(acct: _Account, res: Reservation) -> None:
             acct.points.pop(plan_id, None)
         return
     acct.total -= price
-    spent = acct.spend.get(index, 0) - price
-    if spent > 0:
-        acct.spend[index] = spent
+    if index == acct.month:
+        acct.spent -= price
+        lane = acct.lanes.get(item)
+        if lane is not None:
+            lane.position -= 1
+            return
     else:
-        acct.spend.pop(index, None)
+        spent = acct.spend.get(index, 0) - price
+        if spent > 0:
+            acct.spend[index] = spent
+        else:
+            acct.spend.pop(index, None)
     key = (item, index)
     n = acct.calls.get(key, 0) - 1
     if n > 0:

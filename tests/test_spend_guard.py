@@ -362,3 +362,77 @@ async def test_a_long_call_recorded_after_later_ones_leaves_the_estimate_on_time
     await money.fresh()
     assert short.occurred_at > START and money.guard.estimate("acct") == 0
     assert money.guard.view.snapshot.account("acct").balance == Decimal("9.00")
+
+
+# -- the straight path's bookkeeping (lanes: one per account and item, per snapshot) -------
+
+
+def prices(m: Money, reservations: list[Reservation | None]) -> list[Decimal | None]:
+    return [m.guard.reserved_price(r) for r in reservations if r is not None]
+
+
+async def test_a_released_call_gives_its_tier_position_back(money: Money) -> None:
+    await topup(money.rating, "acct", "10.00", money.clock.now())
+    await money.fresh()
+    calls = [money.admit() for _ in range(4)]  # 3 in the first tier, 1 in the second
+    assert prices(money, calls) == [Decimal("0.50")] * 3 + [Decimal("0.25")]
+    for res in calls[2:]:
+        assert res is not None
+        money.guard.release(res)
+    assert money.guard.estimate("acct") == Decimal("1.00")
+    again = [money.admit(), money.admit()]  # positions 2 and 3 again
+    assert prices(money, again) == [Decimal("0.50"), Decimal("0.25")]
+    for res in calls[:2] + again:
+        assert res is not None
+        money.guard.release(res)
+    assert money.guard.estimate("acct") == 0 and money.guard.accounts_estimated == 0
+
+
+async def test_a_months_unsettled_calls_keep_their_count_across_the_reload_that_turns_it(
+    money: Money,
+) -> None:
+    await topup(money.rating, "acct", "10.00", money.clock.now())
+    await money.fresh()
+    march = [money.admit() for _ in range(2)]
+    money.clock.set(Month(2026, 4).start + timedelta(seconds=1))
+    april = [money.admit() for _ in range(3)]  # the snapshot is still March's
+    assert prices(money, april) == [Decimal("0.50")] * 3
+    await topup(money.rating, "acct", "1.00", money.clock.now())
+    await money.fresh()
+    assert money.guard.view.snapshot.month == Month(2026, 4)
+    fourth = money.admit()  # April's 4th call, now on April's snapshot: the second tier
+    assert prices(money, [fourth]) == [Decimal("0.25")]
+    assert money.guard.estimate("acct") == Decimal("2.75")
+    for res in [*march, *april, fourth]:
+        assert res is not None
+        money.guard.release(res)
+    assert money.guard.estimate("acct") == 0 and money.guard.accounts_estimated == 0
+    assert prices(money, [money.admit()]) == [Decimal("0.50")]  # April's first again
+
+
+async def test_a_cap_set_later_counts_the_months_spend_already_estimated(money: Money) -> None:
+    await topup(money.rating, "acct", "10.00", money.clock.now())
+    await money.fresh()
+    for _ in range(3):
+        assert money.admit() is not None  # 1.50 this month, no cap yet
+    await money.rating.set_account_settings(
+        AccountSettings("acct", monthly_cap=Decimal("2.00")), money.clock.now()
+    )
+    await money.fresh()
+    assert prices(money, [money.admit(), money.admit()]) == [Decimal("0.25")] * 2  # 2.00
+    assert money.refused().reason == "cap"
+    assert money.capped == [("acct", Month(2026, 3))]
+
+
+async def test_recorded_reservations_are_filed_and_dropped_once_settled(money: Money) -> None:
+    await topup(money.rating, "acct", "10.00", money.clock.now())
+    await money.fresh()
+    for _ in range(3):
+        await money.charged(money.admit())
+    money.clock.advance(1.5)
+    await money.fresh()  # a reload that moved nothing still files what was recorded
+    assert money.guard.estimate("acct") == Decimal("1.50")
+    assert money.guard.accounts_estimated == 1
+    await money.settle_all()
+    assert money.guard.estimate("acct") == 0 and money.guard.accounts_estimated == 0
+    assert money.guard.view.snapshot.account("acct").balance == Decimal("8.50")
