@@ -175,14 +175,19 @@ class Pass:
     def _route_batch(
         self, batch: CallBatch, cands: dict[str, dict[int, Candidate]], *, skip_own: bool = False
     ) -> list[int]:
+        """Route the batch's records; the seqs it routed (a record of an account with reads
+        of its own is skipped with ``skip_own``: it is not routed, so a pending adjustment
+        among them is still fetched by seq, not lost behind the account's marks)."""
+        routed: list[int] = []
         for i, record in enumerate(batch.records):
             a = self._account(record.account)
             if skip_own and a.own_reads:
                 continue
+            routed.append(batch.seqs[i])
             found = self._route(a, record, batch.seqs[i], batch.arrived.get(i), None)
             if found is not None:
                 cands.setdefault(a.name, {})[batch.seqs[i]] = found
-        return list(batch.seqs)
+        return routed
 
     def _route(
         self,

@@ -310,3 +310,23 @@ async def test_settle_month_stops_at_the_end_of_that_month(tmp_path: Path) -> No
         assert [str(ln.billed) for ln in await h.lines()] == ["2026-02"]
         rest = await h.settle(utc(2026, 3, 11))
     assert capped.horizon == FEB.end and (capped.records, rest.records) == (1, 1)
+
+
+async def test_an_adjustment_deferred_by_an_account_pass_is_settled_by_the_next_pass(
+    tmp_path: Path,
+) -> None:
+    # A January record arrives on 02-10 12:00 (January closed), exactly one lag before an
+    # account pass: deferred (not older than the lag), its classification stored. The next
+    # pass over every account reads it behind the global marks among the other accounts'
+    # records: it must still be settled, not skipped as the account's own business.
+    async with Harness(tmp_path / "d.db", CATALOG, utc(2026, 1, 20)) as h:
+        await h.arrive([call(CATALOG, "other", utc(2026, 1, 20), account="other")])
+        await h.settle(utc(2026, 2, 10, 11))
+        await h.arrive([call(CATALOG, "late", utc(2026, 1, 25))], at=utc(2026, 2, 10, 12))
+        deferred = await h.settle(utc(2026, 2, 10, 12, 1), account="acct")
+        await h.settle(utc(2026, 2, 11))
+        lines = await h.lines()
+    assert deferred.deferred == 1
+    assert [(ln.account, ln.calls, ln.adjustment) for ln in lines if ln.account == "acct"] == [
+        ("acct", 1, True)
+    ]
