@@ -125,9 +125,11 @@ class MeteringRuntime:
             flush_interval=config.flush_interval,
             clock=self.clock,
         )
+        #: Seals and opens AccessKey secrets (the admin API creates keys with it too).
+        self.secret_box = secret_box or SecretBox.from_env()
         self.credentials = CredentialCache(
             self.store,
-            secret_box or SecretBox.from_env(),
+            self.secret_box,
             self.clock,
             refresh_interval=config.credential_refresh,
         )

@@ -21,6 +21,8 @@ FORBIDDEN = {
     "middleware": {"cli", "rating"},
     "durable_nonces": {"middleware", "runtime", "cli", "rating"},
     "notices": {"middleware", "runtime", "limiter", "identity", "entitlements", "cli"},
+    # The operator's side manages the ledger; it never runs a metered call's steps.
+    "admin": {"middleware", "limiter", "identity", "signing", "cli", "settler"},
 }
 
 

@@ -8,6 +8,7 @@ time a check takes tells nothing about which token (or which prefix of one) came
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterable
 
@@ -78,3 +79,14 @@ class AdminTokens:
         if scheme.lower() != "bearer":
             return False
         return self.matches(token.strip())
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for ``purpose`` (e.g. signing pagination cursors) derived from all tokens.
+
+        Every process configured with the same tokens derives the same key, so what one
+        signs another accepts; rotating the tokens changes it (old cursors are refused).
+        The tokens cannot be recovered from it (HMAC-SHA256)."""
+        mac = hmac.new(b"metering-admin:" + purpose.encode(), digestmod=hashlib.sha256)
+        for token in sorted(self._tokens):
+            mac.update(hashlib.sha256(token).digest())
+        return mac.digest()

@@ -1,0 +1,13 @@
+"""The admin API's routers, one module per resource; each is made for one context."""
+
+from collections.abc import Callable
+
+from fastapi import APIRouter
+
+from ..context import AdminContext
+from . import accounts
+
+__all__ = ["ROUTERS"]
+
+#: In the order the OpenAPI document lists them.
+ROUTERS: tuple[Callable[[AdminContext], APIRouter], ...] = (accounts.router,)
