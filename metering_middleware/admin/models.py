@@ -248,7 +248,7 @@ class RefundOut(BaseModel):
     plan: str
     account: str
     paid: Money
-    held_hours: str
+    held_hours: Money
     used: list[UsedItemOut]
     used_value: Money
     amount: Money
@@ -269,8 +269,8 @@ class NoticeOut(BaseModel):
     at: Timestamp
     data: dict[str, object]
     recorded_at: Timestamp
-    delivery: Literal["pending", "delivered", "failed"] | None = Field(
-        description="the webhook delivery's state; null: no webhook configured"
+    delivery: Literal["pending", "delivered", "failed"] = Field(
+        description="the webhook delivery's state (pending too when no webhook is configured)"
     )
     attempts: int
 

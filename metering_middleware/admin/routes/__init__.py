@@ -5,9 +5,16 @@ from collections.abc import Callable
 from fastapi import APIRouter
 
 from ..context import AdminContext
-from . import accounts
+from . import accounts, balances, bills, keys, notices, plans
 
 __all__ = ["ROUTERS"]
 
 #: In the order the OpenAPI document lists them.
-ROUTERS: tuple[Callable[[AdminContext], APIRouter], ...] = (accounts.router,)
+ROUTERS: tuple[Callable[[AdminContext], APIRouter], ...] = (
+    accounts.router,
+    keys.router,
+    balances.router,
+    plans.router,
+    notices.router,
+    bills.router,
+)
