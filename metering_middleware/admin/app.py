@@ -28,7 +28,7 @@ from ..rating.errors import RatingError
 from .auth import require_token, token_refusal
 from .context import AdminContext
 from .errors import AdminError, ErrorBody, error_response, validation_message
-from .routes import ROUTERS
+from .routes import REGISTRARS
 
 __all__ = ["API_TITLE", "OPENAPI_PATH", "create_admin_app"]
 
@@ -60,8 +60,8 @@ def create_admin_app(ctx: AdminContext, *, ui: ASGIApp | None = None) -> FastAPI
     )
     app.state.admin = ctx
     _handlers(app, ctx)
-    for make in ROUTERS:
-        app.include_router(make(ctx))
+    for register in REGISTRARS:
+        register(app, ctx)
 
     @app.get(OPENAPI_PATH, include_in_schema=False)
     async def openapi_document() -> JSONResponse:

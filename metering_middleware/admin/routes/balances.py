@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from enum import Enum
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import FastAPI, Query, Response
 
 from ...rating.balances import (
     BalanceEntry,
@@ -49,7 +50,9 @@ from ..pagination import DEFAULT_LIMIT, CursorQuery, Cursors, LimitQuery, page_o
 from ._common import account_state, balance_out
 from .accounts import AccountPath
 
-__all__ = ["entry_out", "router"]
+__all__ = ["entry_out", "register"]
+
+_TAGS: list[str | Enum] = ["balances"]
 
 
 def entry_out(e: BalanceEntry) -> EntryOut:
@@ -74,20 +77,26 @@ def _amount(parse: Callable[[str], Decimal], text: str, field: str = "body.amoun
         raise AdminError(400, "InvalidParameter", f"{field}: {exc}") from None
 
 
-def router(ctx: AdminContext) -> APIRouter:
-    api = APIRouter(tags=["balances"])
+def register(app: FastAPI, ctx: AdminContext) -> None:
+    """Add this resource's routes to ``app`` (under its app-wide bearer guard)."""
     cursors = Cursors(ctx.tokens.derive_key("cursor"))
 
     async def view(account: str) -> BalanceOut:
         return balance_out(await balance_view(await ctx.ratings(), account))
 
-    @api.get("/accounts/{account}/balance", response_model=BalanceOut, summary="Show a balance")
+    @app.get(
+        "/accounts/{account}/balance",
+        tags=_TAGS,
+        response_model=BalanceOut,
+        summary="Show a balance",
+    )
     async def show_balance(account: AccountPath) -> BalanceOut:
         await account_state(ctx, account)
         return await view(account)
 
-    @api.post(
+    @app.post(
         "/accounts/{account}/topups",
+        tags=_TAGS,
         response_model=PostedOut,
         status_code=201,
         summary="Top up (idempotent by key)",
@@ -117,8 +126,9 @@ def router(ctx: AdminContext) -> APIRouter:
             response.status_code = 200
         return PostedOut(entry=entry_out(entry), posted=posted, balance=await view(account))
 
-    @api.post(
+    @app.post(
         "/accounts/{account}/corrections",
+        tags=_TAGS,
         response_model=PostedOut,
         status_code=201,
         summary="A manual correction with its reason (either sign)",
@@ -146,8 +156,9 @@ def router(ctx: AdminContext) -> APIRouter:
             response.status_code = 200
         return PostedOut(entry=entry_out(entry), posted=posted, balance=await view(account))
 
-    @api.get(
+    @app.get(
         "/accounts/{account}/entries",
+        tags=_TAGS,
         response_model=EntryPage,
         summary="An account's balance entries, oldest first",
     )
@@ -169,8 +180,9 @@ def router(ctx: AdminContext) -> APIRouter:
         )
         return EntryPage(items=[entry_out(e) for e in page.items], next_cursor=page.next_cursor)
 
-    @api.put(
+    @app.put(
         "/accounts/{account}/monthly-cap",
+        tags=_TAGS,
         response_model=BalanceOut,
         summary="Cap pay-as-you-go spend per billing month (null: no cap)",
     )
@@ -182,8 +194,9 @@ def router(ctx: AdminContext) -> APIRouter:
         await set_monthly_cap(await ctx.ratings(), account, amount, clock=ctx.clock)
         return await view(account)
 
-    @api.put(
+    @app.put(
         "/accounts/{account}/low-balance",
+        tags=_TAGS,
         response_model=BalanceOut,
         summary="A notice when the balance falls below an amount (null: none)",
     )
@@ -195,8 +208,9 @@ def router(ctx: AdminContext) -> APIRouter:
         await set_low_balance(await ctx.ratings(), account, amount, clock=ctx.clock)
         return await view(account)
 
-    @api.post(
+    @app.post(
         "/accounts/{account}/suspend",
+        tags=_TAGS,
         response_model=BalanceOut,
         summary="Suspend (hold) an account by hand: its calls are refused until restored",
     )
@@ -210,8 +224,9 @@ def router(ctx: AdminContext) -> APIRouter:
             raise AdminError(409, "Account.AlreadySuspended", str(exc)) from None
         return await view(account)
 
-    @api.post(
+    @app.post(
         "/accounts/{account}/restore",
+        tags=_TAGS,
         response_model=BalanceOut,
         summary="Lift an operator's suspension (an account in debt stays overdue)",
     )
@@ -222,5 +237,3 @@ def router(ctx: AdminContext) -> APIRouter:
         except BalanceError as exc:
             raise AdminError(409, "Account.NotSuspended", str(exc)) from None
         return await view(account)
-
-    return api

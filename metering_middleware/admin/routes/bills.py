@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from datetime import UTC
+from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import FastAPI, Path
 
 from ...rating.bills import build_bill
 from ...rating.export import bill_document
@@ -17,7 +18,9 @@ from ..models import BillOut
 from ._common import account_state
 from .accounts import AccountPath
 
-__all__ = ["parse_month_param", "router"]
+__all__ = ["parse_month_param", "register"]
+
+_TAGS: list[str | Enum] = ["bills"]
 
 MonthPath = Annotated[
     str, Path(min_length=7, max_length=7, description="YYYY-MM (a UTC+8 billing month)")
@@ -36,11 +39,12 @@ def _z(text: Any) -> Any:
     return text.replace("+00:00", "Z") if isinstance(text, str) else text
 
 
-def router(ctx: AdminContext) -> APIRouter:
-    api = APIRouter(tags=["bills"])
+def register(app: FastAPI, ctx: AdminContext) -> None:
+    """Add this resource's routes to ``app`` (under its app-wide bearer guard)."""
 
-    @api.get(
+    @app.get(
         "/accounts/{account}/bills/{month}",
+        tags=_TAGS,
         response_model=BillOut,
         summary="An account's bill for a billing month, as settled so far",
     )
@@ -52,5 +56,3 @@ def router(ctx: AdminContext) -> APIRouter:
         for plan in doc["plans"]:
             plan["start"], plan["end"] = _z(plan["start"]), _z(plan["end"])
         return BillOut.model_validate(doc)
-
-    return api

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import FastAPI, Path
 
 from ..context import AdminContext
 from ..errors import AdminError
@@ -13,7 +14,9 @@ from ..pagination import DEFAULT_LIMIT, CursorQuery, Cursors, LimitQuery, page_o
 from ._common import account_state, key_out, micros, not_found
 from .accounts import AccountPath
 
-__all__ = ["router"]
+__all__ = ["register"]
+
+_TAGS: list[str | Enum] = ["keys"]
 
 KeyPath = Annotated[str, Path(min_length=1, max_length=128, description="The AccessKeyId")]
 _LISTING = "keys"
@@ -30,8 +33,8 @@ def _account_name(account: str) -> str:
     return account
 
 
-def router(ctx: AdminContext) -> APIRouter:
-    api = APIRouter(tags=["keys"])
+def register(app: FastAPI, ctx: AdminContext) -> None:
+    """Add this resource's routes to ``app`` (under its app-wide bearer guard)."""
     cursors = Cursors(ctx.tokens.derive_key("cursor"))
 
     async def find(access_key_id: str) -> KeyOut:
@@ -40,8 +43,9 @@ def router(ctx: AdminContext) -> APIRouter:
                 return key_out(info)
         raise not_found("AccessKey.NotFound", f"AccessKey {access_key_id!r}")
 
-    @api.post(
+    @app.post(
         "/accounts/{account}/keys",
+        tags=_TAGS,
         response_model=KeyCreated,
         status_code=201,
         summary="Create an AccessKey (a new account with its first key)",
@@ -55,7 +59,12 @@ def router(ctx: AdminContext) -> APIRouter:
         )
         return KeyCreated(**info.model_dump(), secret=secret)
 
-    @api.get("/accounts/{account}/keys", response_model=KeyPage, summary="List an account's keys")
+    @app.get(
+        "/accounts/{account}/keys",
+        tags=_TAGS,
+        response_model=KeyPage,
+        summary="List an account's keys",
+    )
     async def list_keys(
         account: AccountPath, limit: LimitQuery = DEFAULT_LIMIT, cursor: CursorQuery = None
     ) -> KeyPage:
@@ -71,12 +80,15 @@ def router(ctx: AdminContext) -> APIRouter:
         )
         return KeyPage(items=[key_out(i) for i in page.items], next_cursor=page.next_cursor)
 
-    @api.get("/keys/{access_key_id}", response_model=KeyOut, summary="Show an AccessKey")
+    @app.get(
+        "/keys/{access_key_id}", tags=_TAGS, response_model=KeyOut, summary="Show an AccessKey"
+    )
     async def show_key(access_key_id: KeyPath) -> KeyOut:
         return await find(access_key_id)
 
-    @api.post(
+    @app.post(
         "/keys/{access_key_id}/disable",
+        tags=_TAGS,
         response_model=KeyOut,
         summary="Disable an AccessKey (its calls are refused within a refresh interval)",
     )
@@ -85,10 +97,10 @@ def router(ctx: AdminContext) -> APIRouter:
         await (await ctx.credentials()).disable(access_key_id)
         return await find(access_key_id)
 
-    @api.post("/keys/{access_key_id}/enable", response_model=KeyOut, summary="Enable it again")
+    @app.post(
+        "/keys/{access_key_id}/enable", tags=_TAGS, response_model=KeyOut, summary="Enable it again"
+    )
     async def enable_key(access_key_id: KeyPath) -> KeyOut:
         await find(access_key_id)
         await (await ctx.credentials()).enable(access_key_id)
         return await find(access_key_id)
-
-    return api

@@ -3,9 +3,10 @@ newest last, with their webhook delivery's state: :func:`notices.outbox.list_not
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import FastAPI, Query
 
 from ...notices.model import NoticeKind
 from ...notices.outbox import OutboxRow, list_notices
@@ -15,7 +16,9 @@ from ..models import NoticeOut, NoticePage, timestamp
 from ..pagination import DEFAULT_LIMIT, CursorQuery, Cursors, LimitQuery
 from ._common import account_state
 
-__all__ = ["notice_out", "router"]
+__all__ = ["notice_out", "register"]
+
+_TAGS: list[str | Enum] = ["notices"]
 
 
 def notice_out(row: OutboxRow) -> NoticeOut:
@@ -33,11 +36,13 @@ def notice_out(row: OutboxRow) -> NoticeOut:
     )
 
 
-def router(ctx: AdminContext) -> APIRouter:
-    api = APIRouter(tags=["notices"])
+def register(app: FastAPI, ctx: AdminContext) -> None:
+    """Add this resource's routes to ``app`` (under its app-wide bearer guard)."""
     cursors = Cursors(ctx.tokens.derive_key("cursor"))
 
-    @api.get("/notices", response_model=NoticePage, summary="Notices, in recording order")
+    @app.get(
+        "/notices", tags=_TAGS, response_model=NoticePage, summary="Notices, in recording order"
+    )
     async def get_notices(
         account: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
         kind: Annotated[NoticeKind | None, Query(description="This kind only")] = None,
@@ -70,5 +75,3 @@ def router(ctx: AdminContext) -> APIRouter:
             items=[notice_out(r) for r in chosen],
             next_cursor=cursors.make(listing, (chosen[-1].notice.id,)) if more else None,
         )
-
-    return api

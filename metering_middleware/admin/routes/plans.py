@@ -10,9 +10,10 @@ does not cover is refused (409 ``Balance.Insufficient``, nothing bought).
 from __future__ import annotations
 
 from decimal import Decimal
+from enum import Enum
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import Body, FastAPI, Path, Query
 
 from ...rating.balances import BalanceError
 from ...rating.errors import PlanError
@@ -43,7 +44,9 @@ from ..pagination import DEFAULT_LIMIT, CursorQuery, Cursors, LimitQuery, page_o
 from ._common import account_state, micros, not_found
 from .accounts import AccountPath
 
-__all__ = ["plan_out", "router"]
+__all__ = ["plan_out", "register"]
+
+_TAGS: list[str | Enum] = ["plans"]
 
 PlanPath = Annotated[str, Path(min_length=1, max_length=128, description="The plan's id")]
 _HUNDREDTH = Decimal("0.01")
@@ -111,8 +114,8 @@ def _busy() -> AdminError:
     )
 
 
-def router(ctx: AdminContext) -> APIRouter:
-    api = APIRouter(tags=["plans"])
+def register(app: FastAPI, ctx: AdminContext) -> None:
+    """Add this resource's routes to ``app`` (under its app-wide bearer guard)."""
     cursors = Cursors(ctx.tokens.derive_key("cursor"))
 
     async def find(plan_id: str) -> PlanView:
@@ -121,7 +124,9 @@ def router(ctx: AdminContext) -> APIRouter:
                 return view
         raise not_found("Plan.NotFound", f"plan {plan_id!r}")
 
-    @api.get("/plans", response_model=PlanPage, summary="List plans (all, or one account's)")
+    @app.get(
+        "/plans", tags=_TAGS, response_model=PlanPage, summary="List plans (all, or one account's)"
+    )
     async def get_plans(
         account: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
         limit: LimitQuery = DEFAULT_LIMIT,
@@ -140,12 +145,13 @@ def router(ctx: AdminContext) -> APIRouter:
         )
         return PlanPage(items=[plan_out(v) for v in page.items], next_cursor=page.next_cursor)
 
-    @api.get("/plans/{plan_id}", response_model=PlanOut, summary="Show a plan")
+    @app.get("/plans/{plan_id}", tags=_TAGS, response_model=PlanOut, summary="Show a plan")
     async def get_plan(plan_id: PlanPath) -> PlanOut:
         return plan_out(await find(plan_id))
 
-    @api.post(
+    @app.post(
         "/accounts/{account}/plans",
+        tags=_TAGS,
         response_model=PlanOut,
         status_code=201,
         summary="Buy a resource plan or a QPS subscription, paid from the balance",
@@ -211,8 +217,9 @@ def router(ctx: AdminContext) -> APIRouter:
             raise AdminError(409, "Plan.AlreadyExists", str(exc)) from None
         return plan_out(_fresh(plan))
 
-    @api.post(
+    @app.post(
         "/plans/{plan_id}/renew",
+        tags=_TAGS,
         response_model=PlanOut,
         status_code=201,
         summary="Buy the next period of a plan, paid from the balance",
@@ -238,8 +245,9 @@ def router(ctx: AdminContext) -> APIRouter:
             raise AdminError(409, "Plan.AlreadyExists", str(exc)) from None
         return plan_out(_fresh(plan))
 
-    @api.get(
+    @app.get(
         "/plans/{plan_id}/refund",
+        tags=_TAGS,
         response_model=RefundOut,
         summary="What refunding the plan now would credit (120 h rule); refunds nothing",
         description="Settles the plan's account up to now first, so every used call counts.",
@@ -254,8 +262,9 @@ def router(ctx: AdminContext) -> APIRouter:
             raise AdminError(409, "Plan.AlreadyRefunded", str(exc)) from None
         return _refund_out(quote, False)
 
-    @api.post(
+    @app.post(
         "/plans/{plan_id}/refund",
+        tags=_TAGS,
         response_model=RefundOut,
         summary="Refund the plan now: its coverage ends, the amount is credited",
     )
@@ -272,5 +281,3 @@ def router(ctx: AdminContext) -> APIRouter:
         except PlanError as exc:
             raise AdminError(409, "Plan.AlreadyRefunded", str(exc)) from None
         return _refund_out(quote, True)
-
-    return api
