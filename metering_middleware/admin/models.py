@@ -2,8 +2,9 @@
 
 Money is a decimal string both ways (``"12.3400"``, exactly as the Decimal prints in
 fixed point): a JSON number is refused in a request, so no amount ever passes through a
-float. Times are ISO 8601 in UTC with ``Z``. Request bodies forbid unknown fields, so a
-misspelt field is a 400 naming it rather than silently ignored.
+float. Times are ISO 8601 in UTC with ``Z``. Request bodies are strict (``"5"`` is not a
+QPS level, ``1`` is not a string) and forbid unknown fields, so a misspelt field is a 400
+naming it rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def timestamp(value: datetime) -> str:
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # -- accounts and keys ---------------------------------------------------------------------
