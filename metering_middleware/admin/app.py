@@ -41,6 +41,9 @@ OPENAPI_PATH = "/openapi.json"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Malformed or invalid input (nothing written)"},
     401: {"model": ErrorBody, "description": "Missing or invalid admin token"},
+    404: {"model": ErrorBody, "description": "Unknown account, AccessKey, plan or route"},
+    409: {"model": ErrorBody, "description": "Refused by a rating rule (nothing written)"},
+    503: {"model": ErrorBody, "description": "The ledger is unavailable"},
 }
 
 

@@ -74,7 +74,6 @@ def register(app: FastAPI, ctx: AdminContext) -> None:
         tags=_TAGS,
         response_model=AccountOut,
         summary="Show an account",
-        responses={404: {"description": "Account.NotFound"}},
     )
     async def show_account(account: AccountPath) -> AccountOut:
         state = await account_state(ctx, account)
