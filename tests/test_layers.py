@@ -21,6 +21,8 @@ FORBIDDEN = {
     "middleware": {"cli", "rating"},
     "durable_nonces": {"middleware", "runtime", "cli", "rating"},
     "notices": {"middleware", "runtime", "limiter", "identity", "entitlements", "cli"},
+    # The query layer under every billing view reads; the request path never needs it.
+    "reports": {"middleware", "runtime", "limiter", "identity", "signing", "entitlements", "cli"},
 }
 
 
