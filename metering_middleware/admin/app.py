@@ -25,6 +25,7 @@ from starlette.types import ASGIApp
 
 from ..ledger.store import StoreError
 from ..rating.errors import RatingError
+from ..reports.errors import ReportError
 from .auth import require_token, token_refusal
 from .context import AdminContext
 from .errors import AdminError, ErrorBody, error_response, validation_message
@@ -134,6 +135,11 @@ def _handlers(app: FastAPI, ctx: AdminContext) -> None:
         # A rating rule refused the operation (validated before anything was written).
         return error_response(request, 409, "OperationRefused", str(exc), host_id=host)
 
+    async def report_refused(request: Request, exc: Exception) -> Response:
+        # The query layer's own code and status: every billing face refuses alike.
+        assert isinstance(exc, ReportError)
+        return error_response(request, exc.status, exc.code, str(exc), host_id=host)
+
     async def unavailable(request: Request, exc: Exception) -> Response:
         log.error("admin API: ledger unavailable: %s", exc)
         return error_response(
@@ -148,4 +154,5 @@ def _handlers(app: FastAPI, ctx: AdminContext) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RatingError, refused)
+    app.add_exception_handler(ReportError, report_refused)
     app.add_exception_handler(StoreError, unavailable)

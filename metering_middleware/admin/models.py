@@ -20,9 +20,6 @@ __all__ = [
     "AccountPage",
     "AccountSummary",
     "BalanceOut",
-    "BillLineOut",
-    "BillOut",
-    "BillPlanOut",
     "CapIn",
     "CorrectionIn",
     "EntryOut",
@@ -279,41 +276,3 @@ class NoticeOut(BaseModel):
 class NoticePage(BaseModel):
     items: list[NoticeOut]
     next_cursor: str | None
-
-
-# -- bills ---------------------------------------------------------------------------------
-
-
-class BillLineOut(BaseModel):
-    category: str
-    item: str
-    source: str
-    plan_id: str | None
-    tier: int | None
-    unit_price: Money | None
-    calls: int
-    points: Money
-    amount: Money
-    adjustment: bool
-    usage_month: str
-
-
-class BillPlanOut(BaseModel):
-    id: str
-    kind: str
-    start: str
-    end: str
-    remaining: Money | None
-
-
-class BillOut(BaseModel):
-    account: str
-    month: str
-    final: bool
-    settled_until: str | None
-    lines: list[BillLineOut]
-    payg_exact: Money
-    payg_recorded: Money
-    rounding: Money
-    amount_due: Money
-    plans: list[BillPlanOut]

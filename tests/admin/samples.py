@@ -77,6 +77,17 @@ def samples(a: Admin) -> list[Sample]:
         ("POST", "/plans/{plan_id}/refund", f"/plans/{a.qps_id}/refund", 200, None),
         ("GET", "/notices", "/notices", 200, None),
         ("GET", "/accounts/{account}/bills/{month}", "/accounts/alice/bills/2026-03", 200, None),
+        ("GET", "/accounts/{account}/usage", "/accounts/alice/usage", 200, None),
+        ("GET", "/accounts/{account}/overview", "/accounts/alice/overview", 200, None),
+        ("GET", "/accounts/{account}/plans", "/accounts/alice/plans", 200, None),
+        (
+            "GET",
+            "/accounts/{account}/deductions/{month}",
+            "/accounts/alice/deductions/2026-03",
+            200,
+            None,
+        ),
+        ("GET", "/accounts/{account}/preview", "/accounts/alice/preview", 200, None),
         ("GET", "/openapi.json", "/openapi.json", 200, None),
     ]
     return [Sample(*row) for row in rows]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from fastapi import FastAPI
 
 from ..context import AdminContext
-from . import accounts, balances, bills, keys, notices, plans
+from . import accounts, balances, keys, notices, plans, reports
 
 __all__ = ["REGISTRARS"]
 
@@ -20,5 +20,5 @@ REGISTRARS: tuple[Callable[[FastAPI, AdminContext], None], ...] = (
     balances.register,
     plans.register,
     notices.register,
-    bills.register,
+    reports.register,
 )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Path
 
 from ...credentials import CredentialInfo
 from ...rating.cash import BalanceView
@@ -10,7 +13,10 @@ from ..context import AdminContext
 from ..errors import AdminError
 from ..models import BalanceOut, KeyOut, money, timestamp
 
-__all__ = ["account_state", "balance_out", "key_out", "micros", "not_found"]
+__all__ = ["AccountPath", "account_state", "balance_out", "key_out", "micros", "not_found"]
+
+
+AccountPath = Annotated[str, Path(min_length=1, max_length=128, description="The account")]
 
 
 def not_found(code: str, what: str) -> AdminError:

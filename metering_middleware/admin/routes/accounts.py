@@ -6,20 +6,19 @@ import sqlite3
 from enum import Enum
 from typing import Annotated
 
-from fastapi import FastAPI, Path, Query
+from fastapi import FastAPI, Query
 
 from ...rating.cash import balance_view
 from ...rating.purchases import list_plans
 from ..context import AdminContext
 from ..models import AccountOut, AccountPage, AccountSummary
 from ..pagination import DEFAULT_LIMIT, CursorQuery, Cursors, LimitQuery
-from ._common import account_state, balance_out, key_out
+from ._common import AccountPath, account_state, balance_out, key_out
 
-__all__ = ["AccountPath", "register"]
+__all__ = ["register"]
 
 _TAGS: list[str | Enum] = ["accounts"]
 
-AccountPath = Annotated[str, Path(min_length=1, max_length=128, description="The account")]
 _LISTING = "accounts"
 
 

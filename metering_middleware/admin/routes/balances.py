@@ -47,8 +47,7 @@ from ..models import (
     timestamp,
 )
 from ..pagination import DEFAULT_LIMIT, CursorQuery, Cursors, LimitQuery, page_of
-from ._common import account_state, balance_out
-from .accounts import AccountPath
+from ._common import AccountPath, account_state, balance_out
 
 __all__ = ["entry_out", "register"]
 

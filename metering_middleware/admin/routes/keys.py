@@ -11,8 +11,7 @@ from ..context import AdminContext
 from ..errors import AdminError
 from ..models import KeyCreated, KeyOut, KeyPage
 from ..pagination import DEFAULT_LIMIT, CursorQuery, Cursors, LimitQuery, page_of
-from ._common import account_state, key_out, micros, not_found
-from .accounts import AccountPath
+from ._common import AccountPath, account_state, key_out, micros, not_found
 
 __all__ = ["register"]
 

@@ -41,8 +41,7 @@ from ..models import (
     timestamp,
 )
 from ..pagination import DEFAULT_LIMIT, CursorQuery, Cursors, LimitQuery, page_of
-from ._common import account_state, micros, not_found
-from .accounts import AccountPath
+from ._common import AccountPath, account_state, micros, not_found
 
 __all__ = ["plan_out", "register"]
 
