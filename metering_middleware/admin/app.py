@@ -26,17 +26,19 @@ from starlette.types import ASGIApp
 from ..ledger.store import StoreError
 from ..rating.errors import RatingError
 from ..reports.errors import ReportError
-from .auth import require_token, token_refusal
+from .auth import BearerGuard, require_token, token_refusal
 from .context import AdminContext
 from .errors import AdminError, ErrorBody, error_response, validation_message
 from .routes import REGISTRARS
 
-__all__ = ["API_TITLE", "OPENAPI_PATH", "create_admin_app"]
+__all__ = ["API_TITLE", "OPENAPI_PATH", "UI_PATH", "create_admin_app"]
 
 log = logging.getLogger("metering_middleware.admin")
 
 API_TITLE = "metering admin API"
 OPENAPI_PATH = "/openapi.json"
+#: Where the billing web page (``ui``) is mounted; it guards itself.
+UI_PATH = "/ui"
 
 #: Documented on every route: what the error handlers below answer.
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -72,7 +74,13 @@ def create_admin_app(ctx: AdminContext, *, ui: ASGIApp | None = None) -> FastAPI
         return JSONResponse(_document(app))
 
     if ui is not None:
-        app.mount("/ui", ui, name="ui")
+        app.mount(UI_PATH, ui, name="ui")
+    app.add_middleware(
+        BearerGuard,
+        tokens=ctx.tokens,
+        exempt=UI_PATH if ui is not None else None,
+        host_id=ctx.host_id,
+    )
     return app
 
 

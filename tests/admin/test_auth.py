@@ -6,6 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 from fastapi.routing import APIRoute
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
 
 from metering_middleware.admin.app import create_admin_app
 from metering_middleware.admin.context import AdminContext
@@ -88,3 +91,38 @@ async def test_the_scheme_is_case_insensitive_and_spaces_are_tolerated(admin: Ad
     for value in (f"bearer {TOKEN}", f"BEARER {TOKEN}", f"  Bearer   {TOKEN}  "):
         r = await admin.client.get("/accounts", headers={"authorization": value})
         assert r.status_code == 200, value
+
+
+async def test_a_refused_request_body_is_never_read(admin: Admin) -> None:
+    # FastAPI parses a body before a route's dependencies: the guard answers first, so a
+    # caller without a token cannot get a MalformedJSON 400 (nor make the app parse).
+    for s in samples(admin):
+        if s.method in ("POST", "PUT"):
+            r = await admin.client.request(
+                s.method,
+                s.path,
+                content=b'{"amount": ',
+                headers={"content-type": "application/json"},
+            )
+            assert (r.status_code, r.json()["Code"]) == (401, "MissingToken"), s.path
+
+
+async def _ui(scope: Scope, receive: Receive, send: Send) -> None:
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ui:" + scope["path"].encode()})
+
+
+async def test_the_ui_is_mounted_and_guards_itself(admin: Admin) -> None:
+    app = create_admin_app(admin.ctx, ui=_ui)
+    outer = Starlette(routes=[Mount("/ops", app=app)])
+    for base, inner in (("http://a", app), ("http://a/ops", outer)):
+        transport = httpx.ASGITransport(app=inner)
+        async with httpx.AsyncClient(transport=transport, base_url=base) as client:
+            # The page's own sign-in decides there; the API's guard everywhere else.
+            r = await client.get("/ui/")
+            assert (r.status_code, r.text.startswith("ui:")) == (200, True), base
+            for path in ("/uix", "/accounts", "/openapi.json"):
+                r = await client.get(path)
+                assert r.status_code == 401, (base, path)
+            assert (await client.get("/accounts", headers=auth())).status_code == 200
