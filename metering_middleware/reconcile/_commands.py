@@ -147,6 +147,8 @@ def _summary(result: Reconciliation, zone: tzinfo, file_name: str) -> str:
         total = m.total
         shown = "unknown" if total.margin is None else f"CNY {total.margin}"
         text += f"; margin of {m.month}: {shown} (operator's cost from {m.cost_source})"
+        if m.unpriced:
+            text += f"; no cost known for {', '.join(m.unpriced)} (not in the total)"
         if m.settled_until is None or m.settled_until < result.until:
             until = "nothing" if m.settled_until is None else m.settled_until.astimezone(zone)
             text += f"; settlement has not passed the month's end (settled until {until})"

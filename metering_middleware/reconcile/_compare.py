@@ -156,7 +156,10 @@ def compare(
             Reason.UNKNOWN_ITEM,
             f"{raw!r} is not a catalog item (lines {lines}): map it with --item-map",
         )
-    ordered = tuple(rows[k] for k in sorted(rows))
+    # Unknown items last: they need a mapping, not an investigation of the period.
+    ordered = tuple(
+        rows[k] for k in sorted(rows, key=lambda k: (rows[k].reason is Reason.UNKNOWN_ITEM, k))
+    )
     periods = len({k[1] for k in rows})
     return Comparison(ordered, periods, ignored)
 

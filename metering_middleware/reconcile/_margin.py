@@ -47,6 +47,8 @@ class Margin:
     cost_source: str
     settled_until: datetime | None
     accounts: int
+    #: Items with calls but no cost: not in the catalog and no amount column (not in TOTAL).
+    unpriced: tuple[str, ...] = ()
 
     @property
     def total(self) -> MarginLine:
@@ -92,7 +94,8 @@ def margin(
     for item in items:
         upstream_cost = None if item in unpriced else exact_sum(cost.get(item, ()))
         payg = charges.payg.get(item, Decimal(0))
-        plan = exact_mul(catalog.point_value, charges.points.get(item, Decimal(0)))
+        points = charges.points.get(item)
+        plan = Decimal(0) if points is None else exact_mul(catalog.point_value, points)
         revenue = exact_sum((payg, plan))
         lines.append(
             MarginLine(
@@ -105,7 +108,7 @@ def margin(
                 None if upstream_cost is None else exact_sum((revenue, -upstream_cost)),
             )
         )
-    total_cost = None if unpriced else exact_sum(ln.upstream_cost or Decimal(0) for ln in lines)
+    total_cost = exact_sum(ln.upstream_cost or Decimal(0) for ln in lines)
     plan_total = exact_sum(ln.plan_usage for ln in lines)
     # The total charges what the accounts' bills charge: each month total rounded to fen.
     revenue_total = exact_sum((charges.charged, plan_total))
@@ -117,7 +120,14 @@ def margin(
             charges.charged,
             plan_total,
             revenue_total,
-            None if total_cost is None else exact_sum((revenue_total, -total_cost)),
+            exact_sum((revenue_total, -total_cost)),
         )
     )
-    return Margin(month, tuple(lines), source, charges.settled_until, charges.accounts)
+    return Margin(
+        month,
+        tuple(lines),
+        source,
+        charges.settled_until,
+        charges.accounts,
+        tuple(sorted(unpriced)),
+    )
