@@ -21,6 +21,8 @@ FORBIDDEN = {
     "middleware": {"cli", "rating"},
     "durable_nonces": {"middleware", "runtime", "cli", "rating"},
     "notices": {"middleware", "runtime", "limiter", "identity", "entitlements", "cli"},
+    # Reads the ledger and rating results; never the request path nor the CLI's module.
+    "reconcile": {"middleware", "runtime", "limiter", "identity", "signing", "entitlements", "cli"},
 }
 
 

@@ -140,6 +140,8 @@ def _summary(result: Reconciliation, zone: tzinfo, file_name: str) -> str:
         f"{result.until.astimezone(zone).isoformat()}: {len(diffs)} difference(s)"
         + (f" ({reasons})" if reasons else "")
     )
+    if result.export.skipped:
+        text += f"; {result.export.skipped} row(s) of other products skipped"
     if result.comparison.ignored_rows:
         text += f"; {result.comparison.ignored_rows} row(s) outside the range ignored"
     m = result.margin
@@ -177,6 +179,7 @@ async def _reconcile(store: LedgerStore, args: argparse.Namespace) -> str:
         since=args.since,
         until=args.until,
         item_map=item_map,
+        products=tuple(args.product or ()),
     )
     zone = args.tz
     shown = result.comparison.rows if args.all else result.comparison.differences
@@ -262,6 +265,12 @@ def add_reconcile_command(groups: Any) -> None:
         "--item-map",
         metavar="FILE",
         help="CSV upstream_item,item naming the catalog item of each export name",
+    )
+    p.add_argument(
+        "--product",
+        metavar="TEXT",
+        action="append",
+        help="read only rows whose product column contains TEXT (a whole bill export); repeatable",
     )
     p.add_argument("--catalog", metavar="FILE", help=f"catalog file (default: ${_CATALOG_ENV})")
     p.add_argument("--all", action="store_true", help="list matching periods too (reason: match)")

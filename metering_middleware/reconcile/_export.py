@@ -172,6 +172,8 @@ class UpstreamExport:
     amount_column: str | None
     #: Each canonical column found -> the header it was found under.
     headers: Mapping[str, str]
+    #: Rows of other products, skipped (``products``).
+    skipped: int = 0
 
 
 def _key(name: str) -> str:
@@ -306,8 +308,14 @@ class _Reader:
             raise self.fail(column, f"{text!r} is not an amount") from None
 
 
-def read_export(data: bytes, *, name: str, zone: tzinfo) -> UpstreamExport:
-    """Parse an export; ``zone`` is the zone of times written without an offset."""
+def read_export(
+    data: bytes, *, name: str, zone: tzinfo, products: tuple[str, ...] = ()
+) -> UpstreamExport:
+    """Parse an export; ``zone`` is the zone of times written without an offset.
+
+    With ``products``, only rows whose product column contains one of them (without
+    case) are read: a whole bill export holds every product the operator uses.
+    """
     if len(data) > _MAX_BYTES:
         raise ExportError(f"{name}: larger than {_MAX_BYTES >> 20} MiB; export one month")
     text = _decode(data, name)
@@ -345,6 +353,7 @@ def read_export(data: bytes, *, name: str, zone: tzinfo) -> UpstreamExport:
     amount_column = "amount" if "amount" in index else ("gross" if "gross" in index else None)
     rows: list[UsageRow] = []
     open_ended: list[int] = []
+    skipped = 0
     for number, cells in enumerate(table[1:], start=2):
         reader.line = number
         if not any(c.strip() for c in cells):
@@ -352,6 +361,13 @@ def read_export(data: bytes, *, name: str, zone: tzinfo) -> UpstreamExport:
         if len(cells) != len(header):
             raise reader.fail(None, f"{len(cells)} fields where the header has {len(header)}")
         fields = {col: cells[i] for col, i in index.items()}
+        if products:
+            if "product" not in index:
+                raise reader.fail("product", "no product column to select rows by (--product)")
+            product = fields["product"].lower()
+            if not any(p.lower() in product for p in products):
+                skipped += 1
+                continue
         currency = fields.get("currency", "").strip().upper()
         if currency not in ("", "CNY", "RMB"):
             raise reader.fail("currency", f"amounts in {currency}, not CNY")
@@ -385,5 +401,5 @@ def read_export(data: bytes, *, name: str, zone: tzinfo) -> UpstreamExport:
                 row.line, row.raw_item, row.product, row.start, step, row.calls, row.amount
             )
     return UpstreamExport(
-        tuple(rows), headers.get(amount_column) if amount_column else None, headers
+        tuple(rows), headers.get(amount_column) if amount_column else None, headers, skipped
     )

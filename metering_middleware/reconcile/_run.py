@@ -60,12 +60,15 @@ async def reconcile(
     since: datetime | None = None,
     until: datetime | None = None,
     item_map: dict[str, str] | None = None,
+    products: tuple[str, ...] = (),
 ) -> Reconciliation:
     """Compare ``data`` (the export's bytes) with the SQLite ledger at ``ledger``.
 
     ``ExportError`` for an unreadable export (one line naming the line and column).
     """
-    export = await asyncio.to_thread(read_export, data, name=file_name, zone=zone)
+    export = await asyncio.to_thread(
+        read_export, data, name=file_name, zone=zone, products=products
+    )
     if step is None:
         hourly = any(r.granularity is Granularity.HOUR for r in export.rows)
         step = Granularity.HOUR if hourly else Granularity.DAY

@@ -12,7 +12,7 @@ answers and gateway give-ups from the per-minute counters):
 | 15:00 | facebody.CompareFace        | 2 | 1 | free GatewayTimeout 1         | unanswered_billed |
 | 16:00 | facebody.DetectFace         | 2 | 2 |                               | (match)           |
 | 16:00 | facebody.DetectCelebrity    | 7 | - |                               | unknown_item      |
-| 11-03 01:00 | facebody.DetectFace   | 1 | 1 | (2026-11-02T17:00Z: a UTC day would put it on 11-02) |
+| 01:00 | facebody.DetectFace (11-03) | 1 | 1 | 2026-11-02T17:00Z: a UTC day says 11-02 |
 """
 
 from __future__ import annotations
@@ -112,40 +112,14 @@ def seed_ledger(path: Path, *, settled: bool = True) -> None:
     asyncio.run(fill())
 
 
-BOM = "\ufeff"
+DATA = Path(__file__).parent / "data"
 
 #: Alibaba's Bill Details by billable item and hour, API column names, with a BOM. The
 #: 10:00 DetectFace usage is split by tier into two rows (Alibaba does since 2024).
-HOURLY = BOM + (
-    "BillingCycle,ProductCode,ProductName,BillingItem,UsageStartTime,UsageEndTime,"
-    "Usage,UsageUnit,ListPrice,PretaxGrossAmount,PretaxAmount,Currency\n"
-    "2026-11,viapi,Visual Intelligence API,DetectFace,2026-11-02 10:00:00,2026-11-02 11:00:00,4,次,0.0016,0.0064,0.0064,CNY\n"
-    "2026-11,viapi,Visual Intelligence API,DetectFace,2026-11-02 10:00:00,2026-11-02 11:00:00,2,次,0.0016,0.0032,0.0032,CNY\n"
-    "2026-11,viapi,Visual Intelligence API,DetectFace,2026-11-02 11:00:00,2026-11-02 12:00:00,5,次,0.0016,0.008,0.008,CNY\n"
-    "2026-11,viapi,Visual Intelligence API,RecognizeLicensePlate,2026-11-02 12:00:00,2026-11-02 13:00:00,3,次,0.15,0.45,0.45,CNY\n"
-    "2026-11,viapi,Visual Intelligence API,RecognizeLicensePlate,2026-11-02 13:00:00,2026-11-02 14:00:00,3,次,0.15,0.45,0.45,CNY\n"
-    "2026-11,viapi,Visual Intelligence API,SegmentBody,2026-11-02 14:00:00,2026-11-02 15:00:00,1,次,0.02,0.02,0.02,CNY\n"
-    "2026-11,viapi,Visual Intelligence API,CompareFace,2026-11-02 15:00:00,2026-11-02 16:00:00,2,次,0.0016,0.0032,0.0032,CNY\n"
-    "2026-11,viapi,Visual Intelligence API,DetectFace,2026-11-02 16:00:00,2026-11-02 17:00:00,2,次,0.0016,0.0032,0.0032,CNY\n"
-    "2026-11,viapi,Visual Intelligence API,DetectCelebrity,2026-11-02 16:00:00,2026-11-02 17:00:00,7,次,0.01,0.07,0.07,CNY\n"
-    "2026-11,viapi,Visual Intelligence API,DetectFace,2026-11-03 01:00:00,2026-11-03 02:00:00,1,次,0.0016,0.0016,0.0016,CNY\n"
-)
+HOURLY = (DATA / "usage-hourly.csv").read_text("utf-8")  # the BOM stays in the text
 HOURLY_COST = Decimal("1.0156")  # the PretaxAmount column's sum
 
 #: The console's daily export with Chinese column names and Alibaba's own (Chinese)
 #: billable-item names, no BOM, no amount column; names mapped with ITEM_MAP.
-DAILY = (
-    "账期,产品,计费项,账单日期,用量,用量单位\n"
-    "2026-11,视觉智能开放平台,人脸检测定位,2026-11-02,13,次\n"
-    "2026-11,视觉智能开放平台,人脸检测定位,2026-11-03,0.001,千次\n"
-    "2026-11,视觉智能开放平台,车牌识别,2026-11-02,6,次\n"
-    "2026-11,视觉智能开放平台,人体分割,2026-11-02,1,次\n"
-    "2026-11,视觉智能开放平台,人脸比对1:1,2026-11-02,2,次\n"
-)
-ITEM_MAP = (
-    "upstream_item,item\n"
-    "人脸检测定位,facebody.DetectFace\n"
-    "车牌识别,ocr.RecognizeLicensePlate\n"
-    "人体分割,imageseg.SegmentBody\n"
-    "人脸比对1:1,facebody.CompareFace\n"
-)
+DAILY = (DATA / "usage-daily-zh.csv").read_text("utf-8")
+ITEM_MAP = (DATA / "item-map.csv").read_text("utf-8")
