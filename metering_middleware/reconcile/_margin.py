@@ -90,7 +90,10 @@ def margin(
     else:
         source = "the catalog's list prices (graduated tiers over the operator's monthly volume)"
     lines: list[MarginLine] = []
-    items = sorted(set(calls) | set(charges.payg) | set(charges.points))
+    # Unknown items (the export's own names) after the catalog's.
+    items = sorted(
+        set(calls) | set(charges.payg) | set(charges.points), key=lambda i: (i not in by_item, i)
+    )
     for item in items:
         upstream_cost = None if item in unpriced else exact_sum(cost.get(item, ()))
         payg = charges.payg.get(item, Decimal(0))
