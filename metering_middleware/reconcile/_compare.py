@@ -121,20 +121,13 @@ def compare(
             f"({first[0]!r}): not a VIAPI usage export, or map its names with --item-map"
         )
 
-    def regroup(
-        src: Mapping[tuple[str, datetime], object],
-    ) -> dict[tuple[str, datetime], list[object]]:
-        out: dict[tuple[str, datetime], list[object]] = {}
-        for (item, bucket), value in src.items():
-            out.setdefault((item, period_of(bucket, step, zone)), []).append(value)
-        return out
-
-    charged: dict[tuple[str, datetime], int] = {
-        k: sum(v)  # type: ignore[arg-type]
-        for k, v in regroup(counts.charged).items()
-    }
-    free = {k: _merge(v) for k, v in regroup(counts.free).items()}
-    unanswered = {k: _merge(v) for k, v in regroup(counts.unanswered).items()}
+    # The ledger's buckets (hours or minutes, UTC) into the reconciliation's periods.
+    charged: dict[tuple[str, datetime], int] = {}
+    for (item, bucket), n in counts.charged.items():
+        key = (item, period_of(bucket, step, zone))
+        charged[key] = charged.get(key, 0) + n
+    free = _by_period(counts.free, step, zone)
+    unanswered = _by_period(counts.unanswered, step, zone)
     keys = sorted(set(upstream) | {k for k, n in charged.items() if n})
     rows: dict[tuple[str, datetime], Difference] = {}
     for item, start in keys:
@@ -164,12 +157,14 @@ def compare(
     return Comparison(ordered, periods, ignored)
 
 
-def _merge(parts: list[object]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for part in parts:
-        assert isinstance(part, dict)
-        for code, n in part.items():
-            out[code] = out.get(code, 0) + n
+def _by_period(
+    src: Mapping[tuple[str, datetime], Mapping[str, int]], step: Granularity, zone: tzinfo
+) -> dict[tuple[str, datetime], dict[str, int]]:
+    out: dict[tuple[str, datetime], dict[str, int]] = {}
+    for (item, bucket), codes in src.items():
+        merged = out.setdefault((item, period_of(bucket, step, zone)), {})
+        for code, n in codes.items():
+            merged[code] = merged.get(code, 0) + n
     return out
 
 

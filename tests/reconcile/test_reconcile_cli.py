@@ -225,3 +225,22 @@ def test_bad_arguments_exit_2(
     )  # fmt: skip
     assert (code, out) == (1, "")
     assert err == f"metering: cannot read {tmp_path / 'none'}: No such file or directory\n"
+
+
+def test_a_range_in_beijing_time_ignores_the_rows_outside(
+    ledger: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = write(tmp_path, "hourly.csv", HOURLY)
+    code, out, err = run(
+        capsys, "--db", f"sqlite:///{ledger}", "reconcile", "--upstream", export,
+        "--since", "2026-11-02T12:00", "--until", "2026-11-02T14:00", "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["since"], doc["until"]) == (
+        "2026-11-02T12:00:00+08:00",
+        "2026-11-02T14:00:00+08:00",
+    )
+    assert [d[5] for d in diffs(out)] == ["period_boundary", "period_boundary"]
+    assert doc["margin"] is None  # not one billing month
+    assert "8 row(s) outside the range ignored" in err
