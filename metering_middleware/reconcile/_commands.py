@@ -15,7 +15,7 @@ import os
 import sys
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .._cli_args import add_command
 from .._output import render
@@ -73,6 +73,12 @@ def _offset(text: str) -> tzinfo:
         return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes or 0)))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a UTC offset such as +08:00") from None
+
+
+def _usage(message: str) -> NoReturn:
+    """Options that do not go together: bad usage, exit 2 (as argparse would)."""
+    print(f"metering reconcile: error: {message} (see: metering reconcile --help)", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _read(path: str) -> bytes:
@@ -161,7 +167,9 @@ async def _reconcile(store: LedgerStore, args: argparse.Namespace) -> str:
     if not isinstance(store, SqliteStore):
         raise ValueError("reconcile needs an SQLite ledger (sqlite:///path)")
     if args.month is not None and (args.since is not None or args.until is not None):
-        raise ValueError("give --month or --since/--until, not both")
+        _usage("give --month or --since/--until, not both")
+    if args.format == "csv" and args.show == "both":
+        _usage("--format csv prints one table: --show differences or --show margin")
     catalog = _catalog(args)
     data = await asyncio.to_thread(_read, args.upstream)
     item_map = None
@@ -186,8 +194,6 @@ async def _reconcile(store: LedgerStore, args: argparse.Namespace) -> str:
     rows = [_difference_row(d, zone) for d in shown]
     margin_rows = _margin_rows(result.margin) if result.margin is not None else []
     show = args.show or ("differences" if args.format == "csv" else "both")
-    if args.format == "csv" and show == "both":
-        raise ValueError("--format csv prints one table: --show differences or --show margin")
     print(_summary(result, zone, args.upstream), file=sys.stderr)
     out = io.StringIO()
     if args.format == "json":

@@ -215,11 +215,20 @@ def test_bad_arguments_exit_2(
     assert exit_.value.code == 2
     assert "billing month must look like YYYY-MM, got '11'" in capsys.readouterr().err
     export = write(tmp_path, "hourly.csv", HOURLY)
-    code, out, err = run(
-        capsys, "--db", f"sqlite:///{ledger}", "reconcile", "--upstream", export,
-        "--month", "2026-11", "--since", "2026-11-01",
-    )  # fmt: skip
-    assert (code, out, err) == (1, "", "metering: give --month or --since/--until, not both\n")
+    for extra, message in (
+        (["--since", "2026-11-01"], "give --month or --since/--until, not both"),
+        (["--format", "csv", "--show", "both"], "--format csv prints one table: --show "
+         "differences or --show margin"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            main(["--db", f"sqlite:///{ledger}", "reconcile", "--upstream", export, "--month",
+                  "2026-11", *extra])  # fmt: skip
+        assert exit_.value.code == 2
+        out, err = capsys.readouterr()
+        assert (out, err) == (
+            "",
+            f"metering reconcile: error: {message} (see: metering reconcile --help)\n",
+        )
     code, out, err = run(
         capsys, "--db", f"sqlite:///{ledger}", "reconcile", "--upstream", str(tmp_path / "none"),
     )  # fmt: skip
