@@ -33,6 +33,7 @@ from .notices._commands import add_notice_commands
 from .rating import LockLost, SettleBusy
 from .rating._commands import CATALOG_ENV, RATING_COLUMNS, add_rating_commands
 from .rating._money_commands import MONEY_COLUMNS, add_money_commands
+from .reconcile._commands import add_reconcile_command
 
 __all__ = ["main"]
 
@@ -302,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     plans = add_rating_commands(groups)
     add_money_commands(groups, acts, plans)
     add_notice_commands(groups)
+    add_reconcile_command(groups)
     spread_global_options(parser, _global_options)
     return parser
 

@@ -35,12 +35,13 @@ from .ledger.journal import Journal
 from .ledger.urls import open_store
 from .ledger.writer import LedgerWriter
 from .limiter import DeferredNonceStore, Limiter, LimiterSettings, open_limiter
+from .limiter.base import DecisionCounts
 from .metrics import MeteringMetrics
 from .nonces import MemoryNonceStore, NonceStore
-from .notices.delivery import WebhookSender
+from .notices.delivery import DeliveryStats, WebhookSender
 from .notices.recorder import NoticeRecorder
 from .rating import Month, RatingStore, SqliteRatingStore
-from .settler import BackgroundSettler
+from .settler import DURATION_BUCKETS, BackgroundSettler
 from .signing import SignatureVerifier
 from .spend_guard import SpendGuard
 
@@ -84,6 +85,13 @@ def _check_new_ledger(ledger: str, journal: str) -> None:
     log.warning("no ledger file at %r: creating a new, empty ledger", ledger)
 
 
+def _by_kind(stats: DeliveryStats, result: str) -> Callable[[], dict[tuple[str, ...], float]]:
+    def read() -> dict[tuple[str, ...], float]:
+        return {(kind,): n for (kind, r), n in list(stats.by_kind.items()) if r == result}
+
+    return read
+
+
 class NoPlans:
     """An entitlement source for gateways that sell no plans: catalog defaults only."""
 
@@ -118,9 +126,10 @@ class MeteringRuntime:
         self.resolver = IdentityResolver(catalog, category_overrides=config.category_overrides)
         self.store: LedgerStore = store if store is not None else open_store(config.ledger_url)
         journal_path = _default_journal(config)
+        self.journal = Journal(journal_path) if journal_path else None
         self.writer = LedgerWriter(
             self.store,
-            journal=Journal(journal_path) if journal_path else None,
+            journal=self.journal,
             mode=config.mode,
             flush_interval=config.flush_interval,
             clock=self.clock,
@@ -135,6 +144,7 @@ class MeteringRuntime:
         )
         local_nonces = nonces or MemoryNonceStore(self.clock)
         self.limiter: DurableNonceLimiter | None = None
+        self._decisions: DecisionCounts | None = None
         ledger_file = _ledger_file(config)
         if config.enforce_qps:
             backend = limiter or open_limiter(
@@ -149,6 +159,8 @@ class MeteringRuntime:
                 lock_path=ledger_file + ".limiter.lock" if ledger_file else None,
                 nonces=local_nonces if isinstance(local_nonces, MemoryNonceStore) else None,
             )
+            counts = getattr(backend, "decisions", None)
+            self._decisions = counts if isinstance(counts, DecisionCounts) else None
             # Every nonce the limiter claims is kept in the ledger too (a restart, or a
             # Redis that restarted empty, must not reopen its replay window).
             self.limiter = DurableNonceLimiter(
@@ -256,9 +268,94 @@ class MeteringRuntime:
                 "Accounts with unsettled pay-as-you-go estimated by this process.",
                 lambda: float(guard.accounts_estimated),
             )
+        self._register_metrics()
         self._started = False
         self._stopped = False
         self._lock = asyncio.Lock()
+
+    def _register_metrics(self) -> None:
+        """Settlement, journal, limiter and webhook series (docs/metrics.md): counts kept
+        where the work happens, read at scrape time; nothing added to a call's path."""
+        metrics = self.metrics
+        settler = self.settler
+        if settler is not None:
+            stats = settler.stats
+            metrics.family(
+                "metering_settlement_runs",
+                "Settlement passes of this process by result: settled, busy (another "
+                "settler held the lock), failed.",
+                ("result",),
+                lambda: {
+                    ("settled",): stats.passes,
+                    ("busy",): stats.busy,
+                    ("failed",): stats.failures,
+                },
+            )
+            metrics.histogram(
+                "metering_settlement_duration_seconds",
+                "Seconds a settlement pass of this process took (settled or failed).",
+                lambda: (DURATION_BUCKETS, list(stats.durations), stats.duration_sum),
+            )
+            clock = self.clock
+
+            def lag() -> dict[tuple[str, ...], float]:
+                horizon = stats.horizon
+                if horizon is None:  # no pass yet: no sample rather than a made-up one
+                    return {}
+                return {(): (clock.now() - horizon).total_seconds()}
+
+            metrics.family(
+                "metering_settlement_lag_seconds",
+                "Now minus the settled horizon (records that occurred before it are settled).",
+                (),
+                lag,
+                kind="gauge",
+            )
+        journal = self.journal
+        if journal is not None:
+            metrics.gauge(
+                "metering_journal_bytes",
+                "Bytes in the fallback journal (records waiting for the ledger store).",
+                lambda: float(journal.size()),
+            )
+            metrics.gauge(
+                "metering_journal_records",
+                "Records this process journaled that the ledger store has not taken yet.",
+                lambda: float(journal.records),
+            )
+        decisions = self._decisions
+        if decisions is not None:
+            results = (
+                "admitted",
+                "throttled",
+                "nonce_reused",
+                "fail_open",
+                "fail_closed",
+                "local_admitted",
+                "local_throttled",
+            )
+            metrics.family(
+                "metering_limiter_decisions",
+                "QPS admissions by result; fail_*/local_*: decided by the failure policy "
+                "while the shared limiter (Redis) fails.",
+                ("result",),
+                lambda: {(r,): decisions.counts.get(r, 0) for r in results},
+            )
+        webhooks = self.webhooks
+        if webhooks is not None:
+            delivery = webhooks.stats
+            for name, result, text in (
+                ("metering_notices_sent", "delivered", "Notices delivered to the webhook"),
+                ("metering_notices_failed", "failed", "Webhook delivery attempts that failed"),
+                (
+                    "metering_notices_given_up",
+                    "given_up",
+                    "Notices left failed after the last attempt",
+                ),
+            ):
+                metrics.family(
+                    name, f"{text}, by notice kind.", ("kind",), _by_kind(delivery, result)
+                )
 
     def _cap_notice(self, account: str, month: Month, cap: Decimal, spend: Decimal) -> None:
         """The spend guard reached a monthly cap: record the notice (once; same id as the

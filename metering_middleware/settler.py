@@ -18,17 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from datetime import timedelta
+import math
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from .catalog import Catalog
 from .clock import Clock
 from .notices.detectors import detect_in_file
 from .rating import DEFAULT_GRACE, DEFAULT_LAG, SettleBusy, SettleReport, SqliteRatingStore, settle
 
-__all__ = ["BackgroundSettler", "SettlerStats"]
+__all__ = ["DURATION_BUCKETS", "BackgroundSettler", "SettlerStats"]
 
 log = logging.getLogger("metering_middleware.settler")
+
+
+#: Upper bounds (seconds) of the settlement-duration histogram's buckets.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, math.inf)
 
 
 @dataclass(slots=True)
@@ -38,6 +44,16 @@ class SettlerStats:
     failures: int = 0  # passes that raised (logged)
     notices: int = 0  # notices recorded by the detectors after passes
     last: SettleReport | None = None
+    #: What is settled (records effective before it), as of the last pass, this process's
+    #: or, when it was busy, the one it found in the ledger; None before the first.
+    horizon: datetime | None = None
+    #: Passes that ran (settled or failed) per DURATION_BUCKETS bucket, and their sum (s).
+    durations: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    duration_sum: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.durations[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
 
 
 class BackgroundSettler:
@@ -112,21 +128,35 @@ class BackgroundSettler:
         return asyncio.run(self._one_pass())
 
     async def _one_pass(self) -> SettleReport | None:
+        started = self._clock.monotonic()
         try:
             async with SqliteRatingStore(self._path, create=False) as store:
-                report = await settle(
-                    store, self._catalog, self._clock, lag=self._lag, grace=self._grace
-                )
-        except SettleBusy:
-            self.stats.busy += 1
-            log.debug("settlement pass skipped: another settler holds the lock")
-            return None
+                try:
+                    report = await settle(
+                        store, self._catalog, self._clock, lag=self._lag, grace=self._grace
+                    )
+                except SettleBusy:
+                    self.stats.busy += 1
+                    log.debug("settlement pass skipped: another settler holds the lock")
+                    # The other settler's horizon, so this process's lag metric is true.
+                    try:
+                        marks = await store.progress()
+                    except Exception:  # only a metric: the pass was skipped all the same
+                        log.debug("could not read the settled horizon", exc_info=True)
+                        return None
+                    if marks is not None:
+                        self.stats.horizon = marks.horizon
+                    return None
         except Exception:  # a pass that fails is retried next interval; calls go on
             self.stats.failures += 1
+            self.stats.observe(self._clock.monotonic() - started)
             log.exception("settlement pass failed; the next one retries")
             return None
         self.stats.passes += 1
+        self.stats.observe(self._clock.monotonic() - started)
         self.stats.last = report
+        if report.horizon is not None:
+            self.stats.horizon = report.horizon
         try:
             # What the pass's results call for (plan points low, expiring, balance low,
             # cap reached); each notice's id makes it happen once however often this runs.

@@ -25,6 +25,8 @@ FORBIDDEN = {
     "admin": {"middleware", "limiter", "identity", "signing", "cli", "settler"},
     # The query layer under every billing view reads; the request path never needs it.
     "reports": {"middleware", "runtime", "limiter", "identity", "signing", "entitlements", "cli"},
+    # Reads the ledger and rating results; never the request path nor the CLI's module.
+    "reconcile": {"middleware", "runtime", "limiter", "identity", "signing", "entitlements", "cli"},
 }
 
 

@@ -61,12 +61,15 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 class Journal:
     """JSON-lines journal at ``path`` (created on the first append)."""
 
-    __slots__ = ("_path", "replayed_to")
+    __slots__ = ("_path", "records", "replayed_to")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = Path(path)
         #: Byte offset just after the last complete line the last ``replay()`` read.
         self.replayed_to = 0
+        #: Records this process appended since the journal was last emptied (a metric:
+        #: records waiting for the store; a journal left by a crash is not counted).
+        self.records = 0
 
     @property
     def path(self) -> Path:
@@ -84,6 +87,7 @@ class Journal:
         """Append one batch and fsync it; raise ``OSError`` if it is not durable."""
         if records or counts or nonces:
             await asyncio.to_thread(self._append_sync, records, counts, nonces)
+            self.records += len(records)
 
     async def replay_nonces(self, now: float, start: int = 0) -> list[ClaimedNonce]:
         """The nonces appended since the last truncate (from byte ``start``) that are
@@ -130,6 +134,7 @@ class Journal:
     async def truncate(self) -> None:
         """Empty the journal (after the store has taken everything in it)."""
         await asyncio.to_thread(self._truncate_sync)
+        self.records = 0
 
     def size(self) -> int:
         """Bytes in the journal (0 when there is no file); cheap, for metrics."""

@@ -19,6 +19,7 @@ __all__ = [
     "WINDOW_SECONDS",
     "AdmitStatus",
     "Decision",
+    "DecisionCounts",
     "DeferredNonceStore",
     "Limiter",
     "LimiterError",
@@ -93,6 +94,37 @@ class Decision:
     @property
     def admitted(self) -> bool:
         return self.status is AdmitStatus.ADMITTED
+
+
+class DecisionCounts:
+    """Decisions by result since start, for metrics: one dict increment per admission.
+
+    Results: ``admitted``, ``throttled``, ``nonce_reused`` (decided by the backend);
+    ``fail_open``, ``fail_closed``, ``local_admitted``, ``local_throttled`` (decided by
+    the failure policy while the shared backend fails; a nonce refused then is
+    ``nonce_reused`` too).
+    """
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, decision: Decision) -> Decision:
+        result = _result(decision)
+        self.counts[result] = self.counts.get(result, 0) + 1
+        return decision
+
+
+def _result(decision: Decision) -> str:
+    status = decision.status
+    if not decision.degraded or status is AdmitStatus.NONCE_REUSED:
+        return status.value
+    if status is AdmitStatus.UNAVAILABLE:
+        return "fail_closed"
+    if status is AdmitStatus.ADMITTED and decision.remaining is None:
+        return "fail_open"  # the open policy admits without a log, so nothing remains known
+    return "local_admitted" if status is AdmitStatus.ADMITTED else "local_throttled"
 
 
 class Limiter(Protocol):

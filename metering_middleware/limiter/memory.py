@@ -27,6 +27,7 @@ from .base import (
     WINDOW_SECONDS,
     AdmitStatus,
     Decision,
+    DecisionCounts,
     LimiterError,
     NonceClaim,
     check_admit_args,
@@ -115,7 +116,15 @@ class MemoryLimiter:
     """The ``memory://`` backend. Nonces go to ``nonces`` (shared with the verifier if
     it still claims them; give it a ``DeferredNonceStore`` then)."""
 
-    __slots__ = ("_allow_explicit", "_clock", "_lock_fd", "_lock_path", "_logs", "nonces")
+    __slots__ = (
+        "_allow_explicit",
+        "_clock",
+        "_lock_fd",
+        "_lock_path",
+        "_logs",
+        "decisions",
+        "nonces",
+    )
 
     def __init__(
         self,
@@ -131,6 +140,8 @@ class MemoryLimiter:
         self._lock_fd: int | None = None
         self._allow_explicit = allow_explicit_time
         self._logs = SlidingLogs()
+        #: Decisions of ``admit`` by result (a metric; ``admit_local`` is its caller's).
+        self.decisions = DecisionCounts()
 
     async def start(self) -> None:
         if self._lock_path is None or self._lock_fd is not None:
@@ -177,11 +188,11 @@ class MemoryLimiter:
         if nonce is not None and not await self.nonces.claim(
             nonce.access_key_id, nonce.nonce, nonce.expires_at
         ):
-            return Decision(AdmitStatus.NONCE_REUSED, limit, None, 0.0, 0.0, t)
+            return self.decisions.add(Decision(AdmitStatus.NONCE_REUSED, limit, None, 0.0, 0.0, t))
         result = self._logs.admit(
             (account, category, action), limit, int(WINDOW_SECONDS * _US), round(mono * _US)
         )
-        return _decision(result, limit, WINDOW_SECONDS, t)
+        return self.decisions.add(_decision(result, limit, WINDOW_SECONDS, t))
 
     async def seed_nonces(self, claims: Iterable[tuple[str, NonceClaim]]) -> int:
         """Hold ``(account, claim)`` nonces claimed before a restart; returns how many

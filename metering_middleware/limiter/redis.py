@@ -42,6 +42,7 @@ from .base import (
     WINDOW_SECONDS,
     AdmitStatus,
     Decision,
+    DecisionCounts,
     LimiterError,
     NonceClaim,
     check_admit_args,
@@ -165,6 +166,8 @@ class RedisLimiter:
         self.failures = 0
         #: Decisions the failure policy made, since start.
         self.degraded = 0
+        #: Decisions by result, the failure policy's included (a metric).
+        self.decisions = DecisionCounts()
         #: Background probes started while the breaker was open, since start.
         self.probes = 0
 
@@ -207,7 +210,7 @@ class RedisLimiter:
         check_admit_args(limit, now, self._allow_explicit)
         if self.breaker.state is not BreakerState.CLOSED:
             self._probe_behind()
-            return await self._fallback(account, category, action, limit, nonce)
+            return self.decisions.add(await self._fallback(account, category, action, limit, nonce))
         keys = [log_key(self._prefix, account, category, action)]
         explicit = "" if now is None else str(round(now * _US))
         args = [str(limit), str(_WINDOW_US), self._ttl, explicit]
@@ -219,9 +222,9 @@ class RedisLimiter:
             reply = await self._run(keys, args)
         except _FAILURES as exc:  # (cancelled mid-flight: it tells nothing, not recorded)
             self._failed(exc)
-            return await self._fallback(account, category, action, limit, nonce)
+            return self.decisions.add(await self._fallback(account, category, action, limit, nonce))
         self._answered()
-        return _decision(reply, limit)
+        return self.decisions.add(_decision(reply, limit))
 
     async def seed_nonces(self, claims: Iterable[tuple[str, NonceClaim]]) -> int:
         """Hold ``(account, claim)`` nonces claimed before a restart; returns how many

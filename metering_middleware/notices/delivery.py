@@ -26,7 +26,7 @@ import random
 import sqlite3
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from os import PathLike
 from typing import Any, Protocol, TypeVar
@@ -87,6 +87,13 @@ class DeliveryStats:
     failed_attempts: int = 0  # attempts that did not get a 2xx
     given_up: int = 0  # notices left failed after max_attempts
     rounds_failed: int = 0  # rounds that raised (the database), logged
+    #: (notice kind, "delivered" | "failed" | "given_up") -> count: the same counts by
+    #: kind, for metrics (kinds are a small fixed set; never the account).
+    by_kind: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def add(self, kind: str, result: str) -> None:
+        key = (kind, result)
+        self.by_kind[key] = self.by_kind.get(key, 0) + 1
 
 
 def _where(url: str) -> str:
@@ -222,12 +229,15 @@ class WebhookSender:
         if error is None:
             await self._db(record_attempt, d.notice.id, self.owner, now, error=None, next_at=None)
             self.stats.delivered += 1
+            self.stats.add(d.notice.kind, "delivered")
             log.info("webhook delivered id=%s attempts=%d", d.notice.id, failures)
             return 1
         self.stats.failed_attempts += 1
+        self.stats.add(d.notice.kind, "failed")
         if failures >= self._max_attempts:
             await self._db(record_attempt, d.notice.id, self.owner, now, error=error, next_at=None)
             self.stats.given_up += 1
+            self.stats.add(d.notice.kind, "given_up")
             log.error(
                 "webhook gave up id=%s after %d attempts: %s to %s",
                 d.notice.id,
