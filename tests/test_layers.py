@@ -23,6 +23,8 @@ FORBIDDEN = {
     "notices": {"middleware", "runtime", "limiter", "identity", "entitlements", "cli"},
     # The operator's side manages the ledger; it never runs a metered call's steps.
     "admin": {"middleware", "limiter", "identity", "signing", "cli", "settler"},
+    # The query layer under every billing view reads; the request path never needs it.
+    "reports": {"middleware", "runtime", "limiter", "identity", "signing", "entitlements", "cli"},
 }
 
 
