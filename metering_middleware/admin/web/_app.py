@@ -8,8 +8,8 @@
 Reads go through the reports layer (``_views``), writes through the rating and credential
 functions the admin API calls (``cash.top_up``, ``renewals.refund``,
 ``CredentialManager.disable``): the page implements no rule of its own. A refused post
-(another origin, no session, a missing or wrong CSRF token) is a 403 before anything is
-read from the form's fields, so it cannot write.
+(another origin, no session, not one of the page's forms, a missing or wrong CSRF token)
+is a 403 before any field of it is used, so it cannot write.
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ class _Page:
             return self.message(request, "Forbidden: not signed in", 403)
         try:
             fields = await read_form(request)
-        except FormError as exc:
-            return self.message(request, f"Bad request: {exc}", 400, session)
+        except FormError as exc:  # none of the page's forms: no token could be read from it
+            return self.message(request, f"Forbidden: {exc}", 403, session)
         if not session.csrf_matches(fields.get("csrf")):
             return self.message(request, "Forbidden: a missing or wrong CSRF token", 403)
         return session, fields
