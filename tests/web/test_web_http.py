@@ -422,3 +422,25 @@ async def test_the_style_hash_allows_exactly_the_inline_stylesheet(
     digest = base64.b64encode(hashlib.sha256(styles[0].encode()).digest()).decode()
     assert f"style-src 'sha256-{digest}'" in r.headers["content-security-policy"]
     assert ' style="' not in r.text  # no inline style attribute (the hash does not allow one)
+
+
+async def test_under_the_gateways_admin_prefix(ctx: AdminContext) -> None:
+    # The gateway mounts the admin app under its prefix; the page's links, redirects and
+    # cookie path follow the mount, whatever it is.
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    outer = Starlette(
+        routes=[Mount("/ops/admin", app=create_admin_app(ctx, ui=create_billing_web(ctx)))]
+    )
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as c:
+        r = await c.get("/ops/admin/ui/accounts")
+        assert r.status_code == 303 and r.headers["location"] == "/ops/admin/ui/signin"
+        r = await c.post("/ops/admin/ui/signin", data={"token": TOKEN})
+        assert r.headers["location"] == "/ops/admin/ui/accounts"
+        assert "path=/ops/admin/ui;" in r.headers["set-cookie"].lower() + ";"
+        page = await c.get("/ops/admin/ui/accounts")
+        assert page.status_code == 200
+        assert f'href="/ops/admin/ui/account?name={KNOWN}"' in page.text
+        assert 'action="/ops/admin/ui/signout"' in page.text
