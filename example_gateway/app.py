@@ -1,6 +1,7 @@
 """The example gateway: its own operational routes beside one metered proxy.
 
     client ─┬─► /healthz /readyz /metrics (GET): answered by the gateway itself
+            ├─► /admin/... (``[admin] prefix``): the admin API, bearer token, unmetered
             └─► everything else ──► MeteringMiddleware ──► proxy ──► upstream
 
 The meter has nothing to skip: every request that is not exactly one of the
@@ -8,7 +9,9 @@ gateway's own routes enters it and is identified, verified, admitted and
 metered (or refused) before the proxy sees it, and the proxy forwards only
 what the meter passed on (``scope["state"]["metering"]``). ``/healthz`` (alive),
 ``/readyz`` (ledger reachable and taking records) and ``/metrics``
-(Prometheus) never reach the upstream.
+(Prometheus) never reach the upstream. Nor does the admin API (when admin tokens are
+configured): it is routed before the meter, so its calls are neither metered nor
+forwarded, and it guards itself (``Authorization: Bearer <token>`` on every route).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from metering_middleware import MeteringMiddleware, MeteringRuntime
 from metering_middleware.clock import Clock, SystemClock
@@ -62,6 +65,19 @@ def create_gateway_app(
         resign=resign,
     )
 
+    admin_routes: list[BaseRoute] = []
+    admin_ctx = None
+    if gateway.admin is not None:
+        # Imported here: a gateway without admin tokens needs no FastAPI.
+        from metering_middleware.admin.app import create_admin_app
+        from metering_middleware.admin.context import AdminContext
+
+        admin_ctx = AdminContext.from_runtime(runtime, gateway.admin.tokens)
+        admin_app = create_admin_app(admin_ctx)
+        prefix = gateway.admin.prefix
+        # The prefix itself too (a Mount takes only what is below it): never the meter's.
+        admin_routes = [Route(prefix, admin_app), Mount(prefix, app=admin_app)]
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Starlette runs no lifespan of a mounted app: the gateway runs both. The
@@ -69,15 +85,20 @@ def create_gateway_app(
         # inside it; on shutdown the client closes, then the ledger is flushed.
         await runtime.start()
         try:
+            if admin_ctx is not None:
+                await admin_ctx.open()
             async with proxy.router.lifespan_context(proxy):
                 yield
         finally:
+            if admin_ctx is not None:
+                await admin_ctx.close()
             await runtime.stop()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *admin_routes,
         # Everything else, whatever its path, method or scope type: the one metered app.
         Mount("", app=MeteringMiddleware(proxy, runtime=runtime)),
     ]

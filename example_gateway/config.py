@@ -15,11 +15,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from metering_middleware.admin.tokens import AdminTokens, TokenError
 from metering_middleware.config import ConfigError, MeteringConfig
 
 __all__ = [
+    "ADMIN_PREFIX",
     "GATEWAY_ENFORCE_BALANCE",
     "GATEWAY_SETTLE_INTERVAL",
+    "AdminConfig",
     "GatewayConfig",
     "ResignConfig",
     "load_config",
@@ -39,6 +42,30 @@ class ResignConfig:
     secret: str = field(repr=False)
 
 
+#: Where the admin API is mounted unless ``[admin] prefix`` says otherwise.
+ADMIN_PREFIX = "/admin"
+_OWN_ROUTES = ("/healthz", "/readyz", "/metrics")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin API (``[admin]``): served under ``prefix``, unmetered, when tokens are set."""
+
+    tokens: AdminTokens = field(repr=False)
+    prefix: str = ADMIN_PREFIX
+
+    def __post_init__(self) -> None:
+        p = self.prefix
+        if not p.startswith("/") or p.endswith("/") or "//" in p or not p.isprintable():
+            raise ConfigError(
+                f"admin.prefix: {p!r} must start with '/' and not end with one (e.g. /admin)"
+            )
+        if any(c in p for c in "?#{}% "):
+            raise ConfigError(f"admin.prefix: {p!r} has characters a path prefix cannot have")
+        if p in _OWN_ROUTES:
+            raise ConfigError(f"admin.prefix: {p!r} is one of the gateway's own routes")
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     host: str = "127.0.0.1"
@@ -53,6 +80,7 @@ class GatewayConfig:
     #: Seconds in-flight calls get to finish on shutdown before the ledger is flushed.
     drain_seconds: float = 10.0
     resign: ResignConfig | None = None
+    admin: AdminConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.upstream.startswith(("http://", "https://")):
@@ -95,6 +123,40 @@ def _resign(doc: Any, env: Mapping[str, str]) -> ResignConfig | None:
     return ResignConfig(key_id, secret)
 
 
+def _admin(doc: Any, env: Mapping[str, str]) -> AdminConfig | None:
+    """``[admin]``: on when tokens are configured (GATEWAY_ADMIN_TOKENS or tokens_file)."""
+    doc = dict(doc or {})
+    unknown = set(doc) - {"prefix", "tokens_file"}
+    if "tokens" in unknown:
+        raise ConfigError(
+            "admin.tokens: tokens are never inline in the file: set tokens_file or "
+            "GATEWAY_ADMIN_TOKENS"
+        )
+    if unknown:
+        raise ConfigError(f"admin.{sorted(unknown)[0]}: unknown setting")
+    prefix = env.get("GATEWAY_ADMIN_PREFIX", doc.get("prefix", ADMIN_PREFIX))
+    if not isinstance(prefix, str):
+        raise ConfigError("admin.prefix: must be a path such as /admin")
+    text = env.get("GATEWAY_ADMIN_TOKENS")
+    where = "GATEWAY_ADMIN_TOKENS"
+    if text is None:
+        path = doc.get("tokens_file")
+        if path is None:
+            return None
+        if not isinstance(path, str):
+            raise ConfigError("admin.tokens_file: must be a file path")
+        where = f"admin.tokens_file {path}"
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"admin.tokens_file: {exc.strerror}: {path}") from None
+    try:
+        tokens = AdminTokens.parse(text)
+    except TokenError as exc:  # never the token itself, only which one and why
+        raise ConfigError(f"{where}: {exc}") from None
+    return AdminConfig(tokens, prefix)
+
+
 def load_config(
     path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> tuple[GatewayConfig, MeteringConfig]:
@@ -108,12 +170,13 @@ def load_config(
             raise ConfigError(f"config file {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"gateway", "metering"}
+    unknown = set(doc) - {"gateway", "metering", "admin"}
     if unknown:
         raise ConfigError(f"config file: unknown section(s) {', '.join(sorted(unknown))}")
     gw_doc = dict(doc.get("gateway", {}))
     resign = _resign(gw_doc.pop("resign", None), env)
-    known = {f.name for f in fields(GatewayConfig)} - {"resign"}
+    admin = _admin(doc.get("admin"), env)
+    known = {f.name for f in fields(GatewayConfig)} - {"resign", "admin"}
     for key in gw_doc:
         if key not in known:
             raise ConfigError(f"gateway.{key}: unknown setting")
@@ -127,7 +190,7 @@ def load_config(
         except ValueError:
             raise ConfigError(f"GATEWAY_{name.upper()}: {raw!r} is not a {kind.__name__}") from None
     try:
-        gateway = replace(GatewayConfig(), **gw_doc, resign=resign)
+        gateway = replace(GatewayConfig(), **gw_doc, resign=resign, admin=admin)
     except TypeError as exc:
         raise ConfigError(f"gateway: {exc}") from None
     metering_doc = dict(doc.get("metering", {}))

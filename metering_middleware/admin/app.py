@@ -25,22 +25,28 @@ from starlette.types import ASGIApp
 
 from ..ledger.store import StoreError
 from ..rating.errors import RatingError
-from .auth import require_token, token_refusal
+from ..reports.errors import ReportError
+from .auth import BearerGuard, require_token, token_refusal
 from .context import AdminContext
 from .errors import AdminError, ErrorBody, error_response, validation_message
-from .routes import ROUTERS
+from .routes import REGISTRARS
 
-__all__ = ["API_TITLE", "OPENAPI_PATH", "create_admin_app"]
+__all__ = ["API_TITLE", "OPENAPI_PATH", "UI_PATH", "create_admin_app"]
 
 log = logging.getLogger("metering_middleware.admin")
 
 API_TITLE = "metering admin API"
 OPENAPI_PATH = "/openapi.json"
+#: Where the billing web page (``ui``) is mounted; it guards itself.
+UI_PATH = "/ui"
 
 #: Documented on every route: what the error handlers below answer.
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Malformed or invalid input (nothing written)"},
     401: {"model": ErrorBody, "description": "Missing or invalid admin token"},
+    404: {"model": ErrorBody, "description": "Unknown account, AccessKey, plan or route"},
+    409: {"model": ErrorBody, "description": "Refused by a rating rule (nothing written)"},
+    503: {"model": ErrorBody, "description": "The ledger is unavailable"},
 }
 
 
@@ -60,15 +66,21 @@ def create_admin_app(ctx: AdminContext, *, ui: ASGIApp | None = None) -> FastAPI
     )
     app.state.admin = ctx
     _handlers(app, ctx)
-    for make in ROUTERS:
-        app.include_router(make(ctx))
+    for register in REGISTRARS:
+        register(app, ctx)
 
     @app.get(OPENAPI_PATH, include_in_schema=False)
     async def openapi_document() -> JSONResponse:
         return JSONResponse(_document(app))
 
     if ui is not None:
-        app.mount("/ui", ui, name="ui")
+        app.mount(UI_PATH, ui, name="ui")
+    app.add_middleware(
+        BearerGuard,
+        tokens=ctx.tokens,
+        exempt=UI_PATH if ui is not None else None,
+        host_id=ctx.host_id,
+    )
     return app
 
 
@@ -131,6 +143,11 @@ def _handlers(app: FastAPI, ctx: AdminContext) -> None:
         # A rating rule refused the operation (validated before anything was written).
         return error_response(request, 409, "OperationRefused", str(exc), host_id=host)
 
+    async def report_refused(request: Request, exc: Exception) -> Response:
+        # The query layer's own code and status: every billing face refuses alike.
+        assert isinstance(exc, ReportError)
+        return error_response(request, exc.status, exc.code, str(exc), host_id=host)
+
     async def unavailable(request: Request, exc: Exception) -> Response:
         log.error("admin API: ledger unavailable: %s", exc)
         return error_response(
@@ -145,4 +162,5 @@ def _handlers(app: FastAPI, ctx: AdminContext) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RatingError, refused)
+    app.add_exception_handler(ReportError, report_refused)
     app.add_exception_handler(StoreError, unavailable)

@@ -2,8 +2,9 @@
 
 Money is a decimal string both ways (``"12.3400"``, exactly as the Decimal prints in
 fixed point): a JSON number is refused in a request, so no amount ever passes through a
-float. Times are ISO 8601 in UTC with ``Z``. Request bodies forbid unknown fields, so a
-misspelt field is a 400 naming it rather than silently ignored.
+float. Times are ISO 8601 in UTC with ``Z``. Request bodies are strict (``"5"`` is not a
+QPS level, ``1`` is not a string) and forbid unknown fields, so a misspelt field is a 400
+naming it rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ __all__ = [
     "AccountPage",
     "AccountSummary",
     "BalanceOut",
-    "BillLineOut",
-    "BillOut",
-    "BillPlanOut",
     "CapIn",
     "CorrectionIn",
     "EntryOut",
@@ -71,7 +69,7 @@ def timestamp(value: datetime) -> str:
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # -- accounts and keys ---------------------------------------------------------------------
@@ -248,7 +246,7 @@ class RefundOut(BaseModel):
     plan: str
     account: str
     paid: Money
-    held_hours: str
+    held_hours: Money
     used: list[UsedItemOut]
     used_value: Money
     amount: Money
@@ -269,8 +267,8 @@ class NoticeOut(BaseModel):
     at: Timestamp
     data: dict[str, object]
     recorded_at: Timestamp
-    delivery: Literal["pending", "delivered", "failed"] | None = Field(
-        description="the webhook delivery's state; null: no webhook configured"
+    delivery: Literal["pending", "delivered", "failed"] = Field(
+        description="the webhook delivery's state (pending too when no webhook is configured)"
     )
     attempts: int
 
@@ -278,41 +276,3 @@ class NoticeOut(BaseModel):
 class NoticePage(BaseModel):
     items: list[NoticeOut]
     next_cursor: str | None
-
-
-# -- bills ---------------------------------------------------------------------------------
-
-
-class BillLineOut(BaseModel):
-    category: str
-    item: str
-    source: str
-    plan_id: str | None
-    tier: int | None
-    unit_price: Money | None
-    calls: int
-    points: Money
-    amount: Money
-    adjustment: bool
-    usage_month: str
-
-
-class BillPlanOut(BaseModel):
-    id: str
-    kind: str
-    start: str
-    end: str
-    remaining: Money | None
-
-
-class BillOut(BaseModel):
-    account: str
-    month: str
-    final: bool
-    settled_until: str | None
-    lines: list[BillLineOut]
-    payg_exact: Money
-    payg_recorded: Money
-    rounding: Money
-    amount_due: Money
-    plans: list[BillPlanOut]

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Path
+
 from ...credentials import CredentialInfo
 from ...rating.cash import BalanceView
 from ..context import AdminContext
 from ..errors import AdminError
 from ..models import BalanceOut, KeyOut, money, timestamp
 
-__all__ = ["account_state", "balance_out", "key_out", "not_found"]
+__all__ = ["AccountPath", "account_state", "balance_out", "key_out", "micros", "not_found"]
+
+
+AccountPath = Annotated[str, Path(min_length=1, max_length=128, description="The account")]
 
 
 def not_found(code: str, what: str) -> AdminError:
@@ -42,3 +50,10 @@ def key_out(info: CredentialInfo) -> KeyOut:
         created_at=timestamp(info.created_at),
         disabled_at=None if info.disabled_at is None else timestamp(info.disabled_at),
     )
+
+
+def micros(when: datetime) -> int:
+    """A time as a sort key (integer microseconds since the epoch: exact, ordered)."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC if when.tzinfo is not None else None)
+    delta = when - epoch
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import sqlite3
+from enum import Enum
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import FastAPI, Query
 
 from ...rating.cash import balance_view
 from ...rating.purchases import list_plans
 from ..context import AdminContext
 from ..models import AccountOut, AccountPage, AccountSummary
 from ..pagination import DEFAULT_LIMIT, CursorQuery, Cursors, LimitQuery
-from ._common import account_state, balance_out, key_out
+from ._common import AccountPath, account_state, balance_out, key_out
 
-__all__ = ["AccountPath", "router"]
+__all__ = ["register"]
 
-AccountPath = Annotated[str, Path(min_length=1, max_length=128, description="The account")]
+_TAGS: list[str | Enum] = ["accounts"]
+
 _LISTING = "accounts"
 
 
@@ -39,11 +41,11 @@ def _accounts_page(
     return [(str(a), int(n), int(e)) for a, n, e in rows]
 
 
-def router(ctx: AdminContext) -> APIRouter:
-    api = APIRouter(tags=["accounts"])
+def register(app: FastAPI, ctx: AdminContext) -> None:
+    """Add this resource's routes to ``app`` (under its app-wide bearer guard)."""
     cursors = Cursors(ctx.tokens.derive_key("cursor"))
 
-    @api.get("/accounts", response_model=AccountPage, summary="List accounts")
+    @app.get("/accounts", tags=_TAGS, response_model=AccountPage, summary="List accounts")
     async def list_accounts(
         search: Annotated[
             str | None, Query(max_length=128, description="Substring, any case")
@@ -66,11 +68,11 @@ def router(ctx: AdminContext) -> APIRouter:
             next_cursor=cursors.make(_LISTING, (rows[-1][0],)) if more else None,
         )
 
-    @api.get(
+    @app.get(
         "/accounts/{account}",
+        tags=_TAGS,
         response_model=AccountOut,
         summary="Show an account",
-        responses={404: {"description": "Account.NotFound"}},
     )
     async def show_account(account: AccountPath) -> AccountOut:
         state = await account_state(ctx, account)
@@ -85,5 +87,3 @@ def router(ctx: AdminContext) -> APIRouter:
             balance=balance_out(view),
             plans=len(plans),
         )
-
-    return api
