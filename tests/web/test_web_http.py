@@ -68,6 +68,17 @@ async def test_wrong_token_gives_the_form_again_and_no_cookie(client: httpx.Asyn
     assert (await client.get("/ui/accounts")).status_code == 303
 
 
+async def test_sign_in_from_another_origin_is_refused(client: httpx.AsyncClient) -> None:
+    # Login CSRF: another site cannot sign a browser into the page, even with a token.
+    for header in ({"origin": "http://evil.test"}, {"referer": "http://evil.test/x"}):
+        r = await client.post("/ui/signin", data={"token": TOKEN}, headers=header)
+        assert r.status_code == 403 and "set-cookie" not in r.headers
+    r = await client.post(
+        "/ui/signin", data={"token": TOKEN}, headers={"origin": "http://admin.test"}
+    )
+    assert r.status_code == 303 and "set-cookie" in r.headers
+
+
 async def test_session_cookie_flags(client: httpx.AsyncClient) -> None:
     r = await client.post("/ui/signin", data={"token": TOKEN})
     assert r.status_code == 303 and r.headers["location"] == "/ui/accounts"
@@ -411,6 +422,7 @@ async def test_security_headers_on_every_answer(
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["referrer-policy"] == "same-origin"
     assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["cache-control"] == "no-store"
 
 
 async def test_the_style_hash_allows_exactly_the_inline_stylesheet(

@@ -58,7 +58,7 @@ def _share(plan: Any, width: int) -> str:
 
 def _low_mark(plan: Any) -> str:
     """The 20% mark of a plan: at or below it the low-points notice is sent."""
-    return format(plan.points * LOW_BALANCE_SHARE, "f")
+    return format((plan.points * LOW_BALANCE_SHARE).normalize(), "f")
 
 
 class Templates:
