@@ -14,27 +14,14 @@ import pytest
 
 from metering_middleware.cli import main
 from metering_middleware.ledger import CallRecord, MemoryStore
-from metering_middleware.ledger.records import Outcome
-from tests.reports.support import COMPARE, Ledger, utc
-
-START = utc(2026, 11, 1)
+from tests.reports.readme_ledger import START, build
+from tests.reports.support import Ledger
 
 
 @pytest.fixture
 async def db(tmp_path: Path) -> str:
     path = tmp_path / "ledger.sqlite"
-    async with Ledger(path, START) as led:
-        for name in ("acme", "acme2", "AC%ME"):
-            await led.account(name)
-        await led.topup("acme", "20", START)
-        await led.plan("acme", "100", START, "P1")  # 2 DetectFace calls
-        await led.calls("acme", [utc(2026, 11, 1, 15, 59), utc(2026, 11, 1, 16, 0)])
-        await led.calls("acme", [utc(2026, 11, 2, 1)] * 3, COMPARE)  # 3 x 0.40
-        await led.counts(
-            led.count("acme", utc(2026, 11, 1, 16, 0), Outcome.REFUSED, "Throttling.User", 2)
-        )
-        await led.calls("acme2", [utc(2026, 11, 1, 15, 59)])
-        await led.settle(utc(2026, 11, 5))
+    await build(path)  # the README's example ledger
     return f"sqlite:///{path}"
 
 
