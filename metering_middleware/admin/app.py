@@ -158,6 +158,19 @@ def _handlers(app: FastAPI, ctx: AdminContext) -> None:
             host_id=host,
         )
 
+    async def internal(request: Request, exc: Exception) -> Response:
+        # A bug, not bad input: an Alibaba-style 500 (the server logs the traceback; the
+        # caller never sees it).
+        log.error("admin API: %s %s failed", request.method, request.url.path)
+        return error_response(
+            request,
+            500,
+            "InternalError",
+            "the request failed on the server; quote the RequestId",
+            host_id=host,
+        )
+
+    app.add_exception_handler(Exception, internal)
     app.add_exception_handler(AdminError, admin_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -18,6 +18,10 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from example_gateway.app import create_gateway_app
+from example_gateway.config import AdminConfig, GatewayConfig
+from example_gateway.mock_upstream import MockUpstream, create_mock_upstream
+from metering_middleware import MeteringConfig, MeteringRuntime
 from metering_middleware.admin.app import create_admin_app
 from metering_middleware.admin.context import AdminContext
 from metering_middleware.admin.tokens import AdminTokens
@@ -31,6 +35,9 @@ from metering_middleware.rating import (
     buy_resource_plan,
     top_up,
 )
+from tests.e2e.conftest import add_account
+from tests.support.catalogs import roomy_catalog
+from tests.support.servers import run_server
 
 TOKEN = "current-admin-token-0123456789abcdef"
 TOKEN_2 = "second-admin-token-for-rotation-9876543210"
@@ -128,3 +135,42 @@ async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
     async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
         yield Admin(client, ctx, db, clock, box, **seeded)
     await ctx.close()
+
+
+# -- the example gateway with the admin API mounted (real HTTP) -----------------------
+
+PREFIX = "/ops/admin"
+
+
+@dataclass
+class Served:
+    url: str
+    db: Path
+    mock: MockUpstream
+    key: str
+    secret: str
+
+    def count(self, sql: str) -> int:
+        with sqlite3.connect(self.db) as conn:
+            return int(conn.execute(sql).fetchone()[0])
+
+    def metered(self) -> tuple[int, int]:
+        """(records, per-minute outcome counts summed): what the meter wrote."""
+        calls = self.count("SELECT COUNT(*) FROM calls")
+        return calls, self.count("SELECT COALESCE(SUM(count), 0) FROM outcome_counts")
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    db = tmp_path / "ledger.sqlite"
+    url = f"sqlite:///{db}"
+    key, secret = await add_account(url, "acme")
+    mock = create_mock_upstream()
+    runtime = MeteringRuntime(
+        MeteringConfig(ledger_url=url, mode="strict", settle_interval=0), catalog=roomy_catalog()
+    )
+    admin = AdminConfig(AdminTokens([TOKEN]), PREFIX)
+    async with run_server(mock) as upstream:
+        gateway = GatewayConfig(upstream=upstream, timeout=5.0, admin=admin)
+        async with run_server(create_gateway_app(gateway, runtime)) as base:
+            yield Served(base, db, mock, key, secret)

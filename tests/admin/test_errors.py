@@ -4,9 +4,11 @@ and a refused request writes nothing (the whole ledger read before and after).""
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -643,3 +645,27 @@ async def test_no_json_body_makes_a_500(admin: Admin, body: Any) -> None:
         assert r.status_code < 500, (path, body, r.text)
         if r.status_code >= 400:
             assert set(r.json()) == {"RequestId", "HostId", "Code", "Message", "Recommend"}
+
+
+async def test_a_server_failure_is_an_alibaba_500_without_a_traceback(admin: Admin) -> None:
+    # A notice row whose details are not JSON (a damaged ledger): a bug's path, not input.
+    with sqlite3.connect(admin.db) as conn:
+        conn.execute(
+            "INSERT INTO notices (id, kind, account, subject, at, data, recorded_at)"
+            " VALUES ('x', 'account.held', 'alice', 's', '2026-03-10T04:00:00.000000Z', '{',"
+            " '2026-03-10T04:00:00.000000Z')"
+        )
+    app = admin.client._transport.app  # type: ignore[attr-defined]
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://a") as client:
+        r = await client.get("/notices", headers=auth())
+    assert r.status_code == 500
+    assert r.json()["Code"] == "InternalError" and "Traceback" not in r.text
+
+
+async def test_a_ledger_moved_away_is_a_503(admin: Admin) -> None:
+    assert (await admin.client.get("/accounts/alice/balance", headers=auth())).status_code == 200
+    admin.db.rename(admin.db.with_suffix(".moved"))
+    for path in ("/accounts/alice/balance", "/accounts", "/notices"):
+        r = await admin.client.get(path, headers=auth())
+        assert (r.status_code, r.json()["Code"]) == (503, "ServiceUnavailable"), (path, r.text)

@@ -3,61 +3,18 @@ under it reach neither the meter nor the upstream; a metered call elsewhere stil
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 
 from example_gateway.app import create_gateway_app
-from example_gateway.config import AdminConfig, GatewayConfig
-from example_gateway.mock_upstream import MockUpstream, create_mock_upstream
+from example_gateway.config import GatewayConfig
+from example_gateway.mock_upstream import create_mock_upstream
 from metering_middleware import MeteringConfig, MeteringRuntime
-from metering_middleware.admin.tokens import AdminTokens
-from tests.e2e.conftest import add_account
 from tests.e2e.signed import v3_headers
-from tests.support.catalogs import roomy_catalog
 from tests.support.servers import run_server
 
-from .conftest import TOKEN, auth
-
-PREFIX = "/ops/admin"
-
-
-@dataclass
-class Served:
-    url: str
-    db: Path
-    mock: MockUpstream
-    key: str
-    secret: str
-
-    def count(self, sql: str) -> int:
-        with sqlite3.connect(self.db) as conn:
-            return int(conn.execute(sql).fetchone()[0])
-
-    def metered(self) -> tuple[int, int]:
-        """(records, per-minute outcome counts summed): what the meter wrote."""
-        calls = self.count("SELECT COUNT(*) FROM calls")
-        return calls, self.count("SELECT COALESCE(SUM(count), 0) FROM outcome_counts")
-
-
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Served]:
-    db = tmp_path / "ledger.sqlite"
-    url = f"sqlite:///{db}"
-    key, secret = await add_account(url, "acme")
-    mock = create_mock_upstream()
-    runtime = MeteringRuntime(
-        MeteringConfig(ledger_url=url, mode="strict", settle_interval=0), catalog=roomy_catalog()
-    )
-    admin = AdminConfig(AdminTokens([TOKEN]), PREFIX)
-    async with run_server(mock) as upstream:
-        gateway = GatewayConfig(upstream=upstream, timeout=5.0, admin=admin)
-        async with run_server(create_gateway_app(gateway, runtime)) as base:
-            yield Served(base, db, mock, key, secret)
+from .conftest import PREFIX, Served, auth
 
 
 async def test_admin_calls_are_neither_metered_nor_forwarded(served: Served) -> None:

@@ -277,6 +277,6 @@ def register(app: FastAPI, ctx: AdminContext) -> None:
             raise _busy() from None
         except BalanceError as exc:
             raise AdminError(409, "Refund.NotAllowed", str(exc)) from None
-        except PlanError as exc:
+        except (PlanError, ValueError) as exc:  # ValueError: a refund recorded meanwhile
             raise AdminError(409, "Plan.AlreadyRefunded", str(exc)) from None
         return _refund_out(quote, True)
