@@ -46,6 +46,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or invalid admin token"},
     404: {"model": ErrorBody, "description": "Unknown account, AccessKey, plan or route"},
     409: {"model": ErrorBody, "description": "Refused by a rating rule (nothing written)"},
+    500: {"model": ErrorBody, "description": "A server failure (InternalError; logged)"},
     503: {"model": ErrorBody, "description": "The ledger is unavailable"},
 }
 

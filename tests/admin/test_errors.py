@@ -659,8 +659,10 @@ async def test_a_server_failure_is_an_alibaba_500_without_a_traceback(admin: Adm
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://a") as client:
         r = await client.get("/notices", headers=auth())
+        doc = (await client.get("/openapi.json", headers=auth())).json()
     assert r.status_code == 500
     assert r.json()["Code"] == "InternalError" and "Traceback" not in r.text
+    assert "500" in doc["paths"]["/notices"]["get"]["responses"]
 
 
 async def test_a_ledger_moved_away_is_a_503(admin: Admin) -> None:
