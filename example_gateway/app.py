@@ -71,9 +71,11 @@ def create_gateway_app(
         # Imported here: a gateway without admin tokens needs no FastAPI.
         from metering_middleware.admin.app import create_admin_app
         from metering_middleware.admin.context import AdminContext
+        from metering_middleware.admin.web import create_billing_web
 
         admin_ctx = AdminContext.from_runtime(runtime, gateway.admin.tokens)
-        admin_app = create_admin_app(admin_ctx)
+        # The billing web page at <prefix>/ui (it guards itself with a session cookie).
+        admin_app = create_admin_app(admin_ctx, ui=create_billing_web(admin_ctx))
         prefix = gateway.admin.prefix
         # The prefix itself too (a Mount takes only what is below it): never the meter's.
         admin_routes = [Route(prefix, admin_app), Mount(prefix, app=admin_app)]

@@ -38,7 +38,7 @@ async def test_tiers_to_date_and_projected(tmp_path: Path) -> None:
         p = await month_preview(path, "acme", NOVEMBER, led.clock.now(), catalog=led.catalog)
         assert _table_sizes(path) == before  # nothing written
     assert p.elapsed == Decimal("0.5")
-    [item] = p.items
+    [item] = p.items  # acme2's call of the same item and month is not acme's
     assert (item.item, item.settled_calls, item.pending_calls, item.projected_calls) == (
         DETECT,
         8,
@@ -100,3 +100,18 @@ async def test_a_past_month_projects_itself_and_a_future_one_is_refused(tmp_path
             await month_preview(path, "acme", "2027-01", later, catalog=led.catalog)
         start = await month_preview(path, "acme", "2026-12", utc(2026, 11, 30, 16))
         assert start.elapsed == 0 and start.projected is None and start.items == ()
+
+
+async def test_a_late_record_behind_the_horizon_is_pending(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    async with Ledger(path, utc(2026, 10, 31, 16)) as led:
+        await led.account("acme")
+        await led.calls("acme", [NOVEMBER.start + timedelta(days=d, hours=2) for d in range(4)])
+        await led.settle(NOVEMBER.start + timedelta(days=8))  # all 4 settled: 3 x 0.50 + 0.25
+        led.clock.set(NOVEMBER.start + timedelta(days=9))
+        # Arrives now, occurred on day 2: behind the horizon, after the settled seq mark.
+        await led.calls("acme", [NOVEMBER.start + timedelta(days=1, hours=5)])
+        p = await month_preview(path, "acme", NOVEMBER, led.clock.now(), catalog=led.catalog)
+    [item] = p.items
+    assert (item.settled_calls, item.pending_calls) == (4, 1)
+    assert (p.settled, p.pending, p.to_date) == (Decimal("1.75"), Decimal("0.25"), Decimal("2.00"))
