@@ -1,6 +1,7 @@
 """The one way report results become plain JSON values (private).
 
-Money is the Decimal's own text (exact, never a float), instants are ISO 8601 UTC with
+Money is the Decimal's own digits in fixed point (exact, never a float, never an
+exponent: ``str(Decimal("0E-8"))`` is ``"0E-8"``, ``format(..., "f")`` is ``"0.00000000"``), instants are ISO 8601 UTC with
 ``Z``, days are ``YYYY-MM-DD``: the admin API, the tenant view and the web page all
 serialise through these, so one number reads the same everywhere.
 """
@@ -14,11 +15,11 @@ __all__ = ["day_text", "money", "money_or_none", "time_or_none", "time_text"]
 
 
 def money(value: Decimal) -> str:
-    return str(value)
+    return format(value, "f")
 
 
 def money_or_none(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else format(value, "f")
 
 
 def time_text(value: datetime) -> str:

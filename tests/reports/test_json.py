@@ -52,3 +52,13 @@ async def test_every_result_is_plain_json(tmp_path: Path) -> None:
         _walk(doc)
     assert results[1].to_json()["balance"] == "17.80"
     assert results[0].to_json()["rows"][0]["day"] == "2026-11-01"
+
+
+def test_money_is_fixed_point_never_an_exponent() -> None:
+    from decimal import Decimal
+
+    from metering_middleware.reports._json import money, money_or_none
+
+    assert money(Decimal("0E-8")) == "0.00000000"
+    assert money(Decimal("1E+2")) == "100"
+    assert money_or_none(Decimal("-0.0032")) == "-0.0032" and money_or_none(None) is None
