@@ -2,8 +2,8 @@
 
 Money is the Decimal's own digits in fixed point (exact, never a float, never an
 exponent: ``str(Decimal("0E-8"))`` is ``"0E-8"``, ``format(..., "f")`` is ``"0.00000000"``),
-instants are ISO 8601 UTC with ``Z``, days are ``YYYY-MM-DD``: the admin API, the tenant view and the web page all
-serialise through these, so one number reads the same everywhere.
+instants are ISO 8601 UTC with ``Z``, days are ``YYYY-MM-DD``: the admin API, the tenant
+view and the web page all serialise through these, so one number reads the same everywhere.
 """
 
 from __future__ import annotations
