@@ -1,6 +1,7 @@
 """The example gateway: its own operational routes beside one metered proxy.
 
     client ─┬─► /healthz /readyz /metrics (GET): answered by the gateway itself
+            ├─► /tenant/...: the tenant view (signed with the tenant's own key, unmetered)
             └─► everything else ──► MeteringMiddleware ──► proxy ──► upstream
 
 The meter has nothing to skip: every request that is not exactly one of the
@@ -8,7 +9,9 @@ gateway's own routes enters it and is identified, verified, admitted and
 metered (or refused) before the proxy sees it, and the proxy forwards only
 what the meter passed on (``scope["state"]["metering"]``). ``/healthz`` (alive),
 ``/readyz`` (ledger reachable and taking records) and ``/metrics``
-(Prometheus) never reach the upstream.
+(Prometheus) never reach the upstream, nor does ``/tenant/`` (docs/tenant.md): a
+tenant's signed reads of its own usage, plans, balance and bills, answered from the
+ledger file and never forwarded, charged or counted as VIAPI calls.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from metering_middleware import MeteringMiddleware, MeteringRuntime
 from metering_middleware.clock import Clock, SystemClock
+from metering_middleware.tenant import create_tenant_app, tenant_view_available
 
 from .config import GatewayConfig
 from .proxy import V3Resigner, create_proxy_app
@@ -74,10 +78,15 @@ def create_gateway_app(
         finally:
             await runtime.stop()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+    ]
+    if gateway.tenant_qps and tenant_view_available(runtime):
+        # Before the metered mount: a /tenant/ request is the tenant view's alone.
+        routes.append(Mount("/tenant", app=create_tenant_app(runtime, qps=gateway.tenant_qps)))
+    routes += [
         # Everything else, whatever its path, method or scope type: the one metered app.
         Mount("", app=MeteringMiddleware(proxy, runtime=runtime)),
     ]

@@ -23,6 +23,9 @@ FORBIDDEN = {
     "notices": {"middleware", "runtime", "limiter", "identity", "entitlements", "cli"},
     # The query layer under every billing view reads; the request path never needs it.
     "reports": {"middleware", "runtime", "limiter", "identity", "signing", "entitlements", "cli"},
+    # The tenant view reuses the meter's parts (runtime, verifier), never the meter itself,
+    # nor the admin or web faces (FastAPI, Jinja2 stay out of the library core).
+    "tenant": {"middleware", "cli", "admin", "web"},
 }
 
 
