@@ -30,7 +30,7 @@ from ..ledger import StoreError, new_record_id
 from ..ledger.sqlite import SqliteStore
 from ..reports import ReportError
 from ..runtime import MeteringRuntime
-from ._auth import TenantAuthenticator
+from ._auth import LimitRefusal, TenantAuthenticator
 from ._errors import METHOD_NOT_ALLOWED
 from ._params import read_params
 from ._routes import Router
@@ -150,6 +150,8 @@ class TenantApp:
             )
             data = await view.handler(self._context, caller.account, params)
         except ApiError as exc:
+            if isinstance(exc, LimitRefusal):
+                extra = exc.headers
             await _error(send, exc.kind.status, exc.code, exc.message, request_id, extra)
             return
         except ReportError as exc:

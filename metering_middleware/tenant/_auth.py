@@ -30,7 +30,7 @@ from ..runtime import MeteringRuntime
 from ..signing import V3_ALGORITHM, SignedCall, parse_v3_authorization
 from ._errors import UNSUPPORTED_SIGNATURE
 
-__all__ = ["LIMIT_CATEGORY", "TenantAuthenticator", "TenantCaller"]
+__all__ = ["LIMIT_CATEGORY", "LimitRefusal", "TenantAuthenticator", "TenantCaller"]
 
 #: The limiter key's category for tenant-view calls: no catalog category has a dash, so
 #: the tenant view's budget is never a VIAPI API's (its calls are not VIAPI calls).
@@ -52,6 +52,14 @@ class TenantCaller:
     headers: Mapping[str, str]
     #: The RateLimit headers of the admission, for the answer.
     rate_headers: tuple[tuple[bytes, bytes], ...]
+
+
+class LimitRefusal(ApiError):
+    """A refusal by the limiter (throttled, backend down): carries the RateLimit headers."""
+
+    def __init__(self, error: ApiError, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        super().__init__(error.kind, error.message, reason=error.reason)
+        self.headers = headers
 
 
 def _looks_v1(query: bytes, headers: Mapping[str, str], body: bytes) -> bool:
@@ -137,16 +145,11 @@ class TenantAuthenticator:
         call = SignedCall("v3", method, path, query, headers, body, auth.access_key_id, auth)
         await rt.verifier.verify(call, credential.secret)
         decision = await self._admit(credential.account, call)
+        rate_headers = tuple(rate_limit_headers(decision))
         refused = refusal(decision, throttle_status=self._throttle_status)
         if refused is not None:
-            raise refused
-        return TenantCaller(
-            credential.account,
-            auth.access_key_id,
-            query,
-            headers,
-            tuple(rate_limit_headers(decision)),
-        )
+            raise LimitRefusal(refused, rate_headers)
+        return TenantCaller(credential.account, auth.access_key_id, query, headers, rate_headers)
 
     async def _admit(self, account: str, call: SignedCall) -> Decision:
         if self._own_limiter is not None:

@@ -178,10 +178,11 @@ class TenantGateway:
         method: str = "GET",
         extra: dict[str, str] | None = None,
         now: datetime | None = None,
+        nonce: str | None = None,
     ) -> httpx.Response:
         """One call signed by the project's signer at the gateway's clock."""
         headers = signed_headers(
-            key, action, path, query or [], body, now or self.clock.now(), method, extra
+            key, action, path, query or [], body, now or self.clock.now(), method, extra, nonce
         )
         return await self.raw(method, path, query or [], headers, body)
 
@@ -206,6 +207,7 @@ def signed_headers(
     now: datetime,
     method: str = "GET",
     extra: dict[str, str] | None = None,
+    nonce: str | None = None,
 ) -> dict[str, str]:
     headers = {
         "host": "tenant.example",
@@ -217,7 +219,15 @@ def signed_headers(
         headers.setdefault("content-type", "application/json")
     headers.update(
         sign_v3(
-            method, path, query, headers, body, key.id, key.secret, now=now, nonce=uuid.uuid4().hex
+            method,
+            path,
+            query,
+            headers,
+            body,
+            key.id,
+            key.secret,
+            now=now,
+            nonce=nonce or uuid.uuid4().hex,
         )
     )
     return headers
