@@ -255,12 +255,15 @@ async def tenant_gateway(
     clock: Clock | None = None,
     now: datetime | None = None,
     tenant_qps: int = 50,
+    seeded: Seeded | None = None,
     **settings: Any,
 ) -> AsyncIterator[TenantGateway]:
-    """The example gateway over a seeded ledger, the mock VIAPI behind it."""
+    """The example gateway over a seeded ledger (``seeded``: seeded already, a restart),
+    the mock VIAPI behind it."""
     db = tmp_path / "ledger.sqlite"
     clock = clock or SystemClock()
-    seeded = await seed(db, now or clock.now())
+    if seeded is None:
+        seeded = await seed(db, now or clock.now())
     runtime = MeteringRuntime(
         MeteringConfig(ledger_url=f"sqlite:///{db}", mode="strict", **settings),
         clock=clock,

@@ -49,6 +49,22 @@ async def test_a_replayed_request_is_refused(gw: TenantGateway) -> None:
     assert code(await gw.raw("GET", BALANCE[1], [], headers)) == (400, "SignatureNonceUsed")
 
 
+@pytest.mark.parametrize("enforce_qps", [False, True], ids=["verifier-nonces", "limiter-nonces"])
+async def test_a_replay_after_a_restart_is_refused(tmp_path: Path, enforce_qps: bool) -> None:
+    clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
+    async with tenant_gateway(tmp_path, clock=clock, enforce_qps=enforce_qps) as gw:
+        headers = signed_headers(gw.seeded.a, *BALANCE, [], b"", clock.now())
+        assert data(await gw.raw("GET", BALANCE[1], [], headers))["account"] == "acme"
+        seeded = gw.seeded
+    clock.advance(30)
+    # A new gateway process on the same ledger: the nonce was kept in the ledger file.
+    async with tenant_gateway(
+        tmp_path, clock=clock, enforce_qps=enforce_qps, seeded=seeded
+    ) as again:
+        assert code(await again.raw("GET", BALANCE[1], [], headers)) == (400, "SignatureNonceUsed")
+        assert data(await again.send(seeded.a, *BALANCE))["account"] == "acme"
+
+
 async def test_a_nonce_spent_on_a_viapi_call_is_spent_here_too(gw: TenantGateway) -> None:
     a = gw.seeded.a
     nonce = uuid.uuid4().hex
