@@ -36,6 +36,10 @@ def _names_an_owner(name: str) -> bool:
     return folded == "uid" or any(word in folded for word in _OWNER_WORDS)
 
 
+class _Object(list[tuple[str, Any]]):
+    """A JSON object's members in order, duplicates kept (so they can be refused)."""
+
+
 def _scalar(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -43,9 +47,10 @@ def _scalar(name: str, value: Any) -> str:
         return value
     if isinstance(value, int | float):
         return str(value)
+    kind = "an object" if isinstance(value, _Object) else "an array"
     raise ApiError(
         INVALID_PARAMETER,
-        f'The parameter "{_show(name)}" must be a string or a number, not {type(value).__name__}.',
+        f'The parameter "{_show(name)}" must be a string or a number, not {kind}.',
     )
 
 
@@ -57,12 +62,13 @@ def _body_params(content_type: str | None, body: bytes) -> list[tuple[str, str]]
         return parse_params(body, "form body")
     if media == _JSON:
         try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            doc = json.loads(body, object_pairs_hook=_Object)
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError(INVALID_PARAMETER, "The request body is not valid JSON.") from None
-        if not isinstance(doc, dict):
+        if not isinstance(doc, _Object):
             raise ApiError(INVALID_PARAMETER, "The JSON request body must be an object.")
-        return [(str(k), _scalar(str(k), v)) for k, v in doc.items() if v is not None]
+        # A member given twice must agree, like a parameter given twice (read_params).
+        return [(k, _scalar(k, v)) for k, v in doc if v is not None]
     raise ApiError(
         UNSIGNED_BODY,
         f"A {_show(media) or 'untyped'} body is not read: send parameters in the query, "

@@ -85,7 +85,9 @@ def _instant(name: str, text: str, tz: timezone) -> datetime:
         if _DAY(text):
             return datetime.combine(date.fromisoformat(text), datetime.min.time(), tz)
         if text.endswith("Z") and "T" in text:
-            return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+            found = datetime.fromisoformat(text[:-1])
+            if found.tzinfo is None:  # "...+08:00Z" names two zones: refused
+                return found.replace(tzinfo=UTC)
     except ValueError:
         pass
     raise _bad(

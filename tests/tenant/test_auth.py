@@ -254,3 +254,42 @@ async def test_routing_refusals(gw: TenantGateway) -> None:
         extra={"content-type": "text/xml"},
     )
     assert code(answer) == (415, "UnsupportedMediaType")
+
+
+async def test_ambiguous_parameters_are_refused(gw: TenantGateway) -> None:
+    a, month = gw.seeded.a, gw.seeded.month
+    bodies = [
+        b'{"Month": "%s", "Month": "2026-01"}' % month.encode(),  # a member given twice
+        b'{"Month": {"$gt": ""}}',  # not a value
+        b'{"Month": ["%s"]}' % month.encode(),
+    ]
+    for body in bodies:
+        _clock(gw).advance(1.0)
+        answer = await gw.send(a, "DescribeBill", "/tenant/v1/bills", body=body, method="POST")
+        assert code(answer) == (400, "InvalidParameter"), body
+    # The same member in the query and the body must agree too.
+    answer = await gw.send(
+        a,
+        "DescribeBill",
+        "/tenant/v1/bills",
+        query=[("Month", month)],
+        body=b'{"Month": "2026-01"}',
+        method="POST",
+    )
+    assert code(answer) == (400, "InvalidParameter")
+    _clock(gw).advance(1.0)
+    # An instant naming two zones is no instant.
+    answer = await gw.send(
+        a, "DescribeUsage", "/tenant/v1/usage", query=[("Since", "2026-12-01T00:00:00+08:00Z")]
+    )
+    assert code(answer) == (400, "InvalidParameter")
+    # What agrees is accepted: the month twice, the same.
+    answer = await gw.send(
+        a,
+        "DescribeBill",
+        "/tenant/v1/bills",
+        query=[("Month", month)],
+        body=b'{"Month": "%s"}' % month.encode(),
+        method="POST",
+    )
+    assert data(answer)["month"] == month
