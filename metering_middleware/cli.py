@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
@@ -23,16 +23,18 @@ from ._cli_args import (
     positive_int,
     spread_global_options,
 )
-from ._output import render
+from ._output import STREAMED_FORMATS, render
 from .clock import BEIJING, SystemClock
 from .credentials import SECRET_KEY_ENV, CredentialManager, SecretBox
-from .ledger import LedgerStore, StoreError
+from .ledger import CallRecord, LedgerStore, StoreError
 from .ledger.migrate import LedgerMissing
 from .ledger.urls import open_store
 from .notices._commands import add_notice_commands
 from .rating import LockLost, SettleBusy
 from .rating._commands import CATALOG_ENV, RATING_COLUMNS, add_rating_commands
 from .rating._money_commands import MONEY_COLUMNS, add_money_commands
+from .reports._commands import add_report_commands
+from .reports.export import ProgressUnavailable, progress_bar, stream_export
 
 __all__ = ["main"]
 
@@ -123,26 +125,44 @@ async def _accounts_disable(store: LedgerStore, args: argparse.Namespace) -> lis
     return [{"disabled": n}]
 
 
-async def _ledger_calls(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
-    records = await store.calls(
-        account=args.account, since=args.since, until=args.until, limit=args.limit
-    )
-    return [
-        {
-            "id": r.id,
-            "occurred_at": r.occurred_at.astimezone(args.tz),
-            "account": r.account,
-            "access_key_id": r.access_key_id,
-            "category": r.category,
-            "action": r.action,
-            "item": r.item,
-            "status": r.status,
-            "error_code": r.error_code,
-            "request_id": r.request_id,
-            "latency_ms": r.latency_ms,
-        }
-        for r in records
-    ]
+def _call_row(r: CallRecord, zone: tzinfo) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "occurred_at": r.occurred_at.astimezone(zone),
+        "account": r.account,
+        "access_key_id": r.access_key_id,
+        "category": r.category,
+        "action": r.action,
+        "item": r.item,
+        "status": r.status,
+        "error_code": r.error_code,
+        "request_id": r.request_id,
+        "latency_ms": r.latency_ms,
+    }
+
+
+async def _ledger_calls(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]] | str:
+    filters = {"account": args.account, "since": args.since, "until": args.until}
+    if args.format not in STREAMED_FORMATS:  # a table needs every row for its widths
+        records = await store.calls(**filters, limit=args.limit)
+        return [_call_row(r, args.tz) for r in records]
+    # JSON and CSV stream: keyset pages written as they come, in constant memory.
+    bar = None
+    if args.progress or sys.stderr.isatty():
+        total = await store.count_calls(**filters)
+        if args.limit is not None:
+            total = min(total, args.limit)
+        try:
+            bar = progress_bar(total, sys.stderr, required=args.progress)
+        except ProgressUnavailable as exc:
+            raise CliError(str(exc)) from None
+
+    async def pages() -> AsyncIterator[list[dict[str, Any]]]:
+        async for page in store.iter_calls(**filters, limit=args.limit):
+            yield [_call_row(r, args.tz) for r in page]
+
+    await stream_export(pages(), COLUMNS[_ledger_calls], args.format, sys.stdout, bar=bar)
+    return ""
 
 
 async def _ledger_summary(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -298,10 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--limit", metavar="N", type=positive_int, help="at most N calls (default: all)"
             )
+            p.add_argument(
+                "--progress",
+                action="store_true",
+                help="a progress bar on stderr for json/csv exports (default: only when "
+                "stderr is a terminal)",
+            )
         p.set_defaults(handler=handler)
     plans = add_rating_commands(groups)
     add_money_commands(groups, acts, plans)
     add_notice_commands(groups)
+    add_report_commands(groups)
     spread_global_options(parser, _global_options)
     return parser
 

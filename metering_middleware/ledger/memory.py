@@ -128,6 +128,30 @@ class MemoryStore:
         found.sort(key=lambda r: (r.occurred_at, r.id))
         return found if limit is None else found[: max(limit, 0)]
 
+    async def iter_calls(
+        self,
+        *,
+        account: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        page: int = 1000,
+    ) -> AsyncIterator[list[CallRecord]]:
+        if page < 1:
+            raise ValueError("page must be 1 or more")
+        found = await self.calls(account=account, since=since, until=until, limit=limit)
+        for i in range(0, len(found), page):  # everything is in memory here anyway
+            yield found[i : i + page]
+
+    async def count_calls(
+        self,
+        *,
+        account: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        return len(await self.calls(account=account, since=since, until=until))
+
     async def summary(
         self,
         *,

@@ -378,6 +378,53 @@ class SqliteStore:
         )
         return [record_from_row(row) for row in rows]
 
+    async def iter_calls(
+        self,
+        *,
+        account: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        page: int = 1000,
+    ) -> AsyncIterator[list[CallRecord]]:
+        if page < 1:
+            raise ValueError("page must be 1 or more")
+        where, params = _filters("occurred_at", account, since, until)
+        left = -1 if limit is None else max(limit, 0)
+        after: tuple[str, str] | None = None
+        while left != 0:
+            size = page if left < 0 else min(page, left)
+            clauses, args = where, list(params)
+            if after is not None:
+                # After the last record read: the range on occurred_at uses the index,
+                # the id breaks ties between records of the same instant.
+                clauses += (" AND " if clauses else " WHERE ") + (
+                    "occurred_at >= ? AND (occurred_at > ? OR id > ?)"
+                )
+                args += [after[0], after[0], after[1]]
+            rows = await self._fetch(
+                f"SELECT {_CALL_COLUMNS} FROM calls{clauses} ORDER BY occurred_at, id LIMIT ?",
+                [*args, size],
+            )
+            if rows:
+                yield [record_from_row(row) for row in rows]
+            if len(rows) < size:
+                return
+            after = (rows[-1][8], rows[-1][0])
+            if left > 0:
+                left -= len(rows)
+
+    async def count_calls(
+        self,
+        *,
+        account: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        where, params = _filters("occurred_at", account, since, until)
+        rows = await self._fetch(f"SELECT COUNT(*) FROM calls{where}", params)
+        return int(rows[0][0])
+
     async def summary(
         self,
         *,

@@ -88,6 +88,33 @@ class LedgerStore(Protocol):
         """Records in (occurred_at, id) order, ``since`` inclusive, ``until`` exclusive."""
         ...
 
+    def iter_calls(
+        self,
+        *,
+        account: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        page: int = 1000,
+    ) -> AsyncIterator[list[CallRecord]]:
+        """What ``calls`` returns, in lists of at most ``page``, in constant memory.
+
+        Keyset pages on (occurred_at, id), the listing's own order and a unique key:
+        each page is one short read starting after the last record of the previous one,
+        so a million records never sit in memory and writes go on between pages.
+        """
+        ...
+
+    async def count_calls(
+        self,
+        *,
+        account: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many records ``calls`` would return without a limit (a progress bar's end)."""
+        ...
+
     async def summary(
         self,
         *,

@@ -45,14 +45,17 @@ from ..catalog import Catalog, default_catalog
 from ..clock import BEIJING
 from ..ledger.codec import format_time, record_from_row
 from ..ledger.records import CallRecord
+from ..ledger.store import StoreError
 from ..rating.bills import build_bill
 from ..rating.deduction import deduct
+from ..rating.errors import DeductionError
 from ..rating.money import exact_sum
 from ..rating.months import Month
 from ..rating.pricing import month_total
 from ..rating.results import DeductionResult, SourceKind
+from ..rating.sqlite_store import SqliteRatingStore
 from ..rating.state import DeductionState
-from ..rating.store import BillLine, PlanBook
+from ..rating.store import AccountProgress, BillLine, PlanBook, Progress
 from ._accounts import require_account
 from ._db import LedgerPath, open_ledger
 from .monthly import month_of
@@ -65,6 +68,13 @@ _CALL_COLUMNS = (
     " occurred_at, status, error_code, latency_ms"
 )
 _MICRO = timedelta(microseconds=1)
+_ATTEMPTS = 5
+
+
+async def _marks(
+    ratings: SqliteRatingStore, account: str
+) -> tuple[Progress | None, AccountProgress | None]:
+    return await ratings.progress(), (await ratings.accounts(account=account)).get(account)
 
 
 def _pending_rows(
@@ -127,7 +137,9 @@ def _spread(
     for item, n in sorted(extra.items()):
         if n <= 0:
             continue
-        it = items[item]
+        it = items.get(item)
+        if it is None:
+            raise DeductionError(f"item {item!r} is not in the catalog: cannot project its price")
         placed = 0
         for i, at in enumerate(starts):
             upto = end if i + 1 == len(starts) else starts[i + 1]
@@ -236,24 +248,31 @@ async def month_preview(
     catalog = catalog or default_catalog()
     async with open_ledger(ledger) as db:
         await db.read(require_account, account)
-        bill = await build_bill(db.ratings, account, wanted)
-        marks = await db.ratings.progress()
-        row = (await db.ratings.accounts(account=account)).get(account)
-        book = await db.ratings.plan_book(account=account)
-        # The seq mark that goes with bill.settled_until (build_bill's rule).
-        seen = 0 if marks is None else marks.seen
-        if row is not None:
-            seen = max(seen, row.seen)
-        horizon = bill.settled_until
-        until = min(now, wanted.end)
-        found = await db.read(
-            _pending_rows,
-            account,
-            format_time(wanted.start),
-            format_time(until),
-            None if horizon is None else format_time(horizon),
-            seen,
-        )
+        for _ in range(_ATTEMPTS):
+            marks = await _marks(db.ratings, account)
+            bill = await build_bill(db.ratings, account, wanted)
+            book = await db.ratings.plan_book(account=account)
+            progress, row = marks
+            # The seq mark that goes with bill.settled_until (build_bill's rule).
+            seen = 0 if progress is None else progress.seen
+            if row is not None:
+                seen = max(seen, row.seen)
+            horizon = bill.settled_until
+            found = await db.read(
+                _pending_rows,
+                account,
+                format_time(wanted.start),
+                format_time(min(now, wanted.end)),
+                None if horizon is None else format_time(horizon),
+                seen,
+            )
+            # Each read is its own snapshot: a settlement committing between them could
+            # count a call both as settled and as pending (or neither). Same marks after
+            # the reads as before them: nothing was settled in between.
+            if await _marks(db.ratings, account) == marks:
+                break
+        else:
+            raise StoreError("settlement kept moving during the preview; try again")
     pending = [record_from_row(r) for r in found]
     state = DeductionState() if row is None else row.state
     elapsed, items = await asyncio.to_thread(

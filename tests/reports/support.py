@@ -1,0 +1,128 @@
+"""A real SQLite ledger for report tests: accounts, calls with their counters, plans,
+top-ups and settlement, all through the project's own APIs, on one ManualClock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from metering_middleware.catalog import Catalog
+from metering_middleware.clock import ManualClock
+from metering_middleware.credentials import CredentialManager, SecretBox
+from metering_middleware.ledger import CallRecord, SqliteStore
+from metering_middleware.ledger.records import Outcome, OutcomeCount
+from metering_middleware.rating import SettleReport, SqliteRatingStore, buy_resource_plan, settle
+from tests.support.money import priced_catalog, topup
+
+__all__ = ["COMPARE", "DETECT", "PLATE", "Ledger", "utc"]
+
+DETECT = "facebody.DetectFace"  # 0.50 for a month's first 3 calls, then 0.25
+COMPARE = "facebody.CompareFace"  # 0.40
+PLATE = "ocr.RecognizeLicensePlate"  # 0.15 for a month's first 10,000 calls
+
+
+def utc(y: int, m: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:
+    return datetime(y, m, d, h, mi, s, tzinfo=UTC)
+
+
+class Ledger:
+    """``calls`` writes records and their charged counters as the writer would."""
+
+    def __init__(self, path: Path, start: datetime, catalog: Catalog | None = None) -> None:
+        self.path = path
+        self.catalog = catalog or priced_catalog()
+        self.clock = ManualClock(start)
+        self.store = SqliteStore(path, clock=self.clock, synchronous="NORMAL")
+        self.rating = SqliteRatingStore(path)
+        self._n = 0
+
+    async def __aenter__(self) -> Ledger:
+        await self.store.open()
+        await self.rating.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.rating.close()
+        await self.store.close()
+
+    async def account(self, name: str) -> None:
+        await CredentialManager(self.store, SecretBox(None), self.clock).add(name)
+
+    async def calls(
+        self, account: str, times: Iterable[datetime], item: str = DETECT, status: int = 200
+    ) -> list[CallRecord]:
+        it = self.catalog.by_item()[item]
+        records = []
+        counts = []
+        for when in times:
+            self._n += 1
+            records.append(
+                CallRecord(
+                    id=f"r{self._n:08d}",
+                    request_id=f"up-{self._n}",
+                    account=account,
+                    access_key_id=f"AK-{account}",
+                    category=it.category,
+                    action=it.action,
+                    version=it.version,
+                    item=item,
+                    occurred_at=when,
+                    status=status,
+                    error_code=None,
+                    latency_ms=12.5,
+                )
+            )
+            counts.append(self.count(account, when, Outcome.CHARGED, "", 1, item))
+        await self.store.write(records, counts)
+        return records
+
+    def count(
+        self,
+        account: str,
+        when: datetime,
+        outcome: Outcome,
+        detail: str,
+        n: int,
+        item: str = DETECT,
+    ) -> OutcomeCount:
+        it = self.catalog.by_item()[item]
+        minute = when.replace(second=0, microsecond=0)
+        return OutcomeCount(minute, account, it.category, it.action, outcome, detail, n)
+
+    async def counts(self, *counts: OutcomeCount) -> None:
+        await self.store.write([], list(counts))
+
+    async def settle(self, at: datetime, **options: Any) -> SettleReport:
+        self.clock.set(at)
+        options.setdefault("lag", timedelta(seconds=60))
+        return await settle(self.rating, self.catalog, self.clock, **options)
+
+    async def topup(self, account: str, amount: str, at: datetime) -> None:
+        await topup(self.rating, account, amount, at)
+
+    async def plan(
+        self,
+        account: str,
+        points: str,
+        at: datetime,
+        pid: str,
+        *,
+        category: str = "facebody",
+        months: int = 12,
+    ) -> None:
+        await buy_resource_plan(
+            self.rating,
+            self.catalog,
+            account=account,
+            kind="single",
+            categories={category},
+            points=Decimal(points),
+            ordered_at=at,
+            price_paid=Decimal("1"),
+            plan_id=pid,
+            validity_months=months,
+            clock=self.clock,
+        )
