@@ -91,12 +91,15 @@ async def test_tenant_calls_never_reach_the_upstream_nor_the_ledger(gw: TenantGa
     assert result.ok
     await gw.runtime.writer.flush_now()
     before = _ledger(gw)
+    metrics = gw.runtime.metrics.snapshot()
+    assert sum(metrics.values()) == 1  # the metered call, counted
     forwarded = gw.mock.stats.requests
     assert forwarded == 1
     await _tenant_traffic(gw)
     await gw.runtime.writer.flush_now()
     assert gw.mock.stats.requests == forwarded  # nothing of it was forwarded
     assert _ledger(gw) == before  # no record, no counter, no new (category, action)
+    assert gw.runtime.metrics.snapshot() == metrics  # nor a VIAPI call in the metrics
     assert ("tenant-view", "*") not in before[2]
 
 
