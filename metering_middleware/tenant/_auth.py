@@ -110,8 +110,8 @@ class TenantAuthenticator:
         self._window = runtime.config.signature_window
         self._throttle_status = runtime.config.throttle_status
         # Without the runtime's limiter the verifier claims the nonce itself, and the
-        # tenant view's budget is kept in a limiter of its own (no lock file: it limits
-        # nothing a second process would double that matters for billing).
+        # tenant view's budget is kept in a limiter of its own, per process (no lock file:
+        # a second process doubles a read budget, never a billed one).
         self._limiter = runtime.limiter
         self._own_limiter = MemoryLimiter(runtime.clock) if runtime.limiter is None else None
 
