@@ -161,8 +161,25 @@ async def _ledger_calls(store: LedgerStore, args: argparse.Namespace) -> list[di
         async for page in store.iter_calls(**filters, limit=args.limit):
             yield [_call_row(r, args.tz) for r in page]
 
-    await stream_export(pages(), COLUMNS[_ledger_calls], args.format, sys.stdout, bar=bar)
+    try:
+        await stream_export(pages(), COLUMNS[_ledger_calls], args.format, sys.stdout, bar=bar)
+    except BrokenPipeError:
+        # The reader stopped (`| head`): not an error. What is still buffered goes nowhere,
+        # so the interpreter's flush at exit does not fail on the closed pipe.
+        _discard_stdout()
     return ""
+
+
+def _discard_stdout() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a real file (tests capture it): nothing to redirect
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 async def _ledger_summary(store: LedgerStore, args: argparse.Namespace) -> list[dict[str, Any]]:

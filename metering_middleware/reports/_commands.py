@@ -311,7 +311,9 @@ def add_report_commands(groups: Any) -> None:
     report = add_command(groups, "report", "billing details: overview, plans, deduction, preview")
     acts = add_commands(report, "command")
 
-    def one(name: str, text: str, handler: Any, *, month: bool = False) -> None:
+    def one(
+        name: str, text: str, handler: Any, *, month: bool = False, catalog: bool = False
+    ) -> None:
         p = add_command(acts, name, text)
         p.add_argument("account", help="account name")
         if month:
@@ -321,6 +323,7 @@ def add_report_commands(groups: Any) -> None:
                 type=_month,
                 help="billing month, UTC+8 (default: this one)",
             )
+        if catalog:  # pricing the calls not settled yet needs the prices
             p.add_argument(
                 "--catalog",
                 metavar="FILE",
@@ -333,10 +336,17 @@ def add_report_commands(groups: Any) -> None:
         "balance, standing, plans, the month to date and its projection",
         _overview,
         month=True,
+        catalog=True,
     )
     one("plans", "plans with points left, expiry, state and the low mark (a fifth left)", _plans)
     one("deduction", "which plan or tier settled how many calls of a month", _deduction, month=True)
-    one("preview", "the month's bill so far and projected to its end", _preview, month=True)
+    one(
+        "preview",
+        "the month's bill so far and projected to its end",
+        _preview,
+        month=True,
+        catalog=True,
+    )
     lst = add_command(acts, "accounts", "accounts with balance and standing")
     lst.add_argument("--search", metavar="TEXT", help="names containing TEXT (any case)")
     lst.add_argument(

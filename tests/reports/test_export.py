@@ -183,3 +183,31 @@ async def test_memory_does_not_grow_with_the_ledger(ledgers: tuple[Path, Path], 
     # Four times the records, about the same peak: pages, not the ledger, are in memory.
     assert peak_4n < peak_n * 1.5, (peak_n, peak_4n)
     print(f"{fmt}: peak {peak_n / 1e6:.2f} MB for {N}, {peak_4n / 1e6:.2f} MB for {4 * N}")
+
+
+class _ClosedPipe(io.StringIO):
+    """A reader that stops after the first write (`metering ... | head -1`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        if not text:  # an empty write never reaches the pipe
+            return 0
+        self.writes += 1
+        if self.writes > 1:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+async def test_a_reader_that_stops_is_not_a_failure(
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipe = _ClosedPipe()
+    monkeypatch.setattr("sys.stdout", pipe)
+    code = await asyncio.to_thread(
+        main, ["--db", f"sqlite:///{small}", "ledger", "calls", "--format", "csv"]
+    )
+    assert code == 0 and pipe.getvalue().startswith("id,occurred_at,")
+    assert capsys.readouterr().err == ""
