@@ -2,6 +2,7 @@
 
     client ─┬─► /healthz /readyz /metrics (GET): answered by the gateway itself
             ├─► /admin/... (``[admin] prefix``): the admin API, bearer token, unmetered
+            ├─► /tenant/...: the tenant view (signed with the tenant's own key, unmetered)
             └─► everything else ──► MeteringMiddleware ──► proxy ──► upstream
 
 The meter has nothing to skip: every request that is not exactly one of the
@@ -12,6 +13,9 @@ what the meter passed on (``scope["state"]["metering"]``). ``/healthz`` (alive),
 (Prometheus) never reach the upstream. Nor does the admin API (when admin tokens are
 configured): it is routed before the meter, so its calls are neither metered nor
 forwarded, and it guards itself (``Authorization: Bearer <token>`` on every route).
+Nor does ``/tenant/`` (docs/tenant.md): a tenant's signed reads of its own usage,
+plans, balance and bills, answered from the ledger file and never forwarded, charged or
+counted as VIAPI calls.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from metering_middleware import MeteringMiddleware, MeteringRuntime
 from metering_middleware.clock import Clock, SystemClock
+from metering_middleware.tenant import create_tenant_app, tenant_view_available
 
 from .config import GatewayConfig
 from .proxy import V3Resigner, create_proxy_app
@@ -96,11 +101,16 @@ def create_gateway_app(
                 await admin_ctx.close()
             await runtime.stop()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *admin_routes,
+    ]
+    if gateway.tenant_qps and tenant_view_available(runtime):
+        # Before the metered mount: a /tenant/ request is the tenant view's alone.
+        routes.append(Mount("/tenant", app=create_tenant_app(runtime, qps=gateway.tenant_qps)))
+    routes += [
         # Everything else, whatever its path, method or scope type: the one metered app.
         Mount("", app=MeteringMiddleware(proxy, runtime=runtime)),
     ]

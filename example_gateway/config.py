@@ -44,7 +44,8 @@ class ResignConfig:
 
 #: Where the admin API is mounted unless ``[admin] prefix`` says otherwise.
 ADMIN_PREFIX = "/admin"
-_OWN_ROUTES = ("/healthz", "/readyz", "/metrics")
+#: ``/tenant`` is the tenant view's mount: an admin API there would shadow it.
+_OWN_ROUTES = ("/healthz", "/readyz", "/metrics", "/tenant")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,8 @@ class GatewayConfig:
     drain_seconds: float = 10.0
     resign: ResignConfig | None = None
     admin: AdminConfig | None = None
+    #: Tenant-view calls per second per account under ``/tenant/`` (docs/tenant.md); 0: off.
+    tenant_qps: int = 5
 
     def __post_init__(self) -> None:
         if not self.upstream.startswith(("http://", "https://")):
@@ -97,6 +100,12 @@ class GatewayConfig:
             or self.max_connections <= 0
         ):
             raise ConfigError("gateway.max_connections: must be a positive integer")
+        if (
+            isinstance(self.tenant_qps, bool)
+            or not isinstance(self.tenant_qps, int)
+            or self.tenant_qps < 0
+        ):
+            raise ConfigError("gateway.tenant_qps: must be 0 (off) or a positive integer")
         if self.transport not in ("aiohttp", "httpx"):
             raise ConfigError(f"gateway.transport: {self.transport!r} is not aiohttp or httpx")
 

@@ -27,6 +27,9 @@ FORBIDDEN = {
     "reports": {"middleware", "runtime", "limiter", "identity", "signing", "entitlements", "cli"},
     # Reads the ledger and rating results; never the request path nor the CLI's module.
     "reconcile": {"middleware", "runtime", "limiter", "identity", "signing", "entitlements", "cli"},
+    # The tenant view reuses the meter's parts (runtime, verifier), never the meter itself,
+    # nor the admin or web faces (FastAPI, Jinja2 stay out of the library core).
+    "tenant": {"middleware", "cli", "admin", "web"},
 }
 
 

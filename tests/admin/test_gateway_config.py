@@ -58,6 +58,7 @@ def test_no_tokens_no_admin_api(tmp_path: Path) -> None:
         ("[admin]\nprefix = 'admin'\n", {"GATEWAY_ADMIN_TOKENS": TOKEN}, "admin.prefix"),
         ("[admin]\nprefix = '/admin/'\n", {"GATEWAY_ADMIN_TOKENS": TOKEN}, "admin.prefix"),
         ("[admin]\nprefix = '/metrics'\n", {"GATEWAY_ADMIN_TOKENS": TOKEN}, "own routes"),
+        ("[admin]\nprefix = '/tenant'\n", {"GATEWAY_ADMIN_TOKENS": TOKEN}, "own routes"),
         ("[admin]\nprefix = 7\n", {"GATEWAY_ADMIN_TOKENS": TOKEN}, "admin.prefix"),
     ],
 )
