@@ -82,6 +82,8 @@ class AccountSummary(BaseModel):
     )
     keys: int
     enabled_keys: int
+    balance: Money
+    standing: Literal["good", "overdue", "suspended", "held"]
 
 
 class AccountPage(BaseModel):

@@ -23,8 +23,8 @@ from .results import AccountOverview, AccountPage, AccountSummary, PlanStatus
 
 __all__ = ["MAX_PAGE", "account_overview", "accounts", "plan_balances"]
 
-#: The largest page of the account list.
-MAX_PAGE = 500
+#: The largest page of the account list (the admin API's largest page too).
+MAX_PAGE = 1000
 
 
 def _standing(s: Standing | None) -> tuple[str, datetime | None]:
@@ -76,7 +76,7 @@ async def account_overview(ledger: LedgerPath, account: str, now: datetime) -> A
 
 
 def _page(
-    conn: sqlite3.Connection, needle: str | None, limit: int, offset: int
+    conn: sqlite3.Connection, needle: str | None, limit: int, offset: int, after: str | None
 ) -> tuple[int, list[tuple[str, int, int]]]:
     # A Python casefold, not LIKE: the search is a plain substring ('%' and '_' are
     # characters like any other) and case-insensitive beyond ASCII.
@@ -86,29 +86,41 @@ def _page(
         where, params = " WHERE instr(casefold(account), ?) > 0", [needle.casefold()]
     known = f"SELECT account FROM ({KNOWN_ACCOUNTS_SQL}){where}"
     (total,) = conn.execute(f"SELECT COUNT(*) FROM ({known})", params).fetchone()
+    start, start_params = "", []
+    if after is not None:
+        start, start_params = " WHERE account > ?", [after]
     rows = conn.execute(
         f"SELECT k.account, COUNT(c.access_key_id), COALESCE(SUM(c.enabled), 0)"
-        f" FROM ({known} ORDER BY account LIMIT ? OFFSET ?) k"
+        f" FROM (SELECT account FROM ({known}){start} ORDER BY account LIMIT ? OFFSET ?) k"
         " LEFT JOIN credentials c ON c.account = k.account"
         " GROUP BY k.account ORDER BY k.account",
-        [*params, limit, offset],
+        [*params, *start_params, limit, offset],
     ).fetchall()
     return int(total), [(str(a), int(n), int(e)) for a, n, e in rows]
 
 
 async def accounts(
-    ledger: LedgerPath, *, search: str | None = None, limit: int = 50, offset: int = 0
+    ledger: LedgerPath,
+    *,
+    search: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    after: str | None = None,
 ) -> AccountPage:
     """Known accounts (AccessKeys ever created, or balances, or plans) sorted by name,
-    ``limit`` from ``offset``, with balance and standing. ``search`` keeps the names that
-    contain it, ignoring case (a plain substring: no wildcards)."""
+    ``limit`` from ``offset`` (or, for keyset pages that stay stable while accounts are
+    added, the names after ``after``), with balance and standing. ``search`` keeps the
+    names that contain it, ignoring case (a plain substring: no wildcards)."""
     if isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
         raise ReportError(f"limit must be 1..{MAX_PAGE}, got {limit!r}")
     if isinstance(offset, bool) or offset < 0:
         raise ReportError(f"offset must be 0 or more, got {offset!r}")
+    if after is not None and offset:
+        raise ReportError("give an offset or a name to start after, not both")
     needle = search.strip() if search else None
     async with open_ledger(ledger) as db:
-        total, rows = await db.read(_page, needle or None, limit, offset)
+        # One row more than asked tells whether a next page exists.
+        total, rows = await db.read(_page, needle or None, limit + 1, offset, after)
         balances = await db.ratings.balances()
         standings = await db.ratings.standings()
     items = tuple(
@@ -116,12 +128,14 @@ async def accounts(
             account=name,
             enabled=enabled > 0,
             keys=keys,
+            enabled_keys=enabled,
             balance=balances.get(name, Decimal(0)),
             standing=_standing(standings.get(name))[0],
         )
-        for name, keys, enabled in rows
+        for name, keys, enabled in rows[:limit]
     )
-    return AccountPage(items, total, limit, offset, needle or None)
+    next_after = items[-1].account if len(rows) > limit else None
+    return AccountPage(items, total, limit, offset, needle or None, next_after)
 
 
 def _state(plan: ResourcePlan | QpsSubscription, left: Decimal | None, now: datetime) -> str:

@@ -217,6 +217,7 @@ class AccountSummary:
     account: str
     enabled: bool
     keys: int  # AccessKeys ever created (enabled or not)
+    enabled_keys: int
     balance: Decimal
     standing: str
 
@@ -225,6 +226,7 @@ class AccountSummary:
             "account": self.account,
             "enabled": self.enabled,
             "keys": self.keys,
+            "enabled_keys": self.enabled_keys,
             "balance": money(self.balance),
             "standing": self.standing,
         }
@@ -232,13 +234,15 @@ class AccountSummary:
 
 @dataclass(frozen=True, slots=True)
 class AccountPage:
-    """A page of the account list: ``total`` accounts match ``search`` in all."""
+    """A page of the account list: ``total`` accounts match ``search`` in all;
+    ``next_after`` is the name to start the next page after, None on the last page."""
 
     items: tuple[AccountSummary, ...]
     total: int
     limit: int
     offset: int
     search: str | None
+    next_after: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -247,6 +251,7 @@ class AccountPage:
             "limit": self.limit,
             "offset": self.offset,
             "search": self.search,
+            "next_after": self.next_after,
         }
 
 

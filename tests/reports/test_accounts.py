@@ -80,13 +80,30 @@ async def test_pages(path: Path) -> None:
         "account": "acme",
         "enabled": True,
         "keys": 1,
+        "enabled_keys": 1,
         "balance": "95.40",
         "standing": "good",
     }
+    assert page.next_after == "acme2"
     assert (await accounts(path, limit=2, offset=6)).items == ()
-    for bad in ({"limit": 0}, {"limit": 501}, {"offset": -1}):
+    for bad in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"offset": 1, "after": "a"}):
         with pytest.raises(ReportError):
             await accounts(path, **bad)  # type: ignore[arg-type]
+
+
+async def test_keyset_pages_walk_every_account_once(path: Path) -> None:
+    every = [a.account for a in (await accounts(path, limit=1000)).items]
+    seen: list[str] = []
+    after: str | None = None
+    while True:
+        page = await accounts(path, limit=2, after=after)
+        seen += [a.account for a in page.items]
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert seen == every and len(every) == 6
+    last = await accounts(path, limit=len(every))
+    assert last.next_after is None  # exactly one page: nothing after it
 
 
 async def test_overview(path: Path) -> None:

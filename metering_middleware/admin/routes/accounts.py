@@ -1,8 +1,11 @@
-"""Accounts: the distinct accounts of the AccessKeys, listed (search, pages) and shown."""
+"""Accounts: listed (search, pages) and shown.
+
+The list is the reports layer's (``reports.accounts``: accounts with AccessKeys, balances
+or plans, a literal case-insensitive search), the same one the billing page shows; the
+API only turns its keyset page into a signed cursor."""
 
 from __future__ import annotations
 
-import sqlite3
 from enum import Enum
 from typing import Annotated
 
@@ -10,8 +13,9 @@ from fastapi import FastAPI, Query
 
 from ...rating.cash import balance_view
 from ...rating.purchases import list_plans
+from ...reports import accounts as list_known_accounts
 from ..context import AdminContext
-from ..models import AccountOut, AccountPage, AccountSummary
+from ..models import AccountOut, AccountPage, AccountSummary, money
 from ..pagination import DEFAULT_LIMIT, CursorQuery, Cursors, LimitQuery
 from ._common import AccountPath, account_state, balance_out, key_out
 
@@ -20,25 +24,6 @@ __all__ = ["register"]
 _TAGS: list[str | Enum] = ["accounts"]
 
 _LISTING = "accounts"
-
-
-def _accounts_page(
-    conn: sqlite3.Connection, after: str | None, search: str | None, limit: int
-) -> list[tuple[str, int, int]]:
-    # Keyset on the account name (the credentials_account index): stable under inserts.
-    clauses, params = ["1"], []
-    if after is not None:
-        clauses.append("account > ?")
-        params.append(after)
-    if search:
-        clauses.append("instr(lower(account), lower(?)) > 0")
-        params.append(search)
-    rows = conn.execute(
-        "SELECT account, COUNT(*), COALESCE(SUM(enabled), 0) FROM credentials"
-        f" WHERE {' AND '.join(clauses)} GROUP BY account ORDER BY account LIMIT ?",
-        (*params, limit),
-    ).fetchall()
-    return [(str(a), int(n), int(e)) for a, n, e in rows]
 
 
 def register(app: FastAPI, ctx: AdminContext) -> None:
@@ -55,17 +40,21 @@ def register(app: FastAPI, ctx: AdminContext) -> None:
     ) -> AccountPage:
         key = cursors.read(_LISTING, cursor)
         after = None if key is None else str(key[0])
-        rows = await ctx.read(lambda conn: _accounts_page(conn, after, search, limit + 1))
-        more = len(rows) > limit
-        rows = rows[:limit]
+        page = await list_known_accounts(ctx.ledger_path, search=search, limit=limit, after=after)
+        more = page.next_after
         return AccountPage(
             items=[
                 AccountSummary(
-                    account=a, state="enabled" if e else "disabled", keys=n, enabled_keys=e
+                    account=a.account,
+                    state="enabled" if a.enabled else "disabled",
+                    keys=a.keys,
+                    enabled_keys=a.enabled_keys,
+                    balance=money(a.balance),
+                    standing=a.standing,  # type: ignore[arg-type]
                 )
-                for a, n, e in rows
+                for a in page.items
             ],
-            next_cursor=cursors.make(_LISTING, (rows[-1][0],)) if more else None,
+            next_cursor=None if more is None else cursors.make(_LISTING, (more,)),
         )
 
     @app.get(
