@@ -175,6 +175,8 @@ class MoneyView(Generic[_Prepared]):
     shows settled, so no call sees a cost both in the balance and the estimate.
     ``on_loaded()`` runs on the event loop after every reload, whether or not anything
     moved (or the read failed): bookkeeping kept off the calls' path runs there.
+    ``on_window()`` runs on the event loop when a reload starts, right after
+    ``fresh_from``/``next_reload_at`` moved: what was derived from the old window goes.
     """
 
     __slots__ = (
@@ -184,6 +186,7 @@ class MoneyView(Generic[_Prepared]):
         "_marks",
         "_on_loaded",
         "_on_snapshot",
+        "_on_window",
         "_path",
         "_prepare",
         "_reload",
@@ -203,6 +206,7 @@ class MoneyView(Generic[_Prepared]):
         prepare: Callable[[MoneySnapshot], _Prepared] | None = None,
         on_snapshot: Callable[[MoneySnapshot, _Prepared | None], None] | None = None,
         on_loaded: Callable[[], None] | None = None,
+        on_window: Callable[[], None] | None = None,
     ) -> None:
         self._path = Path(ledger_file)
         self._clock = clock
@@ -211,6 +215,7 @@ class MoneyView(Generic[_Prepared]):
         self._prepare = prepare
         self._on_snapshot = on_snapshot
         self._on_loaded = on_loaded
+        self._on_window = on_window
         month = Month.of(clock.now())
         self.snapshot = MoneySnapshot(
             month, month.start.timestamp(), month.end.timestamp(), {}, month_index(month)
@@ -272,6 +277,8 @@ class MoneyView(Generic[_Prepared]):
         # Started at most an interval ago (the reload's own rule decides when to start).
         started = self._clock.time()
         self.fresh_from, self.next_reload_at = started, started + self._interval
+        if self._on_window is not None:
+            self._on_window()  # the spend guard closes what it opened in the old window
         month = Month.of(self._clock.now())
         try:
             read = await asyncio.to_thread(self._read, month, self._marks)
