@@ -18,6 +18,7 @@ import asyncio
 import logging
 import math
 import sqlite3
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -155,7 +156,9 @@ def index(reading: MoneyReading) -> MoneySnapshot:
     for s in reading.subscriptions:
         subs.setdefault(s.account, []).append(s)
     accounts = {
-        name: _index_account(m, plans.get(name, []), subs.get(name, []))
+        # Interned, as the AccessKey cache interns its account names: the spend guard's
+        # lookup of the caller's account then matches by identity, not by comparing text.
+        sys.intern(name): _index_account(m, plans.get(name, []), subs.get(name, []))
         for name, m in reading.accounts.items()
     }
     month = reading.month

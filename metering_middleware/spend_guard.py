@@ -399,21 +399,22 @@ class SpendGuard:
         # due) holds ``now``, its position is still in that tier, and it is far from the
         # balance and the cap. Anything else (or a refusal) is decided by the slow path,
         # from the start. (Its ``low`` bound needs no test: see ``_take_back``.)
-        acct = self._accounts.get(account)
-        if acct is not None:
-            code = item.item
-            lane = acct.lanes.get(code)
-            if lane is not None and lane.start <= now < lane.end:
-                position = lane.position
-                if position < lane.high:
-                    price = lane.price
-                    total = acct.total
-                    spent = acct.spent + price
-                    if total < acct.limit and spent <= acct.room:
-                        acct.total = total + price
-                        acct.spent = spent
-                        lane.position = position + 1
-                        return (now, account, code, lane.month, price, "", 0)
+        try:  # subscripts, not ``.get``: no method call (a miss is once per snapshot)
+            acct = self._accounts[account]
+            lane = acct.lanes[item.item]
+        except KeyError:
+            return self._admit(account, item, now)
+        if lane.start <= now < lane.end:
+            position = lane.position
+            if position < lane.high:
+                price = lane.price
+                total = acct.total
+                spent = acct.spent + price
+                if total < acct.limit and spent <= acct.room:
+                    acct.total = total + price
+                    acct.spent = spent
+                    lane.position = position + 1
+                    return (now, account, lane.code, lane.month, price, "", 0)
         return self._admit(account, item, now)
 
     def _admit(self, account: str, item: BillableItem, now: float) -> Reservation | None:
