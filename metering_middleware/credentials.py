@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import string
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -150,6 +151,12 @@ class Credential:
         )
 
 
+def _name(account: str) -> str:
+    """An account name as the request path keeps it: interned, so the money view's
+    snapshot (which interns its names too) finds it by identity, not by comparing text."""
+    return sys.intern(account)
+
+
 def _info(row: CredentialRow) -> CredentialInfo:
     return CredentialInfo(
         row.access_key_id, row.account, row.enabled, row.created_at, row.disabled_at
@@ -284,14 +291,15 @@ class CredentialCache:
             if prev is not None and prev[0] == row.secret:
                 cred = prev[1]
                 if cred.enabled != row.enabled or cred.account != row.account:
-                    cred = Credential(row.access_key_id, row.account, cred.secret, row.enabled)
+                    account = _name(row.account)
+                    cred = Credential(row.access_key_id, account, cred.secret, row.enabled)
             else:
                 try:
                     plain = self._box.open(row.secret)
                 except SecretBoxError:
                     unreadable += 1
                     continue
-                cred = Credential(row.access_key_id, row.account, plain, row.enabled)
+                cred = Credential(row.access_key_id, _name(row.account), plain, row.enabled)
             new[row.access_key_id] = (row.secret, cred)
         if unreadable != self._unreadable:  # log changes, not every reload
             self._unreadable = unreadable

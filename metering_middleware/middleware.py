@@ -47,6 +47,9 @@ PARSE_ERROR = "parse_error"
 _SNIFF_LIMIT = 1024
 #: RFC 6455 close code 1008: "a message that violates its policy".
 _WS_POLICY_VIOLATION = 1008
+#: A module constant: ``Outcome.CHARGED`` is a class attribute of an Enum, whose lookup
+#: goes through the enum's metaclass (~0.1 µs, more than the rest of the guard's step).
+_CHARGED = Outcome.CHARGED
 
 
 async def _unavailable(scope: Scope, send: Send, message: str) -> None:
@@ -663,7 +666,7 @@ class _MeteredCall:
             self.reservation = None  # kept or given back once, whatever happens next
             guard = self.rt.guard
             assert guard is not None
-            if outcome is Outcome.CHARGED:
+            if outcome is _CHARGED:
                 guard.recorded(reservation)
             else:
                 guard.release(reservation)

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import math
 import sqlite3
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -155,7 +156,9 @@ def index(reading: MoneyReading) -> MoneySnapshot:
     for s in reading.subscriptions:
         subs.setdefault(s.account, []).append(s)
     accounts = {
-        name: _index_account(m, plans.get(name, []), subs.get(name, []))
+        # Interned, as the AccessKey cache interns its account names: the spend guard's
+        # lookup of the caller's account then matches by identity, not by comparing text.
+        sys.intern(name): _index_account(m, plans.get(name, []), subs.get(name, []))
         for name, m in reading.accounts.items()
     }
     month = reading.month
@@ -175,6 +178,8 @@ class MoneyView(Generic[_Prepared]):
     shows settled, so no call sees a cost both in the balance and the estimate.
     ``on_loaded()`` runs on the event loop after every reload, whether or not anything
     moved (or the read failed): bookkeeping kept off the calls' path runs there.
+    ``on_window()`` runs on the event loop when a reload starts, right after
+    ``fresh_from``/``next_reload_at`` moved: what was derived from the old window goes.
     """
 
     __slots__ = (
@@ -184,6 +189,7 @@ class MoneyView(Generic[_Prepared]):
         "_marks",
         "_on_loaded",
         "_on_snapshot",
+        "_on_window",
         "_path",
         "_prepare",
         "_reload",
@@ -203,6 +209,7 @@ class MoneyView(Generic[_Prepared]):
         prepare: Callable[[MoneySnapshot], _Prepared] | None = None,
         on_snapshot: Callable[[MoneySnapshot, _Prepared | None], None] | None = None,
         on_loaded: Callable[[], None] | None = None,
+        on_window: Callable[[], None] | None = None,
     ) -> None:
         self._path = Path(ledger_file)
         self._clock = clock
@@ -211,6 +218,7 @@ class MoneyView(Generic[_Prepared]):
         self._prepare = prepare
         self._on_snapshot = on_snapshot
         self._on_loaded = on_loaded
+        self._on_window = on_window
         month = Month.of(clock.now())
         self.snapshot = MoneySnapshot(
             month, month.start.timestamp(), month.end.timestamp(), {}, month_index(month)
@@ -272,6 +280,8 @@ class MoneyView(Generic[_Prepared]):
         # Started at most an interval ago (the reload's own rule decides when to start).
         started = self._clock.time()
         self.fresh_from, self.next_reload_at = started, started + self._interval
+        if self._on_window is not None:
+            self._on_window()  # the spend guard closes what it opened in the old window
         month = Month.of(self._clock.now())
         try:
             read = await asyncio.to_thread(self._read, month, self._marks)

@@ -123,9 +123,12 @@ def _places(values: list[Decimal]) -> int:
 _Plan = tuple[str, float, float, int]
 
 
-#: A cap headroom no estimate reaches: the account has no cap (only picks the path; the
-#: slow path decides exactly).
-_NO_CAP = 1 << 62
+#: The straight path's bounds (balance, cap, tier positions) are clamped to this: CPython
+#: compares two ints below 2**30 (one digit) in a specialised instruction, larger ones in
+#: the generic compare. Clamping only sends calls past it to the slow path, which decides
+#: exactly (an account with no cap, or a balance of more than 2**30 units, or an item's
+#: last tier).
+_FAST_MAX = (1 << 30) - 1
 
 
 class _Lane:
@@ -134,9 +137,14 @@ class _Lane:
     ``fast``: the account in good standing, no QPS subscription for the API and no plan
     for the category in the snapshot (the call is pay-as-you-go), the item not free.
     ``position``: the item's calls this month, settled plus this process's unsettled
-    (their one home while the lane exists). ``start``/``end``, ``low``/``high``: where
+    (their one home while the lane exists). ``p_from``/``p_to``, ``low``/``high``: where
     ``price`` holds, in time (clipped to the month) and in positions; outside, the slow
-    path prices the call.
+    path prices the call. ``start``/``end``: where the straight path may take a call
+    without asking anything else: empty unless ``fast``, else the price's span of time
+    narrowed to the money view's window in which no reload is due (so the straight path
+    needs no test of its own for a due reload, a turned month, a stepped clock or the
+    fast flag: each one is outside it). Set by the slow path after it admitted a call;
+    emptied when a given-back call moves ``position`` below ``low``.
     """
 
     __slots__ = (
@@ -146,6 +154,8 @@ class _Lane:
         "high",
         "low",
         "month",
+        "p_from",
+        "p_to",
         "position",
         "price",
         "settled",
@@ -158,8 +168,11 @@ class _Lane:
         self.settled = settled
         self.position = settled + unsettled
         self.fast = fast
-        self.start, self.end = math.inf, -math.inf  # no price yet: the first call sets it
-        self.low, self.high, self.price = 0.0, 0.0, 0
+        # No price yet (the first call sets it) and no straight path yet.
+        self.p_from, self.p_to = math.inf, -math.inf
+        self.start, self.end = math.inf, -math.inf
+        # Integers (as ``position`` is): an int compared with an int is the cheap compare.
+        self.low, self.high, self.price = 0, 0, 0
 
 
 class _Account:
@@ -225,8 +238,9 @@ class _Account:
         # The spend guard and cap tests solved for the estimate once, here (exact for
         # integers, n >= 1): balance - n * total <= 0  <=>  total >= ceil(balance / n);
         # settled + n * spent > cap  <=>  spent > floor((cap - settled) / n).
-        self.limit = -(-self.balance // n)
-        self.room = _NO_CAP if self.cap is None else (self.cap - self.settled_spend) // n
+        self.limit = min(-(-self.balance // n), _FAST_MAX)
+        room = _FAST_MAX if self.cap is None else (self.cap - self.settled_spend) // n
+        self.room = min(room, _FAST_MAX)
         self.payg_calls = snap.payg_calls
         self.subscriptions = snap.subscriptions
         self.plans: dict[str, tuple[_Plan, ...]] = {
@@ -308,6 +322,7 @@ class SpendGuard:
         "_m_start",
         "_month",
         "_notify",
+        "_open",
         "_prices",
         "_processes",
         "_scale",
@@ -346,6 +361,9 @@ class SpendGuard:
         #: append (no Python frame): the call only logs it; ``_file`` sorts it out later.
         self.recorded: Callable[[Reservation], None] = self._log.append
         self._capped: set[tuple[str, Month]] = set()
+        #: Lanes whose straight-path window is open: all closed when the view's window
+        #: moves (a reload starts), so no window outlives the one it was narrowed to.
+        self._open: list[_Lane] = []
         prices = [t.price for it in catalog.items for sch in it.prices for t in sch.tiers]
         coefficients = [it.coefficient for it in catalog.items]
         self._scale = scale = _Scale(10 ** _places(prices), 10 ** _places(coefficients), processes)
@@ -367,6 +385,7 @@ class SpendGuard:
             prepare=self._prepare,
             on_snapshot=self._settled,
             on_loaded=self._file,
+            on_window=self._close_windows,
         )
         self._month_of(self.view.snapshot)
 
@@ -375,22 +394,19 @@ class SpendGuard:
     def admit(self, account: str, item: BillableItem) -> Reservation | None:
         """Refuse (``ApiError``) or reserve this call's estimated cost."""
         now = self._time()
-        view = self.view
-        if not view.fresh_from <= now < view.next_reload_at:
-            view.start_if_due()  # stale: answer from the snapshot, reload behind
-        acct = self._accounts.get(account)
-        if acct is None:
-            acct = self._accounts[account] = _Account(NOBODY, self._scale, self._m_index)
-        lane = acct.lanes.get(item.item)
-        if lane is None:
-            lane = acct.lane(item)
-        # The common call, straight through: good standing (``fast`` is false otherwise),
-        # pay-as-you-go in the snapshot's month, the tier price it had last call, far from
-        # the balance and the cap. Anything else (or a refusal) is decided by the slow
-        # path, from the start.
-        if lane.fast and lane.start <= now < lane.end:
+        # The common call, straight through: its lane's window (good standing,
+        # pay-as-you-go, the snapshot's month, the tier price it had last call, no reload
+        # due) holds ``now``, its position is still in that tier, and it is far from the
+        # balance and the cap. Anything else (or a refusal) is decided by the slow path,
+        # from the start. (Its ``low`` bound needs no test: see ``_take_back``.)
+        try:  # subscripts, not ``.get``: no method call (a miss is once per snapshot)
+            acct = self._accounts[account]
+            lane = acct.lanes[item.item]
+        except KeyError:
+            return self._admit(account, item, now)
+        if lane.start <= now < lane.end:
             position = lane.position
-            if lane.low <= position < lane.high:
+            if position < lane.high:
                 price = lane.price
                 total = acct.total
                 spent = acct.spent + price
@@ -399,18 +415,25 @@ class SpendGuard:
                     acct.spent = spent
                     lane.position = position + 1
                     return (now, account, lane.code, lane.month, price, "", 0)
-        return self._admit(acct, account, item, lane, now)
+        return self._admit(account, item, now)
 
-    def _admit(
-        self, acct: _Account, account: str, item: BillableItem, lane: _Lane, now: float
-    ) -> Reservation | None:
+    def _admit(self, account: str, item: BillableItem, now: float) -> Reservation | None:
         """Every rule, in order: standing, free, QPS subscription, plans, pay-as-you-go
         with the spend guard and the cap."""
+        view = self.view
+        if not view.fresh_from <= now < view.next_reload_at:
+            view.start_if_due()  # stale: answer from the snapshot, reload behind
+        acct = self._accounts.get(account)
+        if acct is None:
+            acct = self._accounts[account] = _Account(NOBODY, self._scale, self._m_index)
+        code = item.item
+        lane = acct.lanes.get(code)
+        if lane is None:
+            lane = acct.lane(item)
         if acct.stop:
             raise self._standing(acct, now)
         if item.free:
             return None
-        code = item.item
         if acct.subscriptions:
             for start, end in acct.subscriptions.get((item.category, item.action), ()):
                 if start <= now < end:
@@ -433,11 +456,11 @@ class SpendGuard:
         key = (code, mi)
         if current:
             position = lane.position
-            if not (lane.start <= now < lane.end and lane.low <= position < lane.high):
+            if not (lane.p_from <= now < lane.p_to and lane.low <= position < lane.high):
                 # Remembered on the lane with the span of time (within the month) and of
                 # positions it holds for: the next calls take the straight path.
                 t_from, t_to, lane.low, lane.high, lane.price = self._price(code, now, position)
-                lane.start, lane.end = max(t_from, self._m_start), min(t_to, self._m_end)
+                lane.p_from, lane.p_to = max(t_from, self._m_start), min(t_to, self._m_end)
             price = lane.price
             settled_spend, month_spent = acct.settled_spend, acct.spent
         else:
@@ -459,6 +482,13 @@ class SpendGuard:
         if current:
             acct.spent = spent
             lane.position = position + 1
+            if lane.fast:
+                # The straight path's window: the price's, within the view's window
+                # (read now: a reload that started since has moved it).
+                if lane.end == -math.inf:
+                    self._open.append(lane)
+                lane.start = max(lane.p_from, view.fresh_from)
+                lane.end = min(lane.p_to, view.next_reload_at)
         else:
             acct.spend[mi] = spent
             acct.calls[key] = position + 1
@@ -506,14 +536,12 @@ class SpendGuard:
             return self._refusal(self._arrearage, SUSPENDED_REASON, "suspended for arrears")
         return self._refusal(self._arrearage, OVERDUE_REASON, "overdue")
 
-    def _price(
-        self, item: str, now: float, position: int
-    ) -> tuple[float, float, float, float, int]:
+    def _price(self, item: str, now: float, position: int) -> tuple[float, float, int, int, int]:
         """The tier price of the call after ``position`` calls this month, at ``now``, with
         where it holds: (from, until, lowest position, past the highest, price)."""
         prices = self._prices.get(item)
         if prices is None or not prices.starts:
-            return (-math.inf, math.inf, -math.inf, math.inf, 0)
+            return (-math.inf, math.inf, 0, _FAST_MAX, 0)
         i = max(bisect_right(prices.starts, now) - 1, 0)
         t_from = prices.starts[i] if i else -math.inf
         t_to = prices.starts[i + 1] if i + 1 < len(prices.starts) else math.inf
@@ -522,7 +550,7 @@ class SpendGuard:
         # is at least n; that tier holds positions [previous bound, its bound).
         tier = min(bisect_left(bounds, position + 1), len(unit) - 1)
         low = bounds[tier - 1] if tier else 0
-        high = bounds[tier] if tier < len(bounds) else math.inf
+        high = bounds[tier] if tier < len(bounds) else _FAST_MAX
         return (t_from, t_to, low, high, unit[tier])
 
     def _refusal(self, kind: ErrorKind, reason: str, why: str) -> ApiError:
@@ -551,17 +579,36 @@ class SpendGuard:
         scale, month = self._scale, snapshot.month_index
         return {name: _Account(snap, scale, month) for name, snap in snapshot.accounts.items()}
 
+    def _close_windows(self) -> None:
+        """A reload starts (the view's window moved): every straight path closes, and
+        each lane's next call opens it again in the new window, through the slow path."""
+        for lane in self._open:
+            lane.start, lane.end = math.inf, -math.inf
+        self._open.clear()
+
     def _file(self) -> None:
         """On the event loop, after each reload (and before a new snapshot is applied):
         file the recorded reservations logged since on their accounts, in order."""
         accounts = self._accounts
         logged = self._log
+        # The log comes in runs of one account's calls (its name the same str object,
+        # the credential's): the account is looked up once per run, not per reservation.
+        name: str | None = None
+        acct: _Account | None = None
+        last = -math.inf
         for res in logged:
-            acct = accounts.get(res[1])
+            if res[1] is not name:
+                name = res[1]
+                acct = accounts.get(name)
+                if acct is not None:
+                    kept = acct.recorded
+                    append = kept.append
+                    last = kept[-1][0] if kept else -math.inf
             if acct is not None:
-                kept = acct.recorded
-                if not kept or kept[-1][0] <= res[0]:
-                    kept.append(res)
+                t = res[0]
+                if t >= last:
+                    append(res)
+                    last = t
                 else:
                     heapq.heappush(acct.late, res)
         logged.clear()  # the same list: ``recorded`` is bound to it
@@ -604,6 +651,10 @@ def _take_back(acct: _Account, res: Reservation) -> None:
         lane = acct.lanes.get(item)
         if lane is not None:
             lane.position -= 1
+            if lane.position < lane.low:
+                # Back below the tier the lane's price is for: the straight path (which
+                # tests only the upper bound) must not take the next call.
+                lane.start, lane.end = math.inf, -math.inf
             return
     else:
         spent = acct.spend.get(index, 0) - price

@@ -367,6 +367,32 @@ async def test_a_long_call_recorded_after_later_ones_leaves_the_estimate_on_time
 # -- the straight path's bookkeeping (lanes: one per account and item, per snapshot) -------
 
 
+async def test_the_straight_path_never_outlives_the_views_window(money: Money) -> None:
+    """A lane's straight path is narrowed to the view's reload window and closed when a
+    reload starts: a wall clock stepped back and forward again into an old window still
+    asks for the reload that is due (as every call did before there was a straight path)."""
+    view = money.guard.view
+    await topup(money.rating, "acct", "500.00", money.clock.now())
+    await view.refresh()
+    t0, loads = money.clock.time(), view.loads
+    for _ in range(5):
+        assert money.admit() is not None  # the straight path opens, until t0 + 1
+    money.clock.advance(0.2)
+    money.clock.step(-3600)  # NTP steps the wall clock back
+    assert money.admit() is not None
+    await view.join()
+    assert view.loads == loads  # 0.2 s since the last reload: none due
+    money.clock.advance(1.0)
+    assert money.admit() is not None  # due: a reload starts, the old windows close
+    await view.join()
+    assert view.loads == loads + 1
+    money.clock.advance(1.0)  # due again, and the wall clock back inside the first window
+    money.clock.set(t0 + 0.5)
+    assert money.admit() is not None
+    await view.join()
+    assert view.loads == loads + 2
+
+
 def prices(m: Money, reservations: list[Reservation | None]) -> list[Decimal | None]:
     return [m.guard.reserved_price(r) for r in reservations if r is not None]
 
