@@ -171,22 +171,7 @@ class MeteringMiddleware:
             if app_took_startup:
                 raise
             # The wrapped app does not speak lifespan: speak it for the meter alone.
-            await self._own_lifespan(receive, send)
-
-    async def _own_lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.runtime.start()
-                except Exception as exc:
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.runtime.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+            await self.runtime.serve_lifespan(receive, send)
 
 
 #: V1 signatures cover the query and the form alone; of the headers an upstream

@@ -17,6 +17,8 @@ from decimal import Decimal
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
+from starlette.types import Receive, Send
+
 from .catalog import Catalog, default_catalog, load_catalog
 from .clock import Clock, SystemClock
 from .config import ConfigError, MeteringConfig
@@ -454,6 +456,24 @@ class MeteringRuntime:
         except Exception:  # readiness is a yes/no; the reason is in the writer's log
             return False
         return True
+
+    async def serve_lifespan(self, receive: Receive, send: Send) -> None:
+        """Speak the ASGI lifespan protocol for this runtime alone: start on startup, stop
+        on shutdown. For an app served on its own (the meter around an app without a
+        lifespan, the tenant view); mounted in a gateway, the gateway's lifespan runs it."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     async def __aenter__(self) -> MeteringRuntime:
         await self.start()

@@ -93,28 +93,13 @@ class TenantApp:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            # Served on its own: the runtime starts and stops with the server. (Mounted in a
+            # gateway, the gateway's lifespan runs the runtime and this never runs.)
+            await self.runtime.serve_lifespan(receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": _WS_POLICY_VIOLATION})
         else:
             raise RuntimeError(f"TenantApp does not handle {kind!r} scopes")
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        # Served on its own: the runtime starts and stops with the server. (Mounted in a
-        # gateway, the gateway's lifespan runs the runtime and this never runs.)
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.runtime.start()
-                except Exception as exc:
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.runtime.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_record_id()
