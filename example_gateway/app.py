@@ -66,6 +66,7 @@ def create_gateway_app(
         timeout=gateway.timeout,
         connect_timeout=gateway.connect_timeout,
         max_connections=gateway.max_connections,
+        warm_connections=gateway.warm_connections,
         transport=gateway.transport,
         resign=resign,
     )

@@ -76,6 +76,9 @@ class GatewayConfig:
     timeout: float = 30.0
     connect_timeout: float = 5.0
     max_connections: int = 64
+    #: Keep-alive connections to the upstream opened at start, before the first call
+    #: (0: off); the first calls after a start then pay no connection set-up.
+    warm_connections: int = 4
     #: httpx on an aiohttp transport (measured faster here) or httpx's own pool.
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
     #: Seconds in-flight calls get to finish on shutdown before the ledger is flushed.
@@ -106,6 +109,12 @@ class GatewayConfig:
             or self.tenant_qps < 0
         ):
             raise ConfigError("gateway.tenant_qps: must be 0 (off) or a positive integer")
+        if (
+            isinstance(self.warm_connections, bool)
+            or not isinstance(self.warm_connections, int)
+            or self.warm_connections < 0
+        ):
+            raise ConfigError("gateway.warm_connections: must be 0 (off) or a positive integer")
         if self.transport not in ("aiohttp", "httpx"):
             raise ConfigError(f"gateway.transport: {self.transport!r} is not aiohttp or httpx")
 

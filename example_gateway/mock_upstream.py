@@ -113,6 +113,8 @@ class MockStats:
     completed: int = 0
     #: Answers cut short because the caller closed the connection.
     aborted: int = 0
+    #: The gateway's start-time warm-up requests (``x-metering-warmup``), not calls.
+    warmups: int = 0
     recent: deque[MockRequest] = field(default_factory=lambda: deque(maxlen=64))
 
 
@@ -173,6 +175,13 @@ class MockUpstream:
             return  # the caller left before sending its body
         request = _parse_request(scope, body)
         stats = self.stats
+        if request.header("x-metering-warmup") is not None:
+            # A warm-up opens a connection; it is no call, and tests count calls.
+            stats.warmups += 1
+            self._changed()
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         stats.requests += 1
         stats.in_flight += 1
         stats.recent.append(request)

@@ -29,6 +29,7 @@ upstream timeouts are 504 ``GatewayTimeout``, unreachable or broken upstreams
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -52,6 +53,7 @@ from .transport import DEFAULT_TRANSPORT, TransportKind, make_client
 
 __all__ = [
     "HOP_BY_HOP_HEADERS",
+    "WARMUP_HEADER",
     "Resigner",
     "V3Resigner",
     "create_proxy_app",
@@ -59,6 +61,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger("example_gateway.proxy")
+
+#: Marks the start's warm-up requests (``GET`` of the upstream's base path, unsigned:
+#: no action, nothing an upstream can bill; VIAPI answers it with an error). The mock
+#: counts them apart from calls. (``GET``, not ``HEAD``: aiohttp drops a connection whose
+#: ``HEAD`` answer came chunked, so a ``HEAD`` warm-up could open nothing reusable.)
+WARMUP_HEADER: Final = "x-metering-warmup"
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -160,6 +168,7 @@ def create_proxy_app(
     resign: Resigner | None = None,
     max_resign_body: int = 8 * 1024 * 1024,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    warm_connections: int = 0,
 ) -> Starlette:
     """A Starlette app forwarding metered VIAPI calls to ``upstream_url``.
 
@@ -170,7 +179,14 @@ def create_proxy_app(
     the proxy's own (after the client exists). A gateway that mounts this app
     runs ``app.router.lifespan_context(app)`` itself (Starlette runs no lifespan
     of a mounted app). ``app.state.http_client`` is the client while it runs.
+
+    ``warm_connections`` keep-alive connections are opened at start, before the app
+    takes its first call: without them the first calls after a start pay for the
+    transport's lazy set-up, DNS, TCP and TLS (100-500 ms were seen), and that burst of
+    latency let calls admitted at exactly N a second reach the upstream bunched.
     """
+    if isinstance(warm_connections, bool) or warm_connections < 0:
+        raise ValueError("warm_connections must be 0 (off) or a positive number")
     proxy = _Proxy(
         httpx.URL(upstream_url),
         httpx.Timeout(timeout, connect=connect_timeout),
@@ -185,6 +201,8 @@ def create_proxy_app(
     async def run(app: Starlette) -> AsyncIterator[None]:
         http = client or make_client(transport, limits, proxy.timeout)
         proxy.client = app.state.http_client = http
+        if warm_connections:
+            await proxy.warm(http, min(warm_connections, max_connections))
         try:
             async with lifespan(app) if lifespan is not None else nullcontext():
                 yield
@@ -245,6 +263,31 @@ class _Proxy:
         self.timeout = timeout
         self._timeouts = timeout.as_dict()  # what transports read from each request
         self.client: httpx.AsyncClient | None = None
+
+    async def warm(self, client: httpx.AsyncClient, connections: int) -> int:
+        """Open ``connections`` keep-alive connections to the upstream at once (each
+        request holds its own until answered, then returns it to the pool). Never fails
+        the start: an upstream down now is the calls' 502/504 later, as without warm-up.
+        Returns how many answered."""
+        target = self._origin + _ascii(self._base_path + b"/")
+        # Bounded by the connect timeout: a black-holed upstream delays the start by that
+        # much at most, never by the calls' (longer) read timeout.
+        timeout = httpx.Timeout(self.timeout.connect)
+
+        async def one() -> bool:
+            try:
+                response = await client.request(
+                    "GET", target, headers={WARMUP_HEADER: "1"}, timeout=timeout
+                )
+            except httpx.HTTPError as exc:
+                logger.warning("upstream warm-up: %s: %s", type(exc).__name__, exc)
+                return False
+            # ``request`` has read the answer: the connection is back in the pool.
+            return response.status_code > 0
+
+        answered = sum(await asyncio.gather(*(one() for _ in range(connections))))
+        logger.info("upstream warm-up: %d of %d connections open", answered, connections)
+        return answered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = self.client
