@@ -39,3 +39,15 @@ def test_parse_separators_comments_and_repr_hides_tokens() -> None:
     tokens = AdminTokens.parse(f"# rotated 2026-12\n{A}, {B}\n\n")
     assert len(tokens) == 2 and tokens.matches(B)
     assert A not in repr(tokens) and B not in repr(tokens)
+
+
+def test_match_index_and_per_token_keys() -> None:
+    tokens = AdminTokens([A, B])
+    assert tokens.match_index(A) == 0 and tokens.match_index(B) == 1
+    assert tokens.match_index(A[:-1]) is None and tokens.match_index(None) is None
+    keys = tokens.derive_keys("web")
+    assert len(set(keys)) == 2 and keys != tokens.derive_keys("cursor")
+    # A token's key does not depend on the tokens beside it, nor on their order.
+    assert AdminTokens([B, A]).derive_keys("web") == (keys[1], keys[0])
+    assert AdminTokens([A]).derive_keys("web") == (keys[0],)
+    assert all(A.encode() not in k and B.encode() not in k for k in keys)

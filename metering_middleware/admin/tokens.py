@@ -68,6 +68,31 @@ class AdminTokens:
             found |= hmac.compare_digest(candidate, token)
         return found
 
+    def match_index(self, presented: str | bytes | None) -> int | None:
+        """Which token ``presented`` is (its position), or None; constant time in which
+        one, like :meth:`matches`."""
+        if presented is None:
+            return None
+        candidate = presented.encode() if isinstance(presented, str) else presented
+        found: int | None = None
+        for n, token in enumerate(self._tokens):
+            if hmac.compare_digest(candidate, token):
+                found = n  # no early exit: every token is compared
+        return found
+
+    def derive_keys(self, purpose: str) -> tuple[bytes, ...]:
+        """One key for ``purpose`` per token, in the tokens' order (HMAC-SHA256 of the
+        token's digest): what one token signed stays valid exactly as long as that
+        token is configured, whatever tokens are added or removed beside it."""
+        return tuple(
+            hmac.new(
+                b"metering-admin-token:" + purpose.encode(),
+                hashlib.sha256(token).digest(),
+                hashlib.sha256,
+            ).digest()
+            for token in self._tokens
+        )
+
     def bearer(self, authorization: str | bytes | None) -> bool:
         """True for an ``Authorization: Bearer <token>`` header value carrying a token."""
         if authorization is None:

@@ -145,6 +145,29 @@ async def test_rotating_the_token_out_ends_its_sessions(ctx: AdminContext) -> No
         assert (await c.get("/ui/accounts")).status_code == 200
 
 
+async def test_adding_a_token_or_removing_another_keeps_a_session(ctx: AdminContext) -> None:
+    # Rotation's first step (configure the new token beside the old) signs nobody out; a
+    # session lives as long as the token it signed in with, whatever else changes.
+    third = "third-admin-token-for-rotation-0123456789ab"
+    ctx.tokens = AdminTokens([TOKEN])
+    app = create_admin_app(ctx, ui=create_billing_web(ctx))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://admin.test") as old,
+        httpx.AsyncClient(transport=transport, base_url="http://admin.test") as new,
+    ):
+        await sign_in(old, TOKEN)
+        ctx.tokens = AdminTokens([TOKEN, OTHER_TOKEN])  # the new token added
+        assert (await old.get("/ui/accounts")).status_code == 200
+        await sign_in(new, OTHER_TOKEN)
+        ctx.tokens = AdminTokens([third, OTHER_TOKEN])  # TOKEN out, another one in
+        assert (await old.get("/ui/accounts")).status_code == 303
+        assert (await new.get("/ui/accounts")).status_code == 200
+        # The CSRF token of the surviving session is still its own.
+        page = await new.get(f"/ui/account?name={KNOWN}")
+        assert page.status_code == 200 and csrf_of(page.text)
+
+
 async def test_a_cookie_of_another_configuration_is_refused(seeded: Seeded) -> None:
     # Two gateway processes with the same tokens accept each other's sessions; a process
     # whose token set differs (the token was rotated out there) accepts none of them.

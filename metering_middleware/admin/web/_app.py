@@ -42,7 +42,7 @@ from ._views import account_view
 __all__ = ["COOKIE_NAME", "SESSION_PURPOSE", "create_billing_web"]
 
 COOKIE_NAME = "metering_session"
-#: ``AdminTokens.derive_key`` purpose of the session key (and so of the CSRF tokens).
+#: ``AdminTokens.derive_keys`` purpose of the session keys (and so of the CSRF tokens).
 SESSION_PURPOSE = "billing-web session v1"
 #: Accounts per page of the list.
 PAGE_SIZE = 50
@@ -62,8 +62,10 @@ class _Page:
     def __init__(self, ctx: AdminContext, lifetime: timedelta) -> None:
         self.ctx = ctx
         self.templates = Templates()
+        # One key per token: a session lives exactly as long as the token it signed in
+        # with is configured (adding a token, or removing another, signs nobody out).
         self.sessions = SessionCodec(
-            lambda: (ctx.tokens.derive_key(SESSION_PURPOSE),), ctx.clock, lifetime=lifetime
+            lambda: ctx.tokens.derive_keys(SESSION_PURPOSE), ctx.clock, lifetime=lifetime
         )
 
     # -- helpers -----------------------------------------------------------------------------
@@ -135,10 +137,12 @@ class _Page:
             token = (await read_form(request)).get("token", "")
         except FormError as exc:
             return self.html(request, "signin.html", status=400, error=str(exc))
-        if not self.ctx.tokens.matches(token.strip()):
+        tokens = self.ctx.tokens
+        which = tokens.match_index(token.strip())
+        if which is None:
             error = "That is not an admin token."
             return self.html(request, "signin.html", status=401, error=error)
-        value, _ = self.sessions.issue()
+        value, _ = self.sessions.issue(tokens.derive_keys(SESSION_PURPOSE)[which])
         response = RedirectResponse(f"{self.prefix(request)}/accounts", status_code=303)
         response.set_cookie(
             COOKIE_NAME,

@@ -1,18 +1,19 @@
-"""Signed, expiring session cookies whose key dies with the admin tokens that made them.
+"""Signed, expiring session cookies whose key dies with the admin token that made them.
 
 A browser signs in once with an admin token; from then on it carries a cookie
 
     v1.<session id>.<issued, unix s>.<expires, unix s>.<HMAC-SHA256, base64url>
 
-signed with a key derived from the configured token set (``AdminTokens.derive_key``),
-never a token itself. A cookie is accepted only while a key of the tokens configured *now*
-verifies it: rotating a token out ends every session made while it was configured, in
-every gateway process, without any shared session store (a change of the token set
-signs every operator out, the price of one key for the whole set). Keys are compared with
+signed with the key derived from the admin token it signed in with
+(``AdminTokens.derive_keys``: one key per token), never a token itself. A cookie is
+accepted only while a key of the tokens configured *now* verifies it: rotating a token out
+ends the sessions made with it, in every gateway process, without any shared session
+store, and only those (adding the new token first, then removing the old one, signs in
+again only the operators of the old one). Keys are compared with
 :func:`hmac.compare_digest`, each of them, without an early exit.
 
 Hand-written rather than itsdangerous: the format is one HMAC over five fields, and the
-property that matters (the key dies with the token set) is this module's whole point; a
+property that matters (the key dies with its token) is this module's whole point; a
 serializer library would add a dependency and hide it.
 
 The CSRF token of a session is derived from the same key and the session id: it needs no
@@ -85,9 +86,11 @@ class SessionCodec:
     def lifetime(self) -> timedelta:
         return self._lifetime
 
-    def issue(self) -> tuple[str, Session]:
-        """A new session, signed with the current key (call it once the token matched)."""
-        key = self._keys()[0]
+    def issue(self, key: bytes | None = None) -> tuple[str, Session]:
+        """A new session, signed with ``key`` (the key of the token that signed in; by
+        default the first key valid now). Call it once the token matched."""
+        if key is None:
+            key = self._keys()[0]
         now = int(self._clock.now().timestamp())
         sid = secrets.token_urlsafe(24)
         expires = now + int(self._lifetime.total_seconds())
