@@ -195,11 +195,15 @@ class _Lane:
     emptied when a given-back call moves ``position`` below ``low``, and when the slow
     path sets a new price (the window opens again with the batch of that price).
     ``batch``: the reservation of the calls admitted here at ``price`` (``stamps``, its
-    list of instants, at hand for the straight path's append).
+    list of instants, at hand for the straight path's append). ``bound``: the highest
+    month estimate (``spent``, with the call) at which the straight path still admits, set
+    with the window: the spend guard's and the cap's tests solved for ``spent`` (with the
+    other months' estimate as it was then; a call that raises it closes the windows).
     """
 
     __slots__ = (
         "batch",
+        "bound",
         "code",
         "end",
         "fast",
@@ -225,7 +229,7 @@ class _Lane:
         self.p_from, self.p_to = math.inf, -math.inf
         self.start, self.end = math.inf, -math.inf
         # Integers (as ``position`` is): an int compared with an int is the cheap compare.
-        self.low, self.high, self.price = 0, 0, 0
+        self.low, self.high, self.price, self.bound = 0, 0, 0, 0
         self.batch: Reservation | None = None
         self.stamps: list[float] = []  # the batch's (none yet: the window is closed)
 
@@ -248,6 +252,7 @@ class _Account:
         "lanes",
         "limit",
         "month",
+        "other",
         "overdue_since",
         "payg_calls",
         "plans",
@@ -259,14 +264,16 @@ class _Account:
         "stop",
         "subscriptions",
         "suspended",
-        "total",
     )
 
     def __init__(self, snap: AccountSnapshot, scale: _Scale, month: int) -> None:
         self.month = month
-        self.total = 0  # every unsettled pay-as-you-go price reserved, all months (units)
-        self.spent = 0  # the same, the snapshot's month
-        self.spend: dict[int, int] = {}  # the same, other months, by month_index
+        #: Every unsettled pay-as-you-go price reserved (units): the snapshot's month's
+        #: in ``spent``, other months' in ``spend`` by month_index and summed in ``other``
+        #: (the straight path moves ``spent`` only: see ``_Lane.bound``).
+        self.spent = 0
+        self.other = 0
+        self.spend: dict[int, int] = {}
         self.calls: dict[tuple[str, int], int] = {}  # (item, month_index) -> calls, no lane
         self.lanes: dict[str, _Lane] = {}
         self.points: dict[str, int] = {}  # plan id -> points reserved (units)
@@ -305,7 +312,7 @@ class _Account:
 
     def carry(self, old: _Account) -> None:
         """Take over ``old``'s estimate (a reload replaced its snapshot)."""
-        self.total, self.spend, self.calls = old.total, old.spend, old.calls
+        self.spend, self.calls = old.spend, old.calls
         self.points, self.batches = old.points, old.batches
         # Old's month back into the dicts (lanes are the snapshot's), then this month out.
         spend, calls = self.spend, self.calls
@@ -317,6 +324,7 @@ class _Account:
                 key = (lane.code, old.month)
                 calls[key] = calls.get(key, 0) + unsettled
         self.spent = spend.pop(self.month, 0)
+        self.other = sum(spend.values())
 
     def lane(self, item: BillableItem) -> _Lane:
         code = item.item
@@ -334,9 +342,13 @@ class _Account:
         return lane
 
     @property
+    def total(self) -> int:
+        return self.spent + self.other
+
+    @property
     def idle(self) -> bool:
         return not (
-            self.total
+            self.other
             or self.spent
             or self.spend
             or self.calls
@@ -450,11 +462,8 @@ class SpendGuard:
         if lane.start <= now < lane.end:
             position = lane.position
             if position < lane.high:
-                price = lane.price
-                total = acct.total
-                spent = acct.spent + price
-                if total < acct.limit and spent <= acct.room:
-                    acct.total = total + price
+                spent = acct.spent + lane.price
+                if spent <= lane.bound:
                     acct.spent = spent
                     lane.position = position + 1
                     lane.stamps.append(now)  # the call's share: its lane's batch
@@ -524,7 +533,6 @@ class SpendGuard:
         if cap is not None and settled_spend + spent * n > cap:
             self._cap_reached(account, mi, cap, settled_spend + spent * n)
             raise self._refusal(self._spend_cap, CAP_REASON, "monthly spend cap reached")
-        acct.total += price
         if current:
             acct.spent = spent
             lane.position = position + 1
@@ -542,8 +550,13 @@ class SpendGuard:
                     self._open.append(lane)
                 lane.start = max(lane.p_from, view.fresh_from)
                 lane.end = min(lane.p_to, view.next_reload_at)
+                # total < limit  <=>  spent (with this call) <= limit - 1 - other + price.
+                lane.bound = min(acct.room, acct.limit - 1 - acct.other + price, _FAST_MAX)
             return res
         acct.spend[mi] = spent
+        acct.other += price
+        for other_lane in acct.lanes.values():  # their bounds counted less: closed
+            other_lane.start, other_lane.end = math.inf, -math.inf
         acct.calls[key] = position + 1
         return self._single(acct, account, code, mi, price, "", 0, now)
 
@@ -715,7 +728,6 @@ def _take_back(acct: _Account, res: Reservation, calls: int) -> None:
             acct.points.pop(plan_id, None)
         return
     price = res.price * calls
-    acct.total -= price
     if index == acct.month:
         acct.spent -= price
         lane = acct.lanes.get(item)
@@ -727,6 +739,7 @@ def _take_back(acct: _Account, res: Reservation, calls: int) -> None:
                 lane.start, lane.end = math.inf, -math.inf
             return
     else:
+        acct.other -= price
         spent = acct.spend.get(index, 0) - price
         if spent > 0:
             acct.spend[index] = spent

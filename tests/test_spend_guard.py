@@ -514,3 +514,19 @@ async def test_a_call_in_flight_across_the_horizon_is_never_dropped(money: Money
     await money.settle_all()
     assert money.guard.view.snapshot.account("acct").balance == Decimal("9.00")
     assert money.guard.estimate("acct") == 0
+
+
+async def test_another_months_call_counts_at_once_on_the_straight_path(money: Money) -> None:
+    """The straight path tests the month's estimate against a bound set with its window;
+    a call in another month (a wall clock past the month's end, then stepped back) raises
+    the estimate the bound did not count, so it closes the windows: the balance holds."""
+    await topup(money.rating, "acct", "1.20", money.clock.now())
+    await money.fresh()
+    t0 = money.clock.time()
+    assert money.admit() is not None  # March, 0.50: the straight path opens
+    money.clock.set(Month(2026, 4).start + timedelta(seconds=1))
+    april = money.admit()  # 1.00 estimated of 1.20
+    assert april is not None and reserved_month(april) == Month(2026, 4)
+    money.clock.set(t0 + 0.1)  # stepped back into March's open window
+    assert money.admit() is not None  # 1.00 < 1.20: admitted, into debt by 0.30
+    assert money.refused().reason == "spend_guard"  # 1.50: the April call counted
