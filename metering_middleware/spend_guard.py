@@ -27,8 +27,10 @@ its cost). Everything here is dict lookups and integer sums, on one object per a
 that holds both its snapshot and its estimate, and for the common call (good standing,
 pay-as-you-go, the tier of the item's last call, far from balance and cap) one lane
 object per account and item: a straight path of a few comparisons (few objects touched:
-in a busy gateway the rest of a call has pushed them out of the CPU's caches). Recording
-only appends to a log; the money view's reload task files it on the accounts.
+in a busy gateway the rest of a call has pushed them out of the CPU's caches). A call
+makes no object: the calls a lane admits at one price share one ``Reservation`` (the
+call appends its instant, its record step adds one to a counter); a snapshot drops
+settled calls per reservation, not per call.
 Money and points are exact integers of the smallest unit the catalog's prices
 (coefficients) need: a ``Decimal`` operation costs several times an int's there.
 Balances and caps are rounded down to that unit and settled spend up, so the guard can
@@ -37,12 +39,10 @@ only refuse a unit early, never late.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 import time
 from bisect import bisect_left, bisect_right
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -83,21 +83,69 @@ CAP_REASON = "cap"
 _ZERO = Decimal(0)
 _UNITS = {"floor": ROUND_FLOOR, "ceiling": ROUND_CEILING}
 
-#: One admitted call's share of its account's estimate, as a plain tuple (made per call;
-#: the garbage collector stops tracking tuples of numbers and strings):
-#: (occurred, account, item, month index, price, plan id, points), price and points in
-#: the guard's units: a pay-as-you-go call has plan id "" and its estimated price; a call
-#: a plan pays has the plan's id and the points reserved on it. Recorded ones are kept
-#: as they are (comparable field by field, so a heap of them needs no tie-breaker).
-Reservation = tuple[float, str, str, int, int, str, int]
+
+class Reservation:
+    """Admitted calls' share of their account's estimate, all alike: one account, item,
+    month and pay-as-you-go ``price`` (or one plan and ``points``), in the guard's units.
+
+    The calls a lane admits at one price within one refresh interval share one (made by
+    the full rules, at most once per interval, tier and lane), so a call makes no object:
+    admission appends its instant to ``stamps`` (a list's own append) and the record step
+    adds one to ``recorded`` (an attribute). A call of the full rules that is not a lane's
+    (a plan's points, a month that turned) has one of its own. Amounts stay exact: each
+    call is ``price`` (``points``), however many share it.
+
+    ``stamps`` holds one instant per call not given back nor settled; which one is whose
+    is not kept, only how many are recorded (the rest are in flight). So every choice
+    errs on the side of keeping an estimate: a given-back call takes out the earliest
+    stamp not before its arrival (its own or an earlier one; exact unless another call
+    was admitted between its arrival and its admission), and a snapshot takes the calls
+    in flight to be the earliest: it drops ``min(recorded, stamps before the horizon -
+    calls in flight)``, never a call in flight nor one recorded after the horizon. Exact
+    unless a call admitted before the horizon is still in flight (a call older than the
+    settlement lag): each such call keeps at most one settled call in the estimate until
+    the next snapshot (refused early, never late).
+    """
+
+    __slots__ = (
+        "account",
+        "item",
+        "month",
+        "plan",
+        "points",
+        "price",
+        "recorded",
+        "stamps",
+        "until",
+    )
+
+    def __init__(
+        self,
+        account: str,
+        item: str,
+        month: int,
+        price: int,
+        plan: str = "",
+        points: int = 0,
+        until: float = -math.inf,
+    ) -> None:
+        self.account = account
+        self.item = item
+        self.month = month
+        self.price = price
+        self.plan = plan
+        self.points = points
+        self.until = until  # the full rules add calls to it until then (time.time())
+        self.stamps: list[float] = []  # each admitted call's instant (time.time())
+        self.recorded = 0  # of them, with their record written (not yet settled)
 
 
 def reserved_plan(res: Reservation) -> str | None:
-    return res[5] or None
+    return res.plan or None
 
 
 def reserved_month(res: Reservation) -> Month:
-    return Month(res[3] // 12, res[3] % 12 + 1)
+    return Month(res.month // 12, res.month % 12 + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +192,18 @@ class _Lane:
     narrowed to the money view's window in which no reload is due (so the straight path
     needs no test of its own for a due reload, a turned month, a stepped clock or the
     fast flag: each one is outside it). Set by the slow path after it admitted a call;
-    emptied when a given-back call moves ``position`` below ``low``.
+    emptied when a given-back call moves ``position`` below ``low``, and when the slow
+    path sets a new price (the window opens again with the batch of that price).
+    ``batch``: the reservation of the calls admitted here at ``price`` (``stamps``, its
+    list of instants, at hand for the straight path's append). ``bound``: the highest
+    month estimate (``spent``, with the call) at which the straight path still admits, set
+    with the window: the spend guard's and the cap's tests solved for ``spent`` (with the
+    other months' estimate as it was then; a call that raises it closes the windows).
     """
 
     __slots__ = (
+        "batch",
+        "bound",
         "code",
         "end",
         "fast",
@@ -159,6 +215,7 @@ class _Lane:
         "position",
         "price",
         "settled",
+        "stamps",
         "start",
     )
 
@@ -172,7 +229,9 @@ class _Lane:
         self.p_from, self.p_to = math.inf, -math.inf
         self.start, self.end = math.inf, -math.inf
         # Integers (as ``position`` is): an int compared with an int is the cheap compare.
-        self.low, self.high, self.price = 0, 0, 0
+        self.low, self.high, self.price, self.bound = 0, 0, 0, 0
+        self.batch: Reservation | None = None
+        self.stamps: list[float] = []  # the batch's (none yet: the window is closed)
 
 
 class _Account:
@@ -185,19 +244,19 @@ class _Account:
 
     __slots__ = (
         "balance",
+        "batches",
         "calls",
         "cap",
         "held",
         "horizon",
         "lanes",
-        "late",
         "limit",
         "month",
+        "other",
         "overdue_since",
         "payg_calls",
         "plans",
         "points",
-        "recorded",
         "room",
         "settled_spend",
         "spend",
@@ -205,22 +264,22 @@ class _Account:
         "stop",
         "subscriptions",
         "suspended",
-        "total",
     )
 
     def __init__(self, snap: AccountSnapshot, scale: _Scale, month: int) -> None:
         self.month = month
-        self.total = 0  # every unsettled pay-as-you-go price reserved, all months (units)
-        self.spent = 0  # the same, the snapshot's month
-        self.spend: dict[int, int] = {}  # the same, other months, by month_index
+        #: Every unsettled pay-as-you-go price reserved (units): the snapshot's month's
+        #: in ``spent``, other months' in ``spend`` by month_index and summed in ``other``
+        #: (the straight path moves ``spent`` only: see ``_Lane.bound``).
+        self.spent = 0
+        self.other = 0
+        self.spend: dict[int, int] = {}
         self.calls: dict[tuple[str, int], int] = {}  # (item, month_index) -> calls, no lane
         self.lanes: dict[str, _Lane] = {}
         self.points: dict[str, int] = {}  # plan id -> points reserved (units)
-        #: Recorded reservations in recording order, which is occurrence order but for
-        #: a call answered after a later one was recorded: that one goes to ``late``, a
-        #: heap by occurrence. Both are emptied from the oldest as settlement passes them.
-        self.recorded: deque[Reservation] = deque()
-        self.late: list[Reservation] = []
+        #: Every reservation with a call not yet given back or settled (each snapshot
+        #: drops what it shows settled and the reservations left with no call).
+        self.batches: list[Reservation] = []
         self.load(snap, scale)
 
     def load(self, snap: AccountSnapshot, scale: _Scale) -> None:
@@ -253,8 +312,8 @@ class _Account:
 
     def carry(self, old: _Account) -> None:
         """Take over ``old``'s estimate (a reload replaced its snapshot)."""
-        self.total, self.spend, self.calls = old.total, old.spend, old.calls
-        self.points, self.recorded, self.late = old.points, old.recorded, old.late
+        self.spend, self.calls = old.spend, old.calls
+        self.points, self.batches = old.points, old.batches
         # Old's month back into the dicts (lanes are the snapshot's), then this month out.
         spend, calls = self.spend, self.calls
         if old.spent:
@@ -265,6 +324,7 @@ class _Account:
                 key = (lane.code, old.month)
                 calls[key] = calls.get(key, 0) + unsettled
         self.spent = spend.pop(self.month, 0)
+        self.other = sum(spend.values())
 
     def lane(self, item: BillableItem) -> _Lane:
         code = item.item
@@ -282,15 +342,18 @@ class _Account:
         return lane
 
     @property
+    def total(self) -> int:
+        return self.spent + self.other
+
+    @property
     def idle(self) -> bool:
         return not (
-            self.total
+            self.other
             or self.spent
             or self.spend
             or self.calls
             or self.points
-            or self.recorded
-            or self.late
+            or any(b.stamps for b in self.batches)
             or (self.lanes and any(ln.position != ln.settled for ln in self.lanes.values()))
         )
 
@@ -316,7 +379,6 @@ class SpendGuard:
         "_arrearage",
         "_capped",
         "_clock",
-        "_log",
         "_m_end",
         "_m_index",
         "_m_start",
@@ -326,10 +388,10 @@ class SpendGuard:
         "_prices",
         "_processes",
         "_scale",
+        "_span",
         "_spend_cap",
         "_time",
         "coefficients",
-        "recorded",
         "view",
     )
 
@@ -349,17 +411,11 @@ class SpendGuard:
         # The system clock's own reading, not a method around it (a frame per call).
         self._time = time.time if type(clock) is SystemClock else clock.time
         self._processes = processes
+        self._span = refresh_interval
         self._arrearage = arrearage
         self._spend_cap = spend_cap
         self._notify = on_cap_reached
         self._accounts: dict[str, _Account] = {}
-        #: Reservations whose record was written, in recording order, not yet filed on
-        #: their accounts (filed by the reload task, each refresh, off the calls' path).
-        self._log: list[Reservation] = []
-        #: ``guard.recorded(res)``: its record was written, so it is kept until a snapshot
-        #: shows it settled. Call it, or ``release``, once per reservation. A list's own
-        #: append (no Python frame): the call only logs it; ``_file`` sorts it out later.
-        self.recorded: Callable[[Reservation], None] = self._log.append
         self._capped: set[tuple[str, Month]] = set()
         #: Lanes whose straight-path window is open: all closed when the view's window
         #: moves (a reload starts), so no window outlives the one it was narrowed to.
@@ -384,7 +440,6 @@ class SpendGuard:
             refresh_interval=refresh_interval,
             prepare=self._prepare,
             on_snapshot=self._settled,
-            on_loaded=self._file,
             on_window=self._close_windows,
         )
         self._month_of(self.view.snapshot)
@@ -407,14 +462,12 @@ class SpendGuard:
         if lane.start <= now < lane.end:
             position = lane.position
             if position < lane.high:
-                price = lane.price
-                total = acct.total
-                spent = acct.spent + price
-                if total < acct.limit and spent <= acct.room:
-                    acct.total = total + price
+                spent = acct.spent + lane.price
+                if spent <= lane.bound:
                     acct.spent = spent
                     lane.position = position + 1
-                    return (now, account, lane.code, lane.month, price, "", 0)
+                    lane.stamps.append(now)  # the call's share: its lane's batch
+                    return lane.batch
         return self._admit(account, item, now)
 
     def _admit(self, account: str, item: BillableItem, now: float) -> Reservation | None:
@@ -451,7 +504,7 @@ class SpendGuard:
                         used = points.get(plan_id, 0)
                         if left - used >= cost:
                             points[plan_id] = used + cost
-                            return (now, account, code, mi, 0, plan_id, cost)
+                            return self._single(acct, account, code, mi, 0, plan_id, cost, now)
         # Months are keyed by an int (hashing a Month dataclass costs more than the rest).
         key = (code, mi)
         if current:
@@ -461,6 +514,8 @@ class SpendGuard:
                 # positions it holds for: the next calls take the straight path.
                 t_from, t_to, lane.low, lane.high, lane.price = self._price(code, now, position)
                 lane.p_from, lane.p_to = max(t_from, self._m_start), min(t_to, self._m_end)
+                # Closed until a call at the new price is admitted (and its batch set).
+                lane.start, lane.end = math.inf, -math.inf
             price = lane.price
             settled_spend, month_spent = acct.settled_spend, acct.spent
         else:
@@ -478,10 +533,16 @@ class SpendGuard:
         if cap is not None and settled_spend + spent * n > cap:
             self._cap_reached(account, mi, cap, settled_spend + spent * n)
             raise self._refusal(self._spend_cap, CAP_REASON, "monthly spend cap reached")
-        acct.total += price
         if current:
             acct.spent = spent
             lane.position = position + 1
+            res = lane.batch
+            if res is None or res.price != price or now >= res.until:
+                # One per interval: a given-back call's search in ``stamps`` stays short.
+                res = lane.batch = Reservation(account, code, mi, price, until=now + self._span)
+                lane.stamps = res.stamps
+                acct.batches.append(res)
+            res.stamps.append(now)
             if lane.fast:
                 # The straight path's window: the price's, within the view's window
                 # (read now: a reload that started since has moved it).
@@ -489,19 +550,55 @@ class SpendGuard:
                     self._open.append(lane)
                 lane.start = max(lane.p_from, view.fresh_from)
                 lane.end = min(lane.p_to, view.next_reload_at)
-        else:
-            acct.spend[mi] = spent
-            acct.calls[key] = position + 1
-        return (now, account, code, mi, price, "", 0)
+                # total < limit  <=>  spent (with this call) <= limit - 1 - other + price.
+                lane.bound = min(acct.room, acct.limit - 1 - acct.other + price, _FAST_MAX)
+            return res
+        acct.spend[mi] = spent
+        acct.other += price
+        for other_lane in acct.lanes.values():  # their bounds counted less: closed
+            other_lane.start, other_lane.end = math.inf, -math.inf
+        acct.calls[key] = position + 1
+        return self._single(acct, account, code, mi, price, "", 0, now)
 
-    def release(self, res: Reservation) -> None:
+    @staticmethod
+    def _single(
+        acct: _Account,
+        account: str,
+        code: str,
+        mi: int,
+        price: int,
+        plan_id: str,
+        points: int,
+        now: float,
+    ) -> Reservation:
+        """A reservation for this one call (a plan's points, or a month that turned)."""
+        res = Reservation(account, code, mi, price, plan_id, points)
+        res.stamps.append(now)
+        acct.batches.append(res)
+        return res
+
+    @staticmethod
+    def recorded(res: Reservation) -> None:
+        """The call's record was written: its share is kept until a snapshot shows it
+        settled. Call it, or ``release``, once per admitted call (the middleware does the
+        same step inline, when it counts the call's outcome)."""
+        res.recorded += 1
+
+    def release(self, res: Reservation, arrived: float = -math.inf) -> None:
         """The call was not chargeable (or was refused after admission): give it back.
+        ``arrived``: when the call arrived (epoch seconds; by default the earliest).
 
-        Call it, or ``recorded``, once per reservation (the middleware does, when it
-        counts the call's outcome). A logged reservation is never released."""
-        acct = self._accounts.get(res[1])
+        Call it, or ``recorded``, once per admitted call (the middleware does, when it
+        counts the call's outcome). A recorded call is never released."""
+        stamps = res.stamps
+        stamps.sort()  # in admission order already, but for a clock stepped back
+        # The earliest stamp not before its arrival: its own, or one before it (so the
+        # stamps left are never earlier than the calls they stand for: see Reservation).
+        i = bisect_left(stamps, arrived)
+        del stamps[i if i < len(stamps) else 0]
+        acct = self._accounts.get(res.account)
         if acct is not None:
-            _take_back(acct, res)
+            _take_back(acct, res, 1)
 
     # -- reading the estimate (tests, metrics) ---------------------------------------------
 
@@ -516,8 +613,8 @@ class SpendGuard:
         return Decimal(units) / self._scale.points
 
     def reserved_price(self, res: Reservation) -> Decimal | None:
-        """A reservation's pay-as-you-go price in CNY (None: a plan pays)."""
-        return None if res[5] else self._cny(res[4])
+        """A reservation's pay-as-you-go price in CNY, per call (None: a plan pays)."""
+        return None if res.plan else self._cny(res.price)
 
     def _cny(self, units: int) -> Decimal:
         return Decimal(units) / self._scale.money
@@ -586,38 +683,10 @@ class SpendGuard:
             lane.start, lane.end = math.inf, -math.inf
         self._open.clear()
 
-    def _file(self) -> None:
-        """On the event loop, after each reload (and before a new snapshot is applied):
-        file the recorded reservations logged since on their accounts, in order."""
-        accounts = self._accounts
-        logged = self._log
-        # The log comes in runs of one account's calls (its name the same str object,
-        # the credential's): the account is looked up once per run, not per reservation.
-        name: str | None = None
-        acct: _Account | None = None
-        last = -math.inf
-        for res in logged:
-            if res[1] is not name:
-                name = res[1]
-                acct = accounts.get(name)
-                if acct is not None:
-                    kept = acct.recorded
-                    append = kept.append
-                    last = kept[-1][0] if kept else -math.inf
-            if acct is not None:
-                t = res[0]
-                if t >= last:
-                    append(res)
-                    last = t
-                else:
-                    heapq.heappush(acct.late, res)
-        logged.clear()  # the same list: ``recorded`` is bound to it
-
     def _settled(self, snapshot: MoneySnapshot, prepared: dict[str, _Account] | None) -> None:
         """On the event loop, a new snapshot: carry the estimates over to the new state of
         their accounts, and drop the recorded reservations it shows settled. Work here is
         per account with an estimate; the rest was prepared off the loop."""
-        self._file()
         self._month_of(snapshot)
         fresh = self._prepare(snapshot) if prepared is None else prepared
         for name, old in self._accounts.items():
@@ -628,42 +697,56 @@ class SpendGuard:
                 acct = fresh[name] = _Account(NOBODY, self._scale, snapshot.month_index)
             acct.carry(old)
             horizon = acct.horizon
-            kept, late = acct.recorded, acct.late
-            while kept and kept[0][0] < horizon:
-                _take_back(acct, kept.popleft())
-            while late and late[0][0] < horizon:
-                _take_back(acct, heapq.heappop(late))
+            acct.batches = [res for res in acct.batches if _resolve(acct, res, horizon)]
         self._accounts = fresh
 
 
-def _take_back(acct: _Account, res: Reservation) -> None:
-    _, _, item, index, price, plan_id, points = res
+def _resolve(acct: _Account, res: Reservation, horizon: float) -> bool:
+    """A snapshot with this settled horizon: drop the recorded calls it shows settled
+    (see ``Reservation`` for why this many); True while the reservation has calls left."""
+    stamps = res.stamps
+    recorded = res.recorded
+    if recorded:
+        stamps.sort()  # in admission order already, but for a clock stepped back
+        settled = bisect_left(stamps, horizon) - (len(stamps) - recorded)
+        if settled > 0:
+            settled = min(settled, recorded)
+            del stamps[:settled]
+            res.recorded = recorded - settled
+            _take_back(acct, res, settled)
+    return bool(stamps)
+
+
+def _take_back(acct: _Account, res: Reservation, calls: int) -> None:
+    """``calls`` of ``res``'s calls leave the estimate (given back or settled)."""
+    item, index, plan_id = res.item, res.month, res.plan
     if plan_id:
-        left = acct.points.get(plan_id, 0) - points
+        left = acct.points.get(plan_id, 0) - res.points * calls
         if left > 0:
             acct.points[plan_id] = left
         else:
             acct.points.pop(plan_id, None)
         return
-    acct.total -= price
+    price = res.price * calls
     if index == acct.month:
         acct.spent -= price
         lane = acct.lanes.get(item)
         if lane is not None:
-            lane.position -= 1
+            lane.position -= calls
             if lane.position < lane.low:
                 # Back below the tier the lane's price is for: the straight path (which
                 # tests only the upper bound) must not take the next call.
                 lane.start, lane.end = math.inf, -math.inf
             return
     else:
+        acct.other -= price
         spent = acct.spend.get(index, 0) - price
         if spent > 0:
             acct.spend[index] = spent
         else:
             acct.spend.pop(index, None)
     key = (item, index)
-    n = acct.calls.get(key, 0) - 1
+    n = acct.calls.get(key, 0) - calls
     if n > 0:
         acct.calls[key] = n
     else:

@@ -80,7 +80,7 @@ class Money(Harness):
         assert res is not None
         self.guard.recorded(res)
         self.n += 1
-        record = call(self.catalog, f"r{self.n:06d}", self.clock.now(), item, res[1])
+        record = call(self.catalog, f"r{self.n:06d}", self.clock.now(), item, res.account)
         await self.ledger.write([record], [])
         return record
 
@@ -462,3 +462,71 @@ async def test_recorded_reservations_are_filed_and_dropped_once_settled(money: M
     await money.settle_all()
     assert money.guard.estimate("acct") == 0 and money.guard.accounts_estimated == 0
     assert money.guard.view.snapshot.account("acct").balance == Decimal("8.50")
+
+
+async def test_calls_sharing_a_reservation_leave_the_estimate_one_by_one(money: Money) -> None:
+    """The straight path's calls of one lane share one reservation (counters, no object
+    per call): a snapshot still drops exactly the recorded calls before its horizon, and
+    a given-back call takes out its own instant, not the earliest."""
+    await topup(money.rating, "acct", "10.00", money.clock.now())
+    await money.fresh()
+    early = money.admit()
+    await money.charged(early)  # recorded at START
+    money.clock.advance(0.5)
+    freed, later = money.admit(), money.admit()
+    assert freed is not None
+    money.guard.release(freed, money.clock.time())  # it arrived at START + 0.5
+    assert early is not None and early is later is freed  # one reservation
+    await money.charged(later)  # recorded at START + 0.5
+    assert money.guard.estimate("acct") == Decimal("1.00")
+    money.clock.advance(59.75)  # the horizon falls between the first call and the others
+    await money.settle()
+    await money.fresh()
+    snap = money.guard.view.snapshot.account("acct")
+    assert snap.balance == Decimal("9.50") and snap.payg_calls == {DETECT: 1}
+    assert money.guard.estimate("acct") == Decimal("0.50")  # later's only: nothing twice
+    await money.settle_all()
+    assert money.guard.view.snapshot.account("acct").balance == Decimal("9.00")
+    assert money.guard.estimate("acct") == 0 and money.guard.accounts_estimated == 0
+
+
+async def test_a_call_in_flight_across_the_horizon_is_never_dropped(money: Money) -> None:
+    """Only counts say which call of a reservation is recorded and which is in flight:
+    a call in flight when the horizon passes it keeps its price all the same."""
+    await topup(money.rating, "acct", "10.00", money.clock.now())
+    await money.fresh()
+    slow = money.admit()  # admitted at START, in flight for longer than the lag
+    money.clock.advance(0.5)
+    quick = money.admit()
+    assert slow is not None and slow is quick
+    await money.charged(quick)  # recorded at START + 0.5
+    money.clock.advance(59.75)  # the horizon: START + 0.25
+    await money.settle()  # nothing settled: the quick call occurred after the horizon
+    await money.fresh()
+    assert money.guard.view.snapshot.account("acct").balance == Decimal("10.00")
+    assert money.guard.estimate("acct") == Decimal("1.00")  # the slow call is never dropped
+    money.clock.advance(1)
+    await money.settle()  # now the quick call is settled; the slow one has no record yet
+    await money.fresh()
+    assert money.guard.view.snapshot.account("acct").balance == Decimal("9.50")
+    assert money.guard.estimate("acct") == Decimal("0.50")  # the slow call's price stays
+    await money.charged(slow)
+    await money.settle_all()
+    assert money.guard.view.snapshot.account("acct").balance == Decimal("9.00")
+    assert money.guard.estimate("acct") == 0
+
+
+async def test_another_months_call_counts_at_once_on_the_straight_path(money: Money) -> None:
+    """The straight path tests the month's estimate against a bound set with its window;
+    a call in another month (a wall clock past the month's end, then stepped back) raises
+    the estimate the bound did not count, so it closes the windows: the balance holds."""
+    await topup(money.rating, "acct", "1.20", money.clock.now())
+    await money.fresh()
+    t0 = money.clock.time()
+    assert money.admit() is not None  # March, 0.50: the straight path opens
+    money.clock.set(Month(2026, 4).start + timedelta(seconds=1))
+    april = money.admit()  # 1.00 estimated of 1.20
+    assert april is not None and reserved_month(april) == Month(2026, 4)
+    money.clock.set(t0 + 0.1)  # stepped back into March's open window
+    assert money.admit() is not None  # 1.00 < 1.20: admitted, into debt by 0.30
+    assert money.refused().reason == "spend_guard"  # 1.50: the April call counted
