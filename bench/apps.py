@@ -13,6 +13,15 @@ Variants (``VARIANTS``):
 - ``gateway+strict`` / ``gateway+batched``: ``create_gateway_app``, i.e. the same
   proxy with the meter mounted (the example gateway as shipped);
 - ``mock``: the example's mock VIAPI, upstream of the proxy variants.
+
+The comparison users make (``compare.py``) adds two stacks a team would build itself:
+
+- ``diy+slowapi``: the trivial app's answer from a Starlette route behind slowapi's
+  limiter (keyed by the AccessKey named in ``Authorization``, not verified: a
+  hand-rolled stack rarely checks V3 signatures), plus one SQLite insert committed per
+  request (WAL, synchronous=FULL like the ledger) off the loop in Starlette's thread pool;
+- ``proxy-httpx``: a default Starlette + ``httpx.AsyncClient`` proxy (httpx's own pool,
+  its default limits), streaming the upstream's answer back, unmetered.
 """
 
 from __future__ import annotations
@@ -28,14 +37,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BENCH_QPS",
+    "METER_VARIANTS",
     "VARIANTS",
     "Variant",
     "bench_catalog",
     "build_app",
+    "diy_app",
+    "httpx_proxy_app",
     "is_metered",
     "premetered",
     "serve",
     "trivial_app",
+    "uses_meter",
 ]
 
 Variant = Literal[
@@ -45,6 +58,8 @@ Variant = Literal[
     "proxy",
     "gateway+strict",
     "gateway+batched",
+    "diy+slowapi",
+    "proxy-httpx",
 ]
 VARIANTS: Final[tuple[Variant, ...]] = (
     "trivial",
@@ -53,7 +68,11 @@ VARIANTS: Final[tuple[Variant, ...]] = (
     "proxy",
     "gateway+strict",
     "gateway+batched",
+    "diy+slowapi",
+    "proxy-httpx",
 )
+#: What ``meter_bench.py`` runs by default: the meter's own ladder, without the DIY stacks.
+METER_VARIANTS: Final = VARIANTS[:6]
 
 #: DetectFace's QPS entitlement on the bench: far above any rate one process reaches.
 BENCH_QPS: Final = 1_000_000
@@ -112,7 +131,13 @@ def premetered(app: ASGIApp) -> ASGIApp:
 
 
 def is_metered(variant: str) -> bool:
+    """It writes one record per call (the ``diy`` stack too: into its own table)."""
     return "+" in variant
+
+
+def uses_meter(variant: str) -> bool:
+    """Its ledger is the meter's (a key must be stored in it before the server starts)."""
+    return is_metered(variant) and not variant.startswith("diy")
 
 
 def build_app(variant: str, *, ledger_url: str | None = None, upstream: str | None = None) -> Any:
@@ -123,6 +148,12 @@ def build_app(variant: str, *, ledger_url: str | None = None, upstream: str | No
         return create_mock_upstream()
     if variant == "trivial":
         return trivial_app
+    if variant == "diy+slowapi":
+        assert ledger_url is not None, "the diy stack needs --ledger"
+        return diy_app(ledger_url.removeprefix("sqlite:///"))
+    if variant == "proxy-httpx":
+        assert upstream is not None, "the proxy needs --upstream"
+        return httpx_proxy_app(upstream)
     if variant == "proxy":
         from example_gateway.proxy import create_proxy_app
 
@@ -146,6 +177,113 @@ def build_app(variant: str, *, ledger_url: str | None = None, upstream: str | No
 
     assert upstream is not None, "the gateway needs --upstream"
     return create_gateway_app(GatewayConfig(upstream=upstream), runtime)
+
+
+#: The diy stack's table: named and shaped so ``meter_bench.ledger_calls`` counts it too.
+_DIY_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY, access_key_id TEXT NOT NULL,"
+    " action TEXT NOT NULL, status INTEGER NOT NULL, occurred_at REAL NOT NULL)"
+)
+
+
+def diy_app(path: str) -> Any:
+    """Starlette + slowapi + an SQLite commit per request: metering the way a team hand-rolls it."""
+    import sqlite3
+    import threading
+    import time
+
+    from slowapi import Limiter, _rate_limit_exceeded_handler
+    from slowapi.errors import RateLimitExceeded
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    def access_key(request: Request) -> str:
+        # "ACS3-HMAC-SHA256 Credential=<AccessKeyId>,SignedHeaders=...,Signature=..."
+        rest = request.headers.get("authorization", "").partition("Credential=")[2]
+        return rest.split(",", 1)[0] or "anonymous"
+
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute(_DIY_SCHEMA)
+    lock = threading.Lock()  # one connection, many pool threads
+
+    def record(key: str, action: str, status: int) -> None:
+        with lock:  # autocommit: every insert is its own committed transaction
+            db.execute(
+                "INSERT INTO calls (access_key_id, action, status, occurred_at)"
+                " VALUES (?, ?, ?, ?)",
+                (key, action, status, time.time()),
+            )
+
+    limiter = Limiter(key_func=access_key)
+
+    @limiter.limit(f"{BENCH_QPS}/second")
+    async def call(request: Request) -> Response:
+        await request.body()
+        await run_in_threadpool(
+            record, access_key(request), request.headers.get("x-acs-action", ""), 200
+        )
+        return Response(
+            _BODY,
+            media_type="application/json;charset=utf-8",
+            headers={"x-acs-request-id": _REQUEST_ID.decode()},
+        )
+
+    app = Starlette(routes=[Route("/", call, methods=["GET", "POST"])])
+    app.state.limiter = limiter
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)
+    return app
+
+
+#: Hop-by-hop headers a proxy must not forward (RFC 9110 7.6.1), and Host.
+_HOP: Final = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+     "upgrade", "host", "content-length"}
+)  # fmt: skip
+
+
+def httpx_proxy_app(upstream: str) -> Any:
+    """A default Starlette + httpx proxy: httpx's own pool and limits, answers streamed."""
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    client = httpx.AsyncClient(base_url=upstream)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    async def forward(request: Request) -> StreamingResponse:
+        headers = [(k, v) for k, v in request.headers.raw if k.decode().lower() not in _HOP]
+        outgoing = client.build_request(
+            request.method,
+            request.url.path,
+            params=request.url.query,
+            headers=headers,
+            content=await request.body(),
+        )
+        answer = await client.send(outgoing, stream=True)
+        return StreamingResponse(
+            answer.aiter_raw(),
+            status_code=answer.status_code,
+            headers={k: v for k, v in answer.headers.items() if k.lower() not in _HOP},
+            background=BackgroundTask(answer.aclose),
+        )
+
+    route = Route("/{path:path}", forward, methods=["GET", "POST"])
+    return Starlette(routes=[route], lifespan=lifespan)
 
 
 def bench_catalog() -> Catalog:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from apps import VARIANTS, is_metered
+from apps import METER_VARIANTS, VARIANTS, is_metered, uses_meter
 from loadgen import ACCESS_KEY_ID, SECRET, Replay, RequestPool, replay_wrk
 
 HERE = Path(__file__).resolve()
@@ -116,7 +116,8 @@ class Bench:
         ledger: Path | None = None
         if is_metered(variant):
             ledger = self.tmp / f"{tag}-{variant}.sqlite"
-            asyncio.run(create_ledger(ledger))
+            if uses_meter(variant):
+                asyncio.run(create_ledger(ledger))
             role += ["--ledger", f"sqlite:///{ledger}"]
         if self.upstream is not None:
             role += ["--upstream", self.upstream]
@@ -236,7 +237,54 @@ def cpu_seconds(pid: int) -> float:
 
 
 def bare_of(variant: str) -> str:
-    return "trivial" if variant.startswith("trivial") else "proxy"
+    return "trivial" if variant.startswith(("trivial", "diy")) else "proxy"
+
+
+def calibrate(bench: Bench, variants: list[str], args: argparse.Namespace) -> dict[str, int]:
+    """Each variant's request count a run: about ``args.seconds`` of its own throughput."""
+    counts: dict[str, int] = {}
+    for variant in variants:
+        warm, count = CALIBRATION
+        rps = bench.run(variant, warm, count, "calibration").rps
+        counts[variant] = max(MIN_COUNT, round(rps * args.seconds))
+    print("requests per run: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
+    return counts
+
+
+def one_round(
+    bench: Bench,
+    variants: list[str],
+    counts: dict[str, int],
+    n: int,
+    args: argparse.Namespace,
+    *,
+    min_warm: int = CALIBRATION[0],
+) -> dict[str, Run]:
+    """Round ``n`` (from 0): every variant once, in an order rotated by ``n``."""
+    shift = n % len(variants)
+    runs: dict[str, Run] = {}
+    for variant in variants[shift:] + variants[:shift]:
+        count = counts[variant]
+        warm = max(min_warm, round(count * args.warmup))
+        run = runs[variant] = bench.run(variant, warm, count, f"r{n}")
+        charged = f"  ledger={run.charged}" if run.charged is not None else ""
+        print(
+            f"round {n + 1} {variant:16s} {run.rps:8.0f} req/s "
+            f"{run.cpu_us:7.1f} us CPU/req  busy {run.busy:4.0%} "
+            f"(client {run.client_busy:4.0%})  "
+            f"p50 {run.p50_ms:6.2f} ms{charged}",
+            flush=True,
+        )
+    return runs
+
+
+def interleave(bench: Bench, variants: list[str], args: argparse.Namespace) -> dict[str, list[Run]]:
+    counts = calibrate(bench, variants, args)
+    runs: dict[str, list[Run]] = {v: [] for v in variants}
+    for n in range(args.rounds):
+        for variant, run in one_round(bench, variants, counts, n, args).items():
+            runs[variant].append(run)
+    return runs
 
 
 def orchestrate(args: argparse.Namespace) -> None:
@@ -253,28 +301,7 @@ def orchestrate(args: argparse.Namespace) -> None:
         try:
             if any(bare_of(v) == "proxy" for v in variants):
                 bench.start_mock()
-            counts: dict[str, int] = {}
-            for variant in variants:
-                warm, count = CALIBRATION
-                rps = bench.run(variant, warm, count, "calibration").rps
-                counts[variant] = max(MIN_COUNT, round(rps * args.seconds))
-            print("requests per run: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
-            runs: dict[str, list[Run]] = {v: [] for v in variants}
-            for n in range(args.rounds):
-                shift = n % len(variants)
-                for variant in variants[shift:] + variants[:shift]:
-                    count = counts[variant]
-                    warm = max(CALIBRATION[0], round(count * args.warmup))
-                    run = bench.run(variant, warm, count, f"r{n}")
-                    runs[variant].append(run)
-                    charged = f"  ledger={run.charged}" if run.charged is not None else ""
-                    print(
-                        f"round {n + 1} {variant:16s} {run.rps:8.0f} req/s "
-                        f"{run.cpu_us:7.1f} us CPU/req  busy {run.busy:4.0%} "
-                        f"(client {run.client_busy:4.0%})  "
-                        f"p50 {run.p50_ms:6.2f} ms{charged}",
-                        flush=True,
-                    )
+            runs = interleave(bench, variants, args)
         finally:
             bench.close()
     print(f"\n{report(runs)}")
@@ -363,7 +390,7 @@ def main() -> None:
         "--warmup", type=float, default=0.2, help="warm-up requests, as a share of a run"
     )
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(METER_VARIANTS))
     parser.add_argument("--client", choices=["wrk", "aiohttp"], default=None)
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     # The processes the bench starts itself:
