@@ -36,7 +36,10 @@ def _serve(args: argparse.Namespace) -> int:
         # cannot start is one line here, not a traceback from the server's lifespan.
         asyncio.run(_start_and_stop(MeteringRuntime(metering)))
         runtime = MeteringRuntime(metering)
-    except (ConfigError, CatalogError, StoreError, OSError, ValueError) as exc:
+    except ConfigError as exc:  # a bad setting is bad usage: nothing was started
+        print(f"metering-gateway: {exc}", file=sys.stderr)
+        return 2
+    except (CatalogError, StoreError, OSError, ValueError) as exc:
         print(f"metering-gateway: {exc}", file=sys.stderr)
         return 1
     app = create_gateway_app(gateway, runtime)
@@ -73,7 +76,8 @@ examples:
   metering-gateway serve --config F     the gateway, configured by file and environment
   metering-gateway mock --port 9000     the mock VIAPI alone
 
-Exit status: 0 success, 1 failure (a bad configuration), 2 bad usage.
+Exit status: 0 success, 1 failure (a ledger, journal or Redis that cannot start),
+2 bad usage (including a bad setting in the file or the environment).
 """
 
 

@@ -91,7 +91,7 @@ class MeteringMiddleware:
     ) -> None:
         if runtime is None:
             if config is None:
-                config = MeteringConfig(**settings)
+                config = MeteringConfig.from_arguments(settings)
             elif settings:
                 raise TypeError("pass either config or keyword settings, not both")
             runtime = MeteringRuntime(config, clock=clock)
