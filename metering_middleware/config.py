@@ -104,8 +104,14 @@ class MeteringConfig:
     spend_cap_status: int = 403
     #: N: gateway processes on one ledger; each guards 1/N of a balance and of a cap.
     gateway_processes: int = 1
+    #: ``text``: the meter's log lines go wherever the application's logging sends them;
+    #: ``json``: while the runtime runs, JSON lines on stderr for the ``metering_middleware``
+    #: loggers (docs/logging.md).
+    log_format: Literal["text", "json"] = "text"
 
     def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format: {self.log_format!r} is not one of text, json")
         if self.mode not in ("strict", "batched"):
             raise ConfigError(f"mode: {self.mode!r} is not one of strict, batched")
         for name in (

@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import logs
 from .clock import Clock
 from .config import MeteringConfig
 from .context import STATE_KEY, MeteredCall
@@ -57,6 +58,16 @@ async def _unavailable(scope: Scope, send: Send, message: str) -> None:
     xml = wants_xml(scope.get("query_string", b""), scope.get("headers", ()))
     request_id = new_record_id()
     body, content_type = error_body(SERVICE_UNAVAILABLE.code, message, request_id, xml=xml)
+    logs.refused(
+        account="",
+        access_key_id="",
+        category="",
+        action="",
+        status=SERVICE_UNAVAILABLE.status,
+        code=SERVICE_UNAVAILABLE.code,
+        reason="stopped",
+        request_id=request_id,
+    )
     await send(
         {
             "type": "http.response.start",
@@ -405,7 +416,16 @@ class _MeteredCall:
         )
         request_id = new_record_id()
         body, content_type = error_body(exc.code, exc.message, request_id, xml=xml)
-        log.debug("refused %s %s: %s", category, action, exc.code)
+        logs.refused(
+            account=self.credential_account,
+            access_key_id=identity.access_key_id if identity else "",
+            category=category,
+            action=action,
+            status=exc.status,
+            code=exc.code,
+            reason=exc.reason,
+            request_id=request_id,
+        )
         await self.send(
             {
                 "type": "http.response.start",
