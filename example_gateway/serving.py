@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import socket
 from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 import uvicorn
+import uvicorn.config
 from starlette.types import ASGIApp
 
-__all__ = ["free_port", "run_server"]
+__all__ = ["free_port", "gateway_log_config", "run_server"]
 
 
 class _Server(uvicorn.Server):
@@ -102,6 +104,25 @@ async def run_server(
         # uvicorn looks at should_exit every 0.1 s: leaving takes up to that long.
         server.should_exit = True
         await task
+
+
+def gateway_log_config(log_format: str) -> dict[str, Any]:
+    """uvicorn's ``log_config`` for the gateway: uvicorn's own, plus the meter's lines.
+
+    uvicorn's loggers, handlers and levels stay as uvicorn ships them; the
+    ``metering_middleware`` loggers log at INFO (one line per refused call,
+    settlement pass, notice, store failure). ``json``: uvicorn's formatters and
+    the root logger's (the gateway's own lines) become the meter's
+    ``JsonFormatter``, so every line on stderr and stdout is one JSON object;
+    the meter's own lines get theirs from the runtime (``log_format``).
+    """
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["metering_middleware"] = {"level": "INFO"}
+    if log_format == "json":
+        json_formatter = {"()": "metering_middleware.logs.JsonFormatter"}
+        config["formatters"] = {"default": json_formatter, "access": dict(json_formatter)}
+        config["root"] = {"handlers": ["default"], "level": "WARNING"}
+    return config
 
 
 def free_port() -> int:

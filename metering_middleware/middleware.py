@@ -540,7 +540,11 @@ class _MeteredCall:
         start, self.held_start = self.held_start, None
         assert start is not None
         if self.future is not None:
-            await self.future
+            tracing = self.rt.tracing
+            if tracing is None:
+                await self.future
+            else:
+                await tracing.commit_wait(self.future, self.record_id)
         await self.send(start)
 
     async def _body(self, message: Message) -> None:
@@ -582,12 +586,20 @@ class _MeteredCall:
                 await self.send(
                     {"type": "http.response.body", "body": chunk[:-1], "more_body": True}
                 )
-            await future
+            tracing = self.rt.tracing
+            if tracing is None:
+                await future
+            else:
+                await tracing.commit_wait(future, self.record_id)
             await self.send({"type": "http.response.body", "body": chunk[-1:], "more_body": True})
         else:
             # The final message: hold all of it and send it once after the commit
             # (one send, not two, for the usual single-message answer).
-            await future
+            tracing = self.rt.tracing
+            if tracing is None:
+                await future
+            else:
+                await tracing.commit_wait(future, self.record_id)
             await self.send(message)
 
     def _sniff(self, chunk: bytes, completing: bool) -> None:
@@ -683,3 +695,14 @@ class _MeteredCall:
             self.credential_account, category, action, outcome, reason, self.arrival
         )
         self.rt.metrics.count(category or "unknown", action or "unknown", outcome.value, reason)
+        tracing = self.rt.tracing
+        if tracing is not None:  # OpenTelemetry configured (tracing.py): the server span
+            tracing.annotate(
+                self.credential_account,
+                identity.access_key_id if identity else "",
+                category,
+                action,
+                outcome.value,
+                reason,
+                getattr(self, "record_id", None),  # none before admission (a refusal)
+            )

@@ -47,6 +47,8 @@ from .rating import Month, RatingStore, SqliteRatingStore
 from .settler import DURATION_BUCKETS, BackgroundSettler
 from .signing import SignatureVerifier
 from .spend_guard import SpendGuard
+from .tracing import Tracing
+from .tracing import active as tracing_active
 
 __all__ = ["MeteringRuntime"]
 
@@ -277,6 +279,8 @@ class MeteringRuntime:
         self._lock = asyncio.Lock()
         #: This runtime holds the process's JSON log handler (``log_format = "json"``).
         self._json_logs = False
+        #: OpenTelemetry, when the application configured it (decided at start; tracing.py).
+        self.tracing: Tracing | None = None
 
     def _register_metrics(self) -> None:
         """Settlement, journal, limiter and webhook series (docs/metrics.md): counts kept
@@ -404,6 +408,7 @@ class MeteringRuntime:
                 await self.notices.start()
             if self.webhooks is not None:
                 await self.webhooks.start()
+            self.tracing = tracing_active()
             self._started = True
             if self.config.log_format == "json" and not self._json_logs:
                 logs.acquire_json()
