@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
-from .outcome import DEFAULT_CHARGEABLE_CODES
+from .errors import DEFAULT_CHARGEABLE_CODES
 
 __all__ = ["ENV_PREFIX", "ConfigError", "MeteringConfig"]
 
