@@ -132,6 +132,20 @@ def test_log_format_is_checked() -> None:
     with pytest.raises(ConfigError, match="log_format: 'xml' is not one of text, json"):
         MeteringConfig(log_format="xml")  # type: ignore[arg-type]
     assert MeteringConfig().with_env({"METERING_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(ConfigError, match="log_format: 'yaml'"):
+        MeteringConfig().with_env({"METERING_LOG_FORMAT": "yaml"})
+
+
+def test_the_gateway_reads_log_format_from_its_file(tmp_path: Path) -> None:
+    from example_gateway.config import load_config
+    from metering_middleware import ConfigError
+
+    path = tmp_path / "gateway.toml"
+    path.write_text('[metering]\nlog_format = "json"\n', "utf-8")
+    assert load_config(path, environ={})[1].log_format == "json"
+    path.write_text("[metering]\nlog_format = 1\n", "utf-8")
+    with pytest.raises(ConfigError, match="log_format"):
+        load_config(path, environ={})
 
 
 async def test_a_store_failure_and_its_recovery_are_lines(
