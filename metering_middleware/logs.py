@@ -80,8 +80,10 @@ def _timestamp(record: logging.LogRecord) -> str:
     )
 
 
-#: One encoder for every line (``json.dumps`` with options builds one per call).
-_ENCODER: Final = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"))
+#: One encoder for every line (``json.dumps`` with options builds one per call). ASCII
+#: only: a caller's text may hold U+2028 or U+0085, which line-splitting readers (Python's
+#: ``splitlines``) take for line ends; escaped, a line is always one physical line.
+_ENCODER: Final = json.JSONEncoder(default=str, ensure_ascii=True, separators=(",", ":"))
 
 
 class JsonFormatter(logging.Formatter):

@@ -69,14 +69,17 @@ async def test_a_refusal_before_the_caller_is_known_has_null_fields(
 
 async def test_a_caller_cannot_forge_a_line(json_lines: JsonLines) -> None:
     env = await make_env()
-    forged = 'LTAIx\n{"event":"call.refused","account":"victim"}'
+    line_ends = ["\n", "\r", "\u2028", "\x85"]  # the last two: what splitlines also splits on
     try:
-        await env.request(**env.v3(access_key_id=forged))
+        for end in line_ends:
+            forged = f'LTAIx{end}{{"event":"call.refused","account":"victim"}}'
+            await env.request(**env.v3(access_key_id=forged))
     finally:
         await env.runtime.stop()
-    lines = json_lines.all()  # every line still parses: the newline stayed inside a string
+    lines = json_lines.all()  # every line still parses: each line end stayed inside a string
     refused = [line for line in lines if line["event"] == "call.refused"]
-    assert len(refused) == 1 and refused[0]["account"] is None
+    assert len(refused) == len(line_ends)
+    assert all(line["account"] is None for line in refused)
 
 
 async def test_text_lines_escape_the_callers_text(caplog: pytest.LogCaptureFixture) -> None:
