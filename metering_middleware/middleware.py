@@ -704,5 +704,5 @@ class _MeteredCall:
                 action,
                 outcome.value,
                 reason,
-                getattr(self, "record_id", None),  # none before admission (a refusal)
+                self.record_id if outcome is _CHARGED else None,  # a record was written
             )

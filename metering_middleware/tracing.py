@@ -45,7 +45,7 @@ ACTION: Final = "metering.api.action"
 OUTCOME: Final = "metering.outcome"
 #: Why: the refusal's reason, the free call's code, a chargeable error's code ("" for a 200).
 REASON: Final = "metering.reason"
-#: The ledger id the call's record gets (absent on a refused call: it has none).
+#: The ledger id of the call's record: charged calls only (free and refused ones have none).
 RECORD_ID: Final = "metering.record.id"
 #: The strict-mode wait for the record's commit, a child of the current span.
 COMMIT_SPAN: Final = "metering.ledger.commit"

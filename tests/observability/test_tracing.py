@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind
 from metering_middleware import MeteringConfig, MeteringMiddleware, MeteringRuntime, tracing
 from tests.e2e.conftest import add_account
 from tests.e2e.signed import v3_headers
-from tests.middleware.harness import make_env
+from tests.middleware.harness import error_reply, make_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,6 +110,24 @@ async def test_strict_commit_wait_is_a_child_span(exporter: InMemorySpanExporter
     assert (row.id, row.account) == (record_id, "acme")
 
 
+async def test_a_free_call_has_its_reason_and_no_record(exporter: InMemorySpanExporter) -> None:
+    env = await make_env(mode="strict")
+    env.upstream.reply = error_reply("InvalidParameter", 400)
+    tracer = trace.get_tracer("test-server")
+    try:
+        with tracer.start_as_current_span("POST /", kind=SpanKind.SERVER):
+            answer = await env.request(**env.v3())
+    finally:
+        await env.runtime.stop()
+    assert answer.status == 400
+    spans = exporter.get_finished_spans()
+    attrs = dict(_server_span(spans).attributes or {})
+    assert (attrs[tracing.OUTCOME], attrs[tracing.REASON]) == ("free", "InvalidParameter")
+    assert attrs[tracing.ACCOUNT] == "acme" and tracing.RECORD_ID not in attrs
+    assert [s.name for s in spans] == ["POST /"]  # nothing charged: no commit to wait for
+    assert await env.store.calls() == []
+
+
 async def test_batched_mode_waits_for_no_commit(exporter: InMemorySpanExporter) -> None:
     env = await make_env(mode="batched", flush_interval=3600.0)
     tracer = trace.get_tracer("test-server")
@@ -138,7 +156,7 @@ def test_the_meter_never_imports_opentelemetry() -> None:
     """Installed here (FastAPI depends on it), yet a metered call does not import it."""
     script = """
 import asyncio, json, sys
-from tests.middleware.harness import make_env
+from tests.middleware.harness import error_reply, make_env
 
 async def main():
     env = await make_env()
