@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.config
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,9 +30,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .app import create_gateway_app
     from .config import load_config
+    from .serving import gateway_log_config
 
     try:
         gateway, metering = load_config(args.config)
+        log_config = gateway_log_config(metering.log_format)
+        logging.config.dictConfig(log_config)  # the first start's lines already in the format
         # Started and stopped once before serving: a ledger, journal or Redis that
         # cannot start is one line here, not a traceback from the server's lifespan.
         asyncio.run(_start_and_stop(MeteringRuntime(metering)))
@@ -50,6 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=int(gateway.drain_seconds),
         log_level="info",
+        log_config=log_config,
     )
     return 0
 

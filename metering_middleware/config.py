@@ -38,7 +38,7 @@ from ._settings import (
     starts_with,
     suggest,
 )
-from .outcome import DEFAULT_CHARGEABLE_CODES
+from .errors import DEFAULT_CHARGEABLE_CODES
 
 __all__ = ["ENV_PREFIX", "OTHER_ENV", "ConfigError", "MeteringConfig"]
 
@@ -251,6 +251,14 @@ class MeteringConfig:
         check=_COUNT,
         doc="N, the gateway processes on one ledger: each guards 1/N of a balance and of a "
         "cap between settlements",
+    )
+
+    log_format: Literal["text", "json"] = setting(
+        "text",
+        doc="`text`: the meter's lines go where your logging sends them; `json`: one JSON "
+        "object a line on stderr for the `metering_middleware` loggers while the runtime "
+        "runs (the example gateway: uvicorn's and its own lines too) "
+        "([docs/logging.md](docs/logging.md))",
     )
 
     def __post_init__(self) -> None:
