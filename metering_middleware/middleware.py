@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .clock import Clock
 from .config import MeteringConfig
 from .context import STATE_KEY, MeteredCall
+from .durable_nonces import DurableNonceLimiter
 from .errors import (
     ACCOUNT_DISABLED,
     BODY_TOO_LARGE,
@@ -31,9 +32,10 @@ from .errors import (
 )
 from .identity import CallIdentity, wants_xml
 from .ledger import CallRecord, Outcome, new_record_id
-from .limiter import NonceClaim, rate_limit_headers, refusal
+from .limiter import DeferredNonceStore, MemoryLimiter, NonceClaim, rate_limit_headers, refusal
 from .outcome import ErrorBodyTee, ErrorBodyUnreadable, read_error_code, sniff_request_id
 from .runtime import MeteringRuntime
+from .signing import extract_nonce
 from .spend_guard import Reservation
 
 __all__ = ["MeteringMiddleware"]
@@ -110,6 +112,16 @@ class MeteringMiddleware:
         self._throttle_status = cfg.throttle_status
         self._max_head = cfg.max_header_bytes
         self._max_headers = cfg.max_header_count
+        #: The limiter when it decides in this process without suspending and claims the
+        #: nonces (``memory://``): the fast path's condition. Else every call is layered.
+        limiter = runtime.limiter
+        self._limiter_now: DurableNonceLimiter | None = (
+            limiter
+            if limiter is not None
+            and type(limiter.inner) is MemoryLimiter  # exactly: a subclass may override admit
+            and isinstance(runtime.verifier.nonces, DeferredNonceStore)
+            else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Everything that enters is metered: a gateway's own routes (health,
@@ -297,36 +309,13 @@ class _MeteredCall:
                 scope["method"], scope["path"], scope["query_string"], scope["headers"], body
             )
             self.identity = identity
-            credential = await rt.credentials.lookup(identity.access_key_id)
-            if credential is None:
-                raise ApiError(
-                    INVALID_ACCESS_KEY_ID,
-                    f"Specified access key is not found: {identity.access_key_id}",
-                )
-            self.credential_account = credential.account
-            if not credential.enabled:
-                raise ApiError(ACCOUNT_DISABLED, "Specified access key is disabled.")
-            trusted, forwarded_scope = self._trusted_hop(scope, identity.signed.headers)
-            if not trusted:
-                await rt.verifier.verify(identity.signed, credential.secret)
-            guard = rt.guard
-            if guard is not None:
-                # Standing, spend guard and cap, before anything is spent on the call
-                # (a QPS token, the upstream): refusals are free and never forwarded.
-                self.reservation = guard.admit(credential.account, identity.item)
-            limiter = rt.limiter
-            if limiter is not None:
-                account = credential.account
-                limit = await rt.entitlements.qps(account, identity.category, identity.action)
-                claim = None if trusted else NonceClaim.of(identity.signed, self.meter._window)
-                decision = await limiter.admit(
-                    account, identity.category, identity.action, limit, nonce=claim
-                )
-                self.extra_headers = rate_limit_headers(decision)
-                refused = refusal(decision, throttle_status=self.meter._throttle_status)
-                if refused is not None:
-                    raise refused
+            # -- the caller and its API are known from here on.
+            if not self._admit_now(identity):
+                trusted, scope = await self._admit(identity)
+            else:
+                trusted = False
         except ApiError as exc:
+            # -- every refusal, from either path, is answered here.
             await self._refuse(exc)
             return
         except BaseException:
@@ -336,7 +325,76 @@ class _MeteredCall:
             if reservation is not None and rt.guard is not None:
                 rt.guard.release(reservation, self.arrival.timestamp())
             raise
-        await self._forward(forwarded_scope, body, trusted)
+        await self._forward(scope, body, trusted)
+
+    def _admit_now(self, identity: CallIdentity) -> bool:
+        """The common call's admission, at once: a known, enabled key from the loaded
+        snapshots, a signature, the limiter in this process (``memory://``, which claims
+        the nonce). Returns False, having done nothing, for any other call: ``_admit``
+        decides it. The rules are the layered path's own (the same functions, in the
+        same order), so both give every call the same answer; only the awaits are gone.
+        """
+        meter = self.meter
+        limiter = meter._limiter_now
+        if limiter is None or meter._trusted_key in identity.signed.headers:
+            return False
+        rt = self.rt
+        credential = rt.credentials.cached(identity.access_key_id)
+        if credential is None or not credential.enabled:
+            return False
+        account = credential.account
+        limit = rt.entitlements.qps_now(account, identity.category, identity.action)
+        if limit is None:
+            return False
+        self.credential_account = account
+        signed = identity.signed
+        signed_at = rt.verifier.check(signed, credential.secret)
+        guard = rt.guard
+        if guard is not None:
+            self.reservation = guard.admit(account, identity.item)
+        claim = NonceClaim(signed.access_key_id, extract_nonce(signed), signed_at + meter._window)
+        decision = limiter.admit_now(account, identity.category, identity.action, limit, claim)
+        self.extra_headers = rate_limit_headers(decision)
+        refused = refusal(decision, throttle_status=meter._throttle_status)
+        if refused is not None:
+            raise refused
+        return True
+
+    async def _admit(self, identity: CallIdentity) -> tuple[bool, Scope]:
+        """Every other call's admission, step by step (a key to look up or refuse, a
+        trusted hop, a shared limiter): returns whether the call is a trusted hop and
+        the scope to forward, or raises the refusal."""
+        rt = self.rt
+        credential = await rt.credentials.lookup(identity.access_key_id)
+        if credential is None:
+            raise ApiError(
+                INVALID_ACCESS_KEY_ID,
+                f"Specified access key is not found: {identity.access_key_id}",
+            )
+        self.credential_account = credential.account
+        if not credential.enabled:
+            raise ApiError(ACCOUNT_DISABLED, "Specified access key is disabled.")
+        trusted, forwarded_scope = self._trusted_hop(self.scope, identity.signed.headers)
+        if not trusted:
+            await rt.verifier.verify(identity.signed, credential.secret)
+        guard = rt.guard
+        if guard is not None:
+            # Standing, spend guard and cap, before anything is spent on the call
+            # (a QPS token, the upstream): refusals are free and never forwarded.
+            self.reservation = guard.admit(credential.account, identity.item)
+        limiter = rt.limiter
+        if limiter is not None:
+            account = credential.account
+            limit = await rt.entitlements.qps(account, identity.category, identity.action)
+            claim = None if trusted else NonceClaim.of(identity.signed, self.meter._window)
+            decision = await limiter.admit(
+                account, identity.category, identity.action, limit, nonce=claim
+            )
+            self.extra_headers = rate_limit_headers(decision)
+            refused = refusal(decision, throttle_status=self.meter._throttle_status)
+            if refused is not None:
+                raise refused
+        return trusted, forwarded_scope
 
     def _check_head(self) -> None:
         """Refuse an oversized head before anything decodes, caches or forwards it."""
