@@ -80,9 +80,7 @@ async def _run(path: Path, warm: int, calls: int, enforce: bool, bare: bool) -> 
 def _child(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(HERE.parent))
     with tempfile.TemporaryDirectory(prefix="instr-bench-") as tmp:
-        asyncio.run(
-            _run(Path(tmp) / "l.sqlite", args.warm, args.n, args.enforce, args.bare)
-        )
+        asyncio.run(_run(Path(tmp) / "l.sqlite", args.warm, args.n, args.enforce, args.bare))
 
 
 def _count(args: argparse.Namespace, n: int, out: Path) -> int:

@@ -79,7 +79,8 @@ class MeteringMiddleware:
     """Meters every VIAPI call that passes through ``app``.
 
     Give it a ``runtime`` (shared, pre-built parts) or a ``config``; keyword
-    settings build a ``MeteringConfig``. The ledger writer starts with the ASGI
+    settings build a ``MeteringConfig``. ``fast_path=False`` decides every call step by
+    step (the same rules; for tests comparing both). The ledger writer starts with the ASGI
     lifespan (or on first use, or through ``async with middleware``) and is
     flushed on shutdown.
     """
@@ -91,6 +92,7 @@ class MeteringMiddleware:
         runtime: MeteringRuntime | None = None,
         config: MeteringConfig | None = None,
         clock: Clock | None = None,
+        fast_path: bool = True,
         **settings: Any,
     ) -> None:
         if runtime is None:
@@ -119,11 +121,14 @@ class MeteringMiddleware:
         limiter = runtime.limiter
         self._limiter_now: DurableNonceLimiter | None = (
             limiter
-            if limiter is not None
+            if fast_path
+            and limiter is not None
             and type(limiter.inner) is MemoryLimiter  # exactly: a subclass may override admit
             and isinstance(runtime.verifier.nonces, DeferredNonceStore)
             else None
         )
+        #: Calls admitted by the fast path (tests; the rest were decided step by step).
+        self.fast_admitted = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Everything that enters is metered: a gateway's own routes (health,
@@ -362,6 +367,7 @@ class _MeteredCall:
         refused = refusal(decision, throttle_status=meter._throttle_status)
         if refused is not None:
             raise refused
+        meter.fast_admitted += 1
         return True
 
     async def _admit(self, identity: CallIdentity) -> tuple[bool, Scope]:
