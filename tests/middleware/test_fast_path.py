@@ -96,6 +96,10 @@ class Side:
             messages.append(message)
 
         await self.app(scope, receive, send)
+        # Both sides share one event loop: what this call started behind it (a reload)
+        # finishes now, before the other side's call, which would otherwise let it run.
+        for _ in range(5):
+            await asyncio.sleep(0)
         headers = dict(messages[0].get("headers", []))
         headers.pop(b"x-acs-request-id", None)  # a fresh id per answer
         body = b"".join(m.get("body", b"") for m in messages[1:])
