@@ -57,14 +57,18 @@ _PATH_SAFE = re.compile(r"[A-Za-z0-9_.~/-]*").fullmatch
 _TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
-@dataclass(frozen=True, slots=True)
+# Not ``frozen``: made on every call, and a frozen dataclass sets each field through
+# ``object.__setattr__`` (about twice the plain assignments). Never changed once made.
+@dataclass(slots=True, unsafe_hash=True)
 class V3Authorization:
     access_key_id: str
     signed_headers: tuple[str, ...]
     signature: str
 
 
-@dataclass(frozen=True, slots=True)
+# Not ``frozen``: made on every call, and a frozen dataclass sets each field through
+# ``object.__setattr__`` (about twice the plain assignments). Never changed once made.
+@dataclass(slots=True, unsafe_hash=True)
 class SignedCall:
     """Everything a signature covers, as the request arrived.
 

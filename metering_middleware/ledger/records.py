@@ -60,7 +60,9 @@ class OutcomeCount:
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+# Not ``frozen``: made on every call, and a frozen dataclass sets each field through
+# ``object.__setattr__`` (about twice the plain assignments). Never changed once made.
+@dataclass(slots=True, unsafe_hash=True)
 class ClaimedNonce:
     """A signature nonce a call claimed, kept beside the ledger until ``expires_at``.
 

@@ -45,7 +45,9 @@ class AdmitStatus(StrEnum):
     UNAVAILABLE = "unavailable"
 
 
-@dataclass(frozen=True, slots=True)
+# Not ``frozen``: made on every call, and a frozen dataclass sets each field through
+# ``object.__setattr__`` (about twice the plain assignments). Never changed once made.
+@dataclass(slots=True, unsafe_hash=True)
 class NonceClaim:
     """A signature nonce to hold until ``expires_at`` (epoch seconds), per AccessKeyId."""
 
@@ -65,7 +67,9 @@ class NonceClaim:
         return cls(call.access_key_id, extract_nonce(call), signed_at + window_seconds)
 
 
-@dataclass(frozen=True, slots=True)
+# Not ``frozen``: made on every call, and a frozen dataclass sets each field through
+# ``object.__setattr__`` (about twice the plain assignments). Never changed once made.
+@dataclass(slots=True, unsafe_hash=True)
 class Decision:
     """The answer to one ``admit``; everything a refusal or the RateLimit headers need.
 
