@@ -100,6 +100,9 @@ class Decision:
         return self.status is AdmitStatus.ADMITTED
 
 
+_TEXT = {s: s.value for s in AdmitStatus}
+
+
 class DecisionCounts:
     """Decisions by result since start, for metrics: one dict increment per admission.
 
@@ -123,7 +126,7 @@ class DecisionCounts:
 def _result(decision: Decision) -> str:
     status = decision.status
     if not decision.degraded or status is AdmitStatus.NONCE_REUSED:
-        return status.value
+        return _TEXT[status]  # a dict lookup: ``.value`` on an Enum member is a Python property
     if status is AdmitStatus.UNAVAILABLE:
         return "fail_closed"
     if status is AdmitStatus.ADMITTED and decision.remaining is None:
