@@ -279,7 +279,7 @@ async def test_standing_and_spend_guard_refuse_on_both_paths(tmp_path: Path) -> 
             await runtime.stop()
 
 
-async def test_a_limiter_subclass_and_a_trusted_hop_are_decided_step_by_step() -> None:
+async def test_a_trusted_hop_header_is_decided_step_by_step() -> None:
     side = Side(True)
     await side.start()
     try:
