@@ -336,6 +336,7 @@ class _MeteredCall:
                 rt.guard.release(reservation, self.arrival)
             raise
         await self._forward(scope, body, trusted)
+        # -- the response is done here (sent, or the app raised out of ``_forward``).
 
     def _admit_now(self, identity: CallIdentity) -> bool:
         """The common call's admission, at once: a known, enabled key from the loaded
