@@ -253,14 +253,27 @@ class CredentialCache:
         self._unreadable = 0
         self._reload = BackgroundReload(self._load, clock, refresh_interval, "credential")
 
+    def cached(self, access_key_id: str) -> Credential | None:
+        """A hit on the loaded snapshot, at once (no await: the meter's fast path).
+
+        ``None`` for a miss or before the first load: ``lookup`` decides those (it may
+        wait for a reload). A hit is exactly ``lookup``'s answer for it.
+        """
+        if not self._loaded:
+            return None
+        entry = self._snapshot.get(access_key_id)
+        if entry is None:
+            return None
+        self._reload.start_if_due()  # stale: answer from the snapshot, reload behind
+        return entry[1]
+
     async def lookup(self, access_key_id: str) -> Credential | None:
         if not self._loaded:
             await self.refresh()
-        entry = self._snapshot.get(access_key_id)
+        found = self.cached(access_key_id)
+        if found is not None:
+            return found
         reload = self._reload
-        if entry is not None:
-            reload.start_if_due()
-            return entry[1]
         if not reload.running and not reload.due():
             return None  # negative cache: asked the store less than an interval ago
         try:

@@ -43,6 +43,7 @@ from typing import Protocol, runtime_checkable
 from .clock import Clock
 from .ledger import ClaimedNonce, LedgerStore, LedgerWriter
 from .limiter import AdmitStatus, Decision, Limiter, NonceClaim
+from .limiter.memory import MemoryLimiter
 from .nonces import NonceStore
 from .reload import BackgroundReload
 
@@ -123,6 +124,19 @@ class DurableNonceLimiter:
         now: float | None = None,
     ) -> Decision:
         decision = await self.inner.admit(account, category, action, limit, nonce=nonce, now=now)
+        return self._recorded(decision, account, nonce)
+
+    def admit_now(
+        self, account: str, category: str, action: str, limit: int, nonce: NonceClaim
+    ) -> Decision:
+        """``admit`` at once, for a backend that decides without suspending (``memory://``,
+        whose ``admit_now`` it calls): the meter's fast path."""
+        inner = self.inner
+        assert type(inner) is MemoryLimiter  # exactly: a subclass may override ``admit``
+        return self._recorded(inner.admit_now(account, category, action, limit, nonce=nonce),
+                              account, nonce)  # fmt: skip
+
+    def _recorded(self, decision: Decision, account: str, nonce: NonceClaim | None) -> Decision:
         if nonce is not None and decision.status in _CLAIMED:
             self._writer.hold_nonce(
                 ClaimedNonce(account, nonce.access_key_id, nonce.nonce, nonce.expires_at)

@@ -59,6 +59,14 @@ class QpsSource(StrEnum):
     DEFAULT = "default"
 
 
+# Module constants: an Enum member read through its class goes through the metaclass.
+_SUBSCRIPTION, _RESOURCE_PLAN, _DEFAULT = (
+    QpsSource.SUBSCRIPTION,
+    QpsSource.RESOURCE_PLAN,
+    QpsSource.DEFAULT,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Entitlement:
     qps: int
@@ -209,6 +217,17 @@ class EntitlementView:
     async def entitlement(self, account: str, category: str, action: str) -> Entitlement:
         if not self._loaded:
             await self.refresh()
+        return Entitlement(*self._level(account, category, action))
+
+    def qps_now(self, account: str, category: str, action: str) -> int | None:
+        """``qps`` at once (no await: the meter's fast path); ``None`` before the first
+        load, which ``qps`` waits for."""
+        if not self._loaded:
+            return None
+        return self._level(account, category, action)[0]
+
+    def _level(self, account: str, category: str, action: str) -> tuple[int, QpsSource]:
+        """The rules on the loaded snapshot (one implementation for both readings)."""
         self._reload.start_if_due()  # stale: answer from the snapshot, reload behind
         now = self._clock.time()
         snap = self._snapshot
@@ -217,11 +236,11 @@ class EntitlementView:
             if start <= now < end and level > best:
                 best = level
         if best:
-            return Entitlement(best, QpsSource.SUBSCRIPTION)
+            return best, _SUBSCRIPTION
         for start, end in snap.plans.get((account, category), ()):
             if start <= now < end:
-                return Entitlement(self._plan_qps, QpsSource.RESOURCE_PLAN)
-        return Entitlement(_default(self._catalog, category, action), QpsSource.DEFAULT)
+                return self._plan_qps, _RESOURCE_PLAN
+        return _default(self._catalog, category, action), _DEFAULT
 
     async def refresh(self) -> None:
         """Reload now (or join the reload already running); raise what it raised."""

@@ -75,7 +75,9 @@ _V1_KEYS = frozenset({"AccessKeyId", "Action", "Version", "Signature", "Format"}
 _SHOW = 64  # longest caller text echoed in a message
 
 
-@dataclass(frozen=True, slots=True)
+# Not ``frozen``: made on every call, and a frozen dataclass sets each field through
+# ``object.__setattr__`` (about twice the plain assignments). Never changed once made.
+@dataclass(slots=True, unsafe_hash=True)
 class CallIdentity:
     """The caller, its API and everything its signature covers."""
 

@@ -61,7 +61,10 @@ class MemoryNonceStore:
         return len(self._held)
 
     async def claim(self, access_key_id: str, nonce: str, expires_at: float) -> bool:
-        # No await inside: the check and the insert are atomic on the event loop.
+        return self.claim_now(access_key_id, nonce, expires_at)
+
+    def claim_now(self, access_key_id: str, nonce: str, expires_at: float) -> bool:
+        """``claim`` without the coroutine: the check and the insert are atomic."""
         now = self._clock.time()
         self._expire(now)
         if (access_key_id, nonce) in self._held:

@@ -446,9 +446,13 @@ class SpendGuard:
 
     # -- the request path -------------------------------------------------------------
 
-    def admit(self, account: str, item: BillableItem) -> Reservation | None:
-        """Refuse (``ApiError``) or reserve this call's estimated cost."""
-        now = self._time()
+    def admit(
+        self, account: str, item: BillableItem, now: float | None = None
+    ) -> Reservation | None:
+        """Refuse (``ApiError``) or reserve this call's estimated cost. ``now``: the call's
+        arrival (epoch seconds, the meter's reading of this clock), else read here."""
+        if now is None:
+            now = self._time()
         # The common call, straight through: its lane's window (good standing,
         # pay-as-you-go, the snapshot's month, the tier price it had last call, no reload
         # due) holds ``now``, its position is still in that tier, and it is far from the

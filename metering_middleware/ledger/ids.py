@@ -2,14 +2,16 @@
 
 ULID layout (48-bit milliseconds + 80 random bits, Crockford base32, 26
 characters), so ids sort by admission time as text in every store, and journal
-replays and retries are idempotent by id. Within one millisecond the random
-part is incremented, so ids from one generator are strictly increasing.
+replays and retries are idempotent by id. The random part is drawn once per
+generator (and per forked process) and incremented for every id, so ids from one
+generator are strictly increasing.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable
 
 __all__ = ["RecordIdFactory", "new_record_id", "record_id_time"]
@@ -44,35 +46,82 @@ def _encode(value: int) -> str:
     )
 
 
-class RecordIdFactory:
-    """Strictly increasing ULIDs; ``time_ms`` is injectable for tests."""
+def _fresh_random() -> int:
+    # Top bit clear leaves room to increment 2**79 times.
+    return int.from_bytes(os.urandom(10), "big") >> 1
 
-    __slots__ = ("_last_ms", "_last_rand", "_lock", "_time_ms")
+
+class RecordIdFactory:
+    """Strictly increasing ULIDs; ``time_ms`` is injectable for tests.
+
+    The random part is drawn once per factory (and again in a forked child) and
+    incremented for every id, not drawn again every millisecond: two processes (or a
+    process and its restart) collide only if their 79-bit random starts lie within as
+    many ids of each other in the same millisecond. The id's text is cached in parts:
+    the millisecond's 10 characters until it changes, the random part's first 12 until
+    its top 60 bits do, so an id is four strings joined (~6 µs of base32 before).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_hi",
+        "_hi_text",
+        "_last_ms",
+        "_last_rand",
+        "_lock",
+        "_ms_text",
+        "_time_ms",
+    )
 
     def __init__(self, time_ms: Callable[[], int] | None = None) -> None:
         import time
 
         self._time_ms = time_ms or (lambda: time.time_ns() // 1_000_000)
         self._last_ms = -1
-        self._last_rand = 0
+        self._ms_text = ""
+        self._hi = -1
+        self._hi_text = ""
         # Ids are made on the event loop, but the CLI and tests may use threads.
         self._lock = threading.Lock()
+        self._reseed()
+        _FACTORIES.add(self)
+
+    def _reseed(self) -> None:
+        self._last_rand = _fresh_random() - 1  # the next id takes the drawn value itself
 
     def __call__(self) -> str:
         with self._lock:
             ms = self._time_ms()
-            if ms <= self._last_ms:
-                ms = self._last_ms
-                rand = self._last_rand + 1
-                if rand > _RANDOM_MAX:  # 2**80 ids in one ms: move to the next ms
-                    ms += 1
-                    rand = int.from_bytes(os.urandom(10), "big") >> 1
-            else:
-                # Top bit clear leaves room to increment within a millisecond.
-                rand = int.from_bytes(os.urandom(10), "big") >> 1
-            self._last_ms, self._last_rand = ms, rand
-            return _encode((ms << _RANDOM_BITS) | rand)
+            rand = self._last_rand + 1
+            if rand > _RANDOM_MAX:  # 2**79 ids since the draw: a new one, in the next ms
+                ms = max(ms, self._last_ms + 1)
+                rand = _fresh_random()
+            if ms > self._last_ms:
+                self._last_ms = ms
+                self._ms_text = _encode(ms << _RANDOM_BITS)[:10]
+            # else the same millisecond, or the wall clock stepped back: the last one's,
+            # and the incremented random part keeps the ids increasing.
+            self._last_rand = rand
+            hi = rand >> 20
+            if hi != self._hi:
+                self._hi = hi
+                self._hi_text = _encode(rand)[10:22]
+            pairs = _PAIRS
+            return self._ms_text + self._hi_text + pairs[(rand >> 10) & 1023] + pairs[rand & 1023]
 
+
+#: Every factory, to draw new random parts in a forked child (a child that went on from
+#: its parent's counter would make the parent's next ids).
+_FACTORIES: weakref.WeakSet[RecordIdFactory] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for factory in list(_FACTORIES):
+        factory._lock = threading.Lock()
+        factory._reseed()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 new_record_id = RecordIdFactory()
 

@@ -17,9 +17,13 @@ class Outcome(StrEnum):
     REFUSED = "refused"  # the gateway refused it before the upstream
 
 
-@dataclass(frozen=True, slots=True)
+# Not ``frozen``: a frozen dataclass sets each of its 12 fields through
+# ``object.__setattr__`` (about twice the cost of the plain assignments here), and one is
+# made on every charged call. Nothing changes a record once made (treat it as immutable:
+# ``dataclasses.replace`` makes another); it hashes and compares by its fields as before.
+@dataclass(slots=True, unsafe_hash=True)
 class CallRecord:
-    """One chargeable call. Immutable; its id is the gateway's own."""
+    """One chargeable call (never changed once made); its id is the gateway's own."""
 
     id: str
     request_id: str | None
@@ -56,7 +60,9 @@ class OutcomeCount:
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+# Not ``frozen``: made on every call, and a frozen dataclass sets each field through
+# ``object.__setattr__`` (about twice the plain assignments). Never changed once made.
+@dataclass(slots=True, unsafe_hash=True)
 class ClaimedNonce:
     """A signature nonce a call claimed, kept beside the ledger until ``expires_at``.
 

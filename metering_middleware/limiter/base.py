@@ -45,7 +45,9 @@ class AdmitStatus(StrEnum):
     UNAVAILABLE = "unavailable"
 
 
-@dataclass(frozen=True, slots=True)
+# Not ``frozen``: made on every call, and a frozen dataclass sets each field through
+# ``object.__setattr__`` (about twice the plain assignments). Never changed once made.
+@dataclass(slots=True, unsafe_hash=True)
 class NonceClaim:
     """A signature nonce to hold until ``expires_at`` (epoch seconds), per AccessKeyId."""
 
@@ -65,7 +67,9 @@ class NonceClaim:
         return cls(call.access_key_id, extract_nonce(call), signed_at + window_seconds)
 
 
-@dataclass(frozen=True, slots=True)
+# Not ``frozen``: made on every call, and a frozen dataclass sets each field through
+# ``object.__setattr__`` (about twice the plain assignments). Never changed once made.
+@dataclass(slots=True, unsafe_hash=True)
 class Decision:
     """The answer to one ``admit``; everything a refusal or the RateLimit headers need.
 
@@ -96,6 +100,9 @@ class Decision:
         return self.status is AdmitStatus.ADMITTED
 
 
+_TEXT = {s: s.value for s in AdmitStatus}
+
+
 class DecisionCounts:
     """Decisions by result since start, for metrics: one dict increment per admission.
 
@@ -119,7 +126,7 @@ class DecisionCounts:
 def _result(decision: Decision) -> str:
     status = decision.status
     if not decision.degraded or status is AdmitStatus.NONCE_REUSED:
-        return status.value
+        return _TEXT[status]  # a dict lookup: ``.value`` on an Enum member is a Python property
     if status is AdmitStatus.UNAVAILABLE:
         return "fail_closed"
     if status is AdmitStatus.ADMITTED and decision.remaining is None:

@@ -181,11 +181,25 @@ class MemoryLimiter:
         nonce: NonceClaim | None = None,
         now: float | None = None,
     ) -> Decision:
-        check_admit_args(limit, now, self._allow_explicit)
+        return self.admit_now(account, category, action, limit, nonce=nonce, now=now)
+
+    def admit_now(
+        self,
+        account: str,
+        category: str,
+        action: str,
+        limit: int,
+        *,
+        nonce: NonceClaim | None = None,
+        now: float | None = None,
+    ) -> Decision:
+        """``admit`` without the coroutine (nothing here suspends): the meter's fast path."""
+        if limit < 1 or now is not None:
+            check_admit_args(limit, now, self._allow_explicit)
         t = self._clock.time() if now is None else now  # what the decision says (wall)
         mono = self._clock.monotonic() if now is None else now  # where the window lies
-        # MemoryNonceStore.claim never suspends: the claim and the log check stay atomic.
-        if nonce is not None and not await self.nonces.claim(
+        # The nonce claim and the log check stay atomic: nothing in between suspends.
+        if nonce is not None and not self.nonces.claim_now(
             nonce.access_key_id, nonce.nonce, nonce.expires_at
         ):
             return self.decisions.add(Decision(AdmitStatus.NONCE_REUSED, limit, None, 0.0, 0.0, t))

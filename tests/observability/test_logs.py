@@ -132,10 +132,10 @@ def _parsed(text: str) -> list[dict[str, object]]:
 def test_log_format_is_checked() -> None:
     from metering_middleware import ConfigError, MeteringConfig
 
-    with pytest.raises(ConfigError, match="argument log_format: must be one of text, json, not 'xml'"):
+    with pytest.raises(ConfigError, match="log_format: must be one of text, json, not 'xml'"):
         MeteringConfig(log_format="xml")  # type: ignore[arg-type]
     assert MeteringConfig().with_env({"METERING_LOG_FORMAT": "json"}).log_format == "json"
-    with pytest.raises(ConfigError, match="METERING_LOG_FORMAT: must be one of text, json, not 'yaml'"):
+    with pytest.raises(ConfigError, match="LOG_FORMAT: must be one of text, json, not 'yaml'"):
         MeteringConfig().with_env({"METERING_LOG_FORMAT": "yaml"})
 
 
