@@ -21,6 +21,7 @@ from metering_middleware.config import ConfigError, MeteringConfig
 __all__ = [
     "ADMIN_PREFIX",
     "GATEWAY_ENFORCE_BALANCE",
+    "GATEWAY_RETENTION_INTERVAL",
     "GATEWAY_SETTLE_INTERVAL",
     "AdminConfig",
     "GatewayConfig",
@@ -32,6 +33,9 @@ __all__ = [
 GATEWAY_SETTLE_INTERVAL = 60.0
 #: Standing check, spend guard and caps (``[metering] enforce_balance``): on in the gateway.
 GATEWAY_ENFORCE_BALANCE = True
+#: Seconds between the gateway's retention passes (``[metering] retention_interval``):
+#: expired nonces go; counters only with ``counter_retention_days`` (docs/operations.md).
+GATEWAY_RETENTION_INTERVAL = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +221,7 @@ def load_config(
     # A gateway that resells calls refuses those nobody can pay for (METERING_ENFORCE_BALANCE
     # or ``enforce_balance = false`` turns it off); the library's default is off.
     metering_doc.setdefault("enforce_balance", GATEWAY_ENFORCE_BALANCE)
+    metering_doc.setdefault("retention_interval", GATEWAY_RETENTION_INTERVAL)
     metering = MeteringConfig.from_mapping(metering_doc).with_env(env)
     # A webhook URL without a usable secret (METERING_WEBHOOK_SECRET or
     # webhook_secret_file) stops the start here, with one line naming it.

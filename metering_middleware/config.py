@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -104,6 +105,14 @@ class MeteringConfig:
     spend_cap_status: int = 403
     #: N: gateway processes on one ledger; each guards 1/N of a balance and of a cap.
     gateway_processes: int = 1
+    #: Seconds between retention passes run by this process, off the event loop (expired
+    #: nonces, old counters: docs/operations.md); 0: none. The example gateway's is 3600.
+    retention_interval: float = 0.0
+    #: Days of per-minute outcome counters kept (0: forever); the current and previous
+    #: billing month are always kept. Usage reports before that show no calls.
+    counter_retention_days: int = 0
+    #: Rows per retention delete transaction (how long one holds the write lock).
+    retention_batch: int = 5000
 
     def __post_init__(self) -> None:
         if self.mode not in ("strict", "batched"):
@@ -128,6 +137,7 @@ class MeteringConfig:
             "limiter_processes",
             "webhook_max_attempts",
             "gateway_processes",
+            "retention_batch",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -146,9 +156,20 @@ class MeteringConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{name}: must be a non-empty error code")
-        value = self.settle_interval
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError("settle_interval: must be zero (off) or a positive number of seconds")
+        for name in ("settle_interval", "retention_interval"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ConfigError(f"{name}: must be zero (off) or a positive number of seconds")
+        days = self.counter_retention_days
+        if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+            raise ConfigError(
+                "counter_retention_days: must be 0 (keep forever) or a number of days"
+            )
         if self.limiter_failure_policy not in ("open", "closed", "local"):
             raise ConfigError(
                 f"limiter_failure_policy: {self.limiter_failure_policy!r} is not one of "
@@ -261,6 +282,7 @@ def _from_env(name: str, raw: str) -> Any:
         "signature_window",
         "entitlement_refresh",
         "settle_interval",
+        "retention_interval",
         "webhook_timeout",
         "webhook_poll_interval",
         "standing_refresh",
@@ -278,6 +300,8 @@ def _from_env(name: str, raw: str) -> Any:
         "throttle_status",
         "webhook_max_attempts",
         "gateway_processes",
+        "counter_retention_days",
+        "retention_batch",
         "arrearage_status",
         "spend_cap_status",
     ):

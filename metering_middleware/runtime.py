@@ -42,6 +42,7 @@ from .metrics import MeteringMetrics
 from .nonces import MemoryNonceStore, NonceStore
 from .notices.delivery import DeliveryStats, WebhookSender
 from .notices.recorder import NoticeRecorder
+from .ops.retention import BackgroundRetention, RetentionPolicy
 from .rating import Month, RatingStore, SqliteRatingStore
 from .settler import DURATION_BUCKETS, BackgroundSettler
 from .signing import SignatureVerifier
@@ -85,6 +86,21 @@ def _check_new_ledger(ledger: str, journal: str) -> None:
             "one: put the ledger file back (or move the journal away to start a new ledger)"
         )
     log.warning("no ledger file at %r: creating a new, empty ledger", ledger)
+
+
+def _retention(
+    config: MeteringConfig, ledger_file: str, clock: Clock
+) -> BackgroundRetention | None:
+    if not config.retention_interval:
+        if config.counter_retention_days:  # a setting nothing would apply: say so
+            raise ConfigError(
+                "counter_retention_days: set retention_interval too (how often it is applied)"
+            )
+        return None
+    if not ledger_file:
+        raise ConfigError("retention_interval: retention needs an SQLite ledger file")
+    policy = RetentionPolicy(config.counter_retention_days, config.retention_batch)
+    return BackgroundRetention(ledger_file, policy, clock, interval=config.retention_interval)
 
 
 def _by_kind(stats: DeliveryStats, result: str) -> Callable[[], dict[tuple[str, ...], float]]:
@@ -193,6 +209,8 @@ class MeteringRuntime:
             self.settler = BackgroundSettler(
                 ledger_file, catalog, self.clock, interval=config.settle_interval
             )
+        #: Expired nonces and old counters pruned in the background (docs/operations.md).
+        self.retention = _retention(config, ledger_file, self.clock)
         # Notices from the request path (the spend guard's "cap reached"), and their
         # webhook deliveries: tasks of their own, nothing on a call's path.
         self.notices: NoticeRecorder | None = None
@@ -313,6 +331,21 @@ class MeteringRuntime:
                 lag,
                 kind="gauge",
             )
+        retention = self.retention
+        if retention is not None:
+            kept = retention.stats
+            metrics.family(
+                "metering_retention_deleted",
+                "Rows deleted by this process's retention passes, by kind: nonces, counters.",
+                ("kind",),
+                lambda: {("nonces",): kept.nonces, ("counters",): kept.counters},
+            )
+            metrics.family(
+                "metering_retention_runs",
+                "Retention passes of this process by result: done, failed.",
+                ("result",),
+                lambda: {("done",): kept.passes, ("failed",): kept.failures},
+            )
         journal = self.journal
         if journal is not None:
             metrics.gauge(
@@ -397,6 +430,8 @@ class MeteringRuntime:
             await self._restore_nonces()
             if self.settler is not None:
                 await self.settler.start()
+            if self.retention is not None:
+                await self.retention.start()
             if self.notices is not None:
                 await self.notices.start()
             if self.webhooks is not None:
@@ -435,6 +470,8 @@ class MeteringRuntime:
                 await self.notices.stop()  # what the request path emitted is recorded
             if self.settler is not None:
                 await self.settler.stop()  # a pass under way finishes first
+            if self.retention is not None:
+                await self.retention.stop()  # a batch under way commits first
             if self.limiter is not None:
                 await self.limiter.join()
                 await self.limiter.close()

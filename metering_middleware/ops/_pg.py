@@ -135,5 +135,8 @@ def _run(argv: list[str], env: dict[str, str]) -> None:
     except OSError as exc:
         raise PgToolError(f"cannot run {argv[0]}: {exc}") from None
     if done.returncode != 0:
-        lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-        raise PgToolError(f"{argv[0]} failed: {lines[-1] if lines else f'exit {done.returncode}'}")
+        # The first error line names the cause (libpq adds hints after it).
+        lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ": error: " in ln] or lines
+        reason = errors[0].split(": error: ", 1)[-1] if errors else f"exit {done.returncode}"
+        raise PgToolError(f"{argv[0]} failed: {reason}")
