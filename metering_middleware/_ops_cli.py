@@ -187,7 +187,8 @@ def _backup(args: argparse.Namespace, url: str) -> list[dict[str, Any]]:
     version = "" if schema is None else f", schema version {schema.current}"
     if schema is not None and schema.pending:
         version += f" (this code would migrate it to {schema.target})"
-    print(f"{what}: {report.bytes} bytes{version}, integrity ok", file=sys.stderr)
+    checked = "archive readable" if schema is None else "integrity ok"
+    print(f"{what}: {report.bytes} bytes{version}, {checked}", file=sys.stderr)
     return [{"table": t, "rows": n} for t, n in report.tables]
 
 

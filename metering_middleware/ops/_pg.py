@@ -84,9 +84,19 @@ def dump(url: str, out: Path) -> None:
         _run(["pg_dump", "--format=custom", "--no-password", f"--file={out}"], env)
 
 
-def check_archive(path: Path) -> None:
-    """``pg_restore --list``: the archive is complete and readable (its table of contents)."""
-    _run(["pg_restore", "--list", str(path)], {})
+def check_archive(path: Path) -> tuple[str, ...]:
+    """``pg_restore --list``: the archive's table of contents is readable; the tables
+    whose data it holds (``schema.table``), in name order."""
+    listing = _run(["pg_restore", "--list", str(path)], {})
+    tables = set()
+    for line in listing.splitlines():
+        # "3340; 0 16385 TABLE DATA public calls owner"
+        _, sep, rest = line.partition(" TABLE DATA ")
+        if sep and not line.startswith(";"):
+            words = rest.split()
+            if len(words) >= 2:
+                tables.add(f"{words[0]}.{words[1]}")
+    return tuple(sorted(tables))
 
 
 def is_archive(path: Path) -> bool:
@@ -120,7 +130,7 @@ def _tool(name: str) -> str:
     return found
 
 
-def _run(argv: list[str], env: dict[str, str]) -> None:
+def _run(argv: list[str], env: dict[str, str]) -> str:
     # The child gets this process's environment minus any PG* of its own (the URL
     # decides), plus the URL's.
     base = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -140,3 +150,4 @@ def _run(argv: list[str], env: dict[str, str]) -> None:
         errors = [ln for ln in lines if ": error: " in ln] or lines
         reason = errors[0].split(": error: ", 1)[-1] if errors else f"exit {done.returncode}"
         raise PgToolError(f"{argv[0]} failed: {reason}")
+    return done.stdout

@@ -49,8 +49,8 @@ class BackupExists(BackupError):
 class BackupReport:
     path: Path
     bytes: int
-    #: Rows per table of the copy (SQLite), in name order; empty for a pg_dump archive.
-    tables: tuple[tuple[str, int], ...]
+    #: Rows per table of the copy, in name order (a pg_dump archive: its tables, rows None).
+    tables: tuple[tuple[str, int | None], ...]
     #: The copy's schema against this code (None for a pg_dump archive).
     schema: SchemaStatus | None
 
@@ -72,8 +72,7 @@ def backup(
     try:
         if isinstance(target, PostgresTarget):
             _pg.dump(target.url, tmp)
-            _pg.check_archive(tmp)
-            tables: tuple[tuple[str, int], ...] = ()
+            tables: tuple[tuple[str, int | None], ...] = _pg_tables(tmp)
             schema = None
         else:
             _copy_sqlite(target, tmp)
@@ -92,10 +91,13 @@ def verify(path: str | os.PathLike[str]) -> BackupReport:
     if not path.is_file():
         raise BackupError(f"no backup file at {str(path)!r}")
     if _pg.is_archive(path):
-        _pg.check_archive(path)
-        return BackupReport(path, path.stat().st_size, (), None)
+        return BackupReport(path, path.stat().st_size, _pg_tables(path), None)
     tables, schema = _check_sqlite(path)
     return BackupReport(path, path.stat().st_size, tables, schema)
+
+
+def _pg_tables(path: Path) -> tuple[tuple[str, int | None], ...]:
+    return tuple((name, None) for name in _pg.check_archive(path))
 
 
 def _copy_sqlite(target: SqliteTarget, tmp: Path) -> None:
@@ -116,7 +118,7 @@ def _copy_sqlite(target: SqliteTarget, tmp: Path) -> None:
         source.close()
 
 
-def _check_sqlite(path: Path) -> tuple[tuple[tuple[str, int], ...], SchemaStatus]:
+def _check_sqlite(path: Path) -> tuple[tuple[tuple[str, int | None], ...], SchemaStatus]:
     """Integrity, a ledger's schema, and rows per table; read-only."""
     try:
         conn = connect_existing(path)
