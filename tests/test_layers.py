@@ -30,6 +30,8 @@ FORBIDDEN = {
     # The tenant view reuses the meter's parts (runtime, verifier), never the meter itself,
     # nor the admin or web faces (FastAPI, Jinja2 stay out of the library core).
     "tenant": {"middleware", "cli", "admin", "web"},
+    # Operations on a ledger (migrate, backup, retention): below the runtime and the CLI.
+    "ops": {"middleware", "runtime", "limiter", "identity", "signing", "entitlements", "cli"},
 }
 
 

@@ -98,6 +98,8 @@ class PruneReport:
     counters: int  # counter rows deleted (or that would be)
     counter_cutoff: datetime | None  # counters before this go; None: counters kept
     dry_run: bool = False
+    #: Delete transactions committed (each removed at most ``batch`` rows).
+    transactions: int = 0
 
 
 def counter_cutoff(now: datetime, days: int) -> datetime | None:
@@ -133,26 +135,29 @@ def prune_ledger_file(
             conn.execute("PRAGMA query_only = 1")
             nonces = _count(conn, _NONCES_DUE, now_ms)
             counters = 0 if cutoff is None else _count(conn, _COUNTERS_DUE, format_time(cutoff))
+            transactions = 0
         else:
-            nonces = _in_batches(conn, _PRUNE_NONCES, now_ms, policy.batch)
-            counters = (
-                0
-                if cutoff is None
-                else _in_batches(conn, _PRUNE_COUNTERS, format_time(cutoff), policy.batch)
-            )
+            nonces, transactions = _in_batches(conn, _PRUNE_NONCES, now_ms, policy.batch)
+            counters = 0
+            if cutoff is not None:
+                counters, more = _in_batches(
+                    conn, _PRUNE_COUNTERS, format_time(cutoff), policy.batch
+                )
+                transactions += more
     except sqlite3.Error as exc:
         raise StoreError(f"retention pass on {str(path)!r} failed: {exc}") from exc
     finally:
         conn.close()
-    return PruneReport(nonces, counters, cutoff, dry_run)
+    return PruneReport(nonces, counters, cutoff, dry_run, transactions)
 
 
 def _count(conn: sqlite3.Connection, sql: str, bound: object) -> int:
     return int(conn.execute(sql, (bound,)).fetchone()[0])
 
 
-def _in_batches(conn: sqlite3.Connection, sql: str, bound: object, batch: int) -> int:
-    total = 0
+def _in_batches(conn: sqlite3.Connection, sql: str, bound: object, batch: int) -> tuple[int, int]:
+    """Delete in transactions of at most ``batch`` rows; (rows, transactions)."""
+    total = transactions = 0
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -163,8 +168,9 @@ def _in_batches(conn: sqlite3.Connection, sql: str, bound: object, batch: int) -
                 conn.execute("ROLLBACK")
             raise
         total += deleted
+        transactions += 1
         if deleted < batch:
-            return total
+            return total, transactions
         time.sleep(0)  # let a waiting writer thread take the lock before the next batch
 
 

@@ -53,7 +53,8 @@ def test_a_backup_taken_while_a_writer_commits_is_consistent_and_complete(
     migrate_file(db)
     conn = sqlite3.connect(db)
     conn.execute(
-        "INSERT INTO credentials VALUES ('LTAIacme', 'acme', 'plain:s', 1, '2026-01-01', NULL)"
+        "INSERT INTO credentials VALUES"
+        " ('LTAIacme', 'acme', 'plain:s', 1, '2026-01-01T00:00:00.000000Z', NULL)"
     )
     conn.commit()
     conn.close()

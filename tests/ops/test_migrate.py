@@ -28,7 +28,8 @@ def test_migrate_brings_an_older_ledger_to_the_current_version(
     db = ledger_at(tmp_path / "ledger.db", 2)
     conn = sqlite3.connect(db)
     conn.execute(
-        "INSERT INTO credentials VALUES ('LTAIkept', 'acme', 'plain:s', 1, '2026-01-01', NULL)"
+        "INSERT INTO credentials VALUES"
+        " ('LTAIkept', 'acme', 'plain:s', 1, '2026-01-01T00:00:00.000000Z', NULL)"
     )
     conn.commit()
     conn.close()
