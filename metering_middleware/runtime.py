@@ -42,6 +42,7 @@ from .metrics import MeteringMetrics
 from .nonces import MemoryNonceStore, NonceStore
 from .notices.delivery import DeliveryStats, WebhookSender
 from .notices.recorder import NoticeRecorder
+from .ops.journal_lock import JournalLock
 from .ops.retention import BackgroundRetention, RetentionPolicy
 from .rating import Month, RatingStore, SqliteRatingStore
 from .settler import DURATION_BUCKETS, BackgroundSettler
@@ -145,6 +146,8 @@ class MeteringRuntime:
         self.store: LedgerStore = store if store is not None else open_store(config.ledger_url)
         journal_path = _default_journal(config)
         self.journal = Journal(journal_path) if journal_path else None
+        # One writer per journal file: a second process on it would lose batches.
+        self._journal_lock = JournalLock(journal_path) if journal_path else None
         self.writer = LedgerWriter(
             self.store,
             journal=self.journal,
@@ -417,7 +420,13 @@ class MeteringRuntime:
             if ledger_file:
                 journal = _default_journal(self.config)
                 await asyncio.to_thread(_check_new_ledger, ledger_file, journal)
-            await self.store.open()
+            if self._journal_lock is not None:
+                await asyncio.to_thread(self._journal_lock.acquire)
+            try:
+                await self.store.open()
+            except BaseException:
+                await self._release_journal()
+                raise
             await self.writer.start()
             await self.credentials.refresh()
             if self.rating_store is not None:
@@ -476,13 +485,20 @@ class MeteringRuntime:
                 await self.limiter.join()
                 await self.limiter.close()
             # The writer flushes everything pending (or journals it) before the store closes.
-            await self.writer.stop()
+            try:
+                await self.writer.stop()
+            finally:
+                await self._release_journal()
             await self.store.close()
             if self.rating_store is not None:
                 await self.rating_store.close()
             if self.guard is not None:
                 await self.guard.view.close()
             log.info("metering stopped: ledger flushed")
+
+    async def _release_journal(self) -> None:
+        if self._journal_lock is not None:
+            await asyncio.to_thread(self._journal_lock.release)
 
     async def ready(self) -> bool:
         """True while the ledger store is reachable and takes records."""
