@@ -280,3 +280,35 @@ def test_postgresql_backup_is_a_pg_dump_archive_without_the_password_in_argv(
     assert "not-the-password" not in wrong.err
     assert not (tmp_path / "w.dump").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_pg_dump_gets_no_password_in_its_arguments_or_environment(
+    pg_cluster: PgCluster,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pg_dump first on PATH that writes down what `ps` and /proc would show of it (its
+    # arguments and environment), then runs the real one.
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    seen = tmp_path / "seen.json"
+    (shim / "pg_dump").write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"json.dump({{'argv': sys.argv, 'env': dict(os.environ)}}, open({str(seen)!r}, 'w'))\n"
+        f"os.execv({str(PG_BIN / 'pg_dump')!r}, [{str(PG_BIN / 'pg_dump')!r}, *sys.argv[1:]])\n"
+    )
+    (shim / "pg_dump").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PGPASSWORD", "the-callers-own")  # never handed down either
+
+    run = cli(capsys, "backup", str(tmp_path / "p.dump"), "--db", pg_cluster.url("postgres"))
+
+    assert run.code == 0, run.err
+    child = json.loads(seen.read_text())
+    shown = " ".join(child["argv"]) + " " + " ".join(f"{k}={v}" for k, v in child["env"].items())
+    assert pg_cluster.password not in shown
+    assert "PGPASSWORD" not in child["env"]
+    assert child["env"]["PGHOST"] == "127.0.0.1" and child["env"]["PGDATABASE"] == "postgres"
+    assert not Path(child["env"]["PGPASSFILE"]).exists()  # removed after the dump
