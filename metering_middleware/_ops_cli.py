@@ -23,7 +23,7 @@ from .clock import SystemClock
 from .ledger.migrate import LedgerMissing
 from .ledger.store import StoreError
 from .ops import (
-    BackupExists,
+    BackupRefused,
     BadLedgerUrl,
     RetentionPolicy,
     backup,
@@ -178,7 +178,7 @@ def _backup(args: argparse.Namespace, url: str) -> list[dict[str, Any]]:
         target = resolve(url)
         try:
             report = backup(target, args.dest, force=args.force)
-        except BackupExists as exc:
+        except BackupRefused as exc:
             raise _Exit(2, str(exc)) from None
         what = f"backed up ledger {safe_url(url)} to {args.dest}"
         if isinstance(target, PostgresTarget):

@@ -4,7 +4,7 @@ The ``metering migrate``, ``backup`` and ``prune`` commands and the gateway's
 background retention task are thin faces over these functions (docs/operations.md).
 """
 
-from .backup import BackupError, BackupExists, BackupReport, backup, verify
+from .backup import BackupError, BackupExists, BackupRefused, BackupReport, backup, verify
 from .retention import (
     BackgroundRetention,
     PruneReport,
@@ -20,6 +20,7 @@ __all__ = [
     "BackgroundRetention",
     "BackupError",
     "BackupExists",
+    "BackupRefused",
     "BackupReport",
     "BadLedgerUrl",
     "LedgerTarget",

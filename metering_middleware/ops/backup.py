@@ -34,14 +34,18 @@ from . import _pg
 from .schema import SchemaStatus, status
 from .targets import LedgerTarget, PostgresTarget, SqliteTarget
 
-__all__ = ["BackupError", "BackupExists", "BackupReport", "backup", "verify"]
+__all__ = ["BackupError", "BackupExists", "BackupRefused", "BackupReport", "backup", "verify"]
 
 
 class BackupError(StoreError):
     """The copy could not be made or is not a sound ledger (the message says which)."""
 
 
-class BackupExists(BackupError):
+class BackupRefused(BackupError):
+    """A ``dest`` this backup must not write (bad usage, not a failure)."""
+
+
+class BackupExists(BackupRefused):
     """``dest`` exists and ``force`` was not given."""
 
 
@@ -60,6 +64,10 @@ def backup(
 ) -> BackupReport:
     """Copy the ledger ``target`` names to ``dest`` (see the module's notes)."""
     dest = Path(dest)
+    if isinstance(target, SqliteTarget) and _is_ledger_file(dest, target.path):
+        # --force would put a copy in place of the live file: what the gateway commits
+        # after the copy would go to the old file, away from the path.
+        raise BackupRefused(f"{str(dest)!r} is the ledger itself (or one of its files)")
     if dest.exists() and not force:
         raise BackupExists(f"{str(dest)!r} exists: give --force to replace it")
     if dest.is_dir():
@@ -83,6 +91,17 @@ def backup(
         tmp.unlink(missing_ok=True)
         raise
     return BackupReport(dest, dest.stat().st_size, tables, schema)
+
+
+def _is_ledger_file(dest: Path, ledger: Path) -> bool:
+    mine = dest.absolute()
+    for name in (str(ledger), f"{ledger}-wal", f"{ledger}-shm", f"{ledger}.journal"):
+        other = Path(name)
+        if mine == other.absolute():
+            return True
+        if mine.exists() and other.exists() and os.path.samefile(mine, other):
+            return True
+    return False
 
 
 def verify(path: str | os.PathLike[str]) -> BackupReport:

@@ -161,6 +161,22 @@ def test_a_failed_backup_leaves_no_file(tmp_path: Path, capsys: pytest.CaptureFi
     assert not [n for n in names if n.endswith(".tmp")]
 
 
+def test_the_ledger_itself_is_never_a_backup_destination(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = ledger_at(tmp_path / "ledger.db", LATEST)
+    monkeypatch.chdir(tmp_path)
+    before = db.read_bytes()
+    (tmp_path / "alias.db").symlink_to(db)
+
+    for dest in (str(db), "ledger.db", "./alias.db", f"{db}-wal", f"{db}.journal"):
+        run = cli(capsys, "backup", dest, "--force", "--db", _url(db))
+        assert run.code == 2, dest
+        assert "the ledger itself" in run.err and run.err.count("\n") == 1
+    assert db.read_bytes() == before
+    assert not (tmp_path / "ledger.db.journal").exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [
