@@ -112,7 +112,7 @@ class MeteringConfig:
     #: billing month are always kept. Usage reports before that show no calls.
     counter_retention_days: int = 0
     #: Rows per retention delete transaction (how long one holds the write lock).
-    retention_batch: int = 5000
+    retention_batch: int = 1000
 
     def __post_init__(self) -> None:
         if self.mode not in ("strict", "batched"):

@@ -59,7 +59,7 @@ __all__ = [
 log = logging.getLogger("metering_middleware.retention")
 
 #: The most rows one delete transaction removes (the write lock is held that long).
-DEFAULT_BATCH = 5000
+DEFAULT_BATCH = 1000
 
 _NONCES_DUE = "SELECT count(*) FROM nonces WHERE expires_ms <= ?"
 _PRUNE_NONCES = (
