@@ -20,8 +20,9 @@ Three kinds of working data grow without bound; each has its own rule:
   Settlement, balances and bills never read counters (they read the records,
   which retention never deletes).
 
-Deletes run in bounded batches, one short ``BEGIN IMMEDIATE`` transaction each, so
-a large prune never holds the write lock for long: the gateway's writer (and any
+Deletes run in bounded batches, one short ``BEGIN IMMEDIATE`` transaction each, with
+a pause between them four times as long as the last one took (see ``_in_batches``), so
+a large prune never holds the write lock for long and the gateway's writer (and any
 other process) commits between batches. All database work runs in a worker thread
 with a connection of its own; nothing runs on the serving loop. Time is the
 injected clock's: its wall time decides what has expired, its monotonic reading
@@ -60,6 +61,11 @@ log = logging.getLogger("metering_middleware.retention")
 
 #: The most rows one delete transaction removes (the write lock is held that long).
 DEFAULT_BATCH = 1000
+
+#: Pause between delete transactions: this many times the last one's duration ...
+_YIELD = 4.0
+#: ... and at least this long (seconds).
+_MIN_PAUSE = 0.01
 
 _NONCES_DUE = "SELECT count(*) FROM nonces WHERE expires_ms <= ?"
 _PRUNE_NONCES = (
@@ -156,9 +162,18 @@ def _count(conn: sqlite3.Connection, sql: str, bound: object) -> int:
 
 
 def _in_batches(conn: sqlite3.Connection, sql: str, bound: object, batch: int) -> tuple[int, int]:
-    """Delete in transactions of at most ``batch`` rows; (rows, transactions)."""
+    """Delete in transactions of at most ``batch`` rows; (rows, transactions).
+
+    Between two transactions the lock is left free for ``_YIELD`` times as long as the
+    last one held it (at least ``_MIN_PAUSE``). A writer waiting for the lock does not
+    queue: SQLite's busy handler polls it at growing intervals (1, 2, 5 ... 100 ms), so
+    back-to-back batches would leave it free for microseconds and could starve the
+    gateway's writer past its busy timeout. With the pause, retention holds the write
+    lock at most 1/(1 + _YIELD) of the time while it has work.
+    """
     total = transactions = 0
     while True:
+        started = time.monotonic()
         conn.execute("BEGIN IMMEDIATE")
         try:
             deleted = int(conn.execute(sql, (bound, batch)).rowcount)
@@ -171,7 +186,8 @@ def _in_batches(conn: sqlite3.Connection, sql: str, bound: object, batch: int) -
         transactions += 1
         if deleted < batch:
             return total, transactions
-        time.sleep(0)  # let a waiting writer thread take the lock before the next batch
+        # A worker thread's sleep: the serving event loop never waits on it.
+        time.sleep(max(_MIN_PAUSE, _YIELD * (time.monotonic() - started)))
 
 
 @dataclass(slots=True)

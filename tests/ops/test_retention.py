@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +31,8 @@ from metering_middleware.ops import (
 from metering_middleware.reports import usage
 
 from .conftest import cli
+
+WRITER = Path(__file__).with_name("writer_child.py")
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 # 2026-02-01 00:00 UTC+8: the previous billing month starts here, as seen from NOW.
@@ -360,3 +366,46 @@ def test_prune_bad_input_is_one_line(
 
     assert run.code == code
     assert text in run.err and run.err.count("\n") == 1 and run.out == ""
+
+
+def test_a_big_prune_leaves_the_write_lock_to_a_committing_writer(tmp_path: Path) -> None:
+    """A writer process that waits at most 100 ms for the lock commits while 20,000
+    expired nonces go in 41 batches: it never fails for the lock, and commits between
+    batches. (Without the pause between batches, back-to-back transactions starve it:
+    "database is locked" in 2 of 3 runs here.)"""
+    db = _ledger(tmp_path)
+    n = int(os.environ.get("T_N", "20000"))
+    conn = sqlite3.connect(db)
+    conn.executemany(
+        "INSERT INTO nonces (access_key_id, nonce, account, expires_ms) VALUES ('k', ?, 'a', ?)",
+        [(f"n{i}", 1_000 + i) for i in range(n)],
+    )
+    conn.commit()
+    conn.close()
+    child = subprocess.Popen(
+        [sys.executable, str(WRITER), str(db), "50", os.environ.get("T_BUSY", "100")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().startswith("committed")  # it runs
+        started = time.monotonic()
+        report = prune_ledger_file(db, NOW, RetentionPolicy(batch=500))
+        ended = time.monotonic()
+        child.kill()
+        out, err = child.communicate()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert (report.nonces, report.transactions) == (n, n // 500 + 1)
+    assert "Error" not in err, err  # never "database is locked"
+    during = [
+        float(line.split()[2])
+        for line in out.splitlines()
+        if line.startswith("committed") and started < float(line.split()[2]) < ended
+    ]
+    assert len(during) >= 2, "the writer got no commit in between the prune's batches"
