@@ -99,7 +99,13 @@ def _retention(
             )
         return None
     if not ledger_file:
-        raise ConfigError("retention_interval: retention needs an SQLite ledger file")
+        # Nothing of memory:// outlives the process; other stores have no retention yet.
+        # Only an explicit counter setting that cannot be applied is an error.
+        if config.counter_retention_days:
+            raise ConfigError("counter_retention_days: retention needs an SQLite ledger file")
+        # (Never the URL in a log line: a PostgreSQL one may hold a password.)
+        log.info("retention_interval: this ledger is not an SQLite file: no retention")
+        return None
     policy = RetentionPolicy(config.counter_retention_days, config.retention_batch)
     return BackgroundRetention(ledger_file, policy, clock, interval=config.retention_interval)
 

@@ -267,8 +267,17 @@ def test_retention_settings_are_checked(tmp_path: Path) -> None:
         MeteringRuntime(_runtime_config(db, counter_retention_days=30))
     with pytest.raises(ConfigError, match="needs an SQLite ledger"):
         MeteringRuntime(
-            MeteringConfig(ledger_url="memory://", enforce_qps=False, retention_interval=60)
+            MeteringConfig(
+                ledger_url="memory://",
+                enforce_qps=False,
+                retention_interval=60,
+                counter_retention_days=30,
+            )
         )
+    # The interval alone (the example gateway's default) on a ledger with nothing to
+    # prune is no error: there is simply no task.
+    quiet = MeteringConfig(ledger_url="memory://", enforce_qps=False, retention_interval=60)
+    assert MeteringRuntime(quiet).retention is None
     config = MeteringConfig().with_env(
         {"METERING_RETENTION_INTERVAL": "600", "METERING_COUNTER_RETENTION_DAYS": "90"}
     )
