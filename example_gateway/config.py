@@ -36,6 +36,7 @@ from metering_middleware.config import ENV_PREFIX, OTHER_ENV, ConfigError, Meter
 __all__ = [
     "ADMIN_PREFIX",
     "GATEWAY_ENFORCE_BALANCE",
+    "GATEWAY_RETENTION_INTERVAL",
     "GATEWAY_SETTLE_INTERVAL",
     "AdminConfig",
     "AdminSettings",
@@ -50,6 +51,9 @@ __all__ = [
 GATEWAY_SETTLE_INTERVAL = 60.0
 #: Standing check, spend guard and caps (``[metering] enforce_balance``): on in the gateway.
 GATEWAY_ENFORCE_BALANCE = True
+#: Seconds between the gateway's retention passes (``[metering] retention_interval``):
+#: expired nonces go; counters only with ``counter_retention_days`` (docs/operations.md).
+GATEWAY_RETENTION_INTERVAL = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +271,8 @@ def load_config(
     admin = _admin(_layered("admin", doc.get("admin"), shown, env))
     gateway = GatewayConfig(**_layered("gateway", gw_doc, shown, env), resign=resign, admin=admin)
     # The gateway settles its ledger itself and refuses calls nobody can pay for, unless
-    # told otherwise (``settle_interval = 0``, ``enforce_balance = false``); the library's
-    # defaults are off.
+    # told otherwise (``settle_interval = 0``, ``enforce_balance = false``), and prunes
+    # expired nonces hourly (``retention_interval``); the library's defaults are off.
     metering = MeteringConfig.load(
         table=doc.get("metering", {}),
         file=shown,
@@ -276,6 +280,7 @@ def load_config(
         defaults={
             "settle_interval": GATEWAY_SETTLE_INTERVAL,
             "enforce_balance": GATEWAY_ENFORCE_BALANCE,
+            "retention_interval": GATEWAY_RETENTION_INTERVAL,
         },
     )
     # A webhook URL without a usable secret (METERING_WEBHOOK_SECRET or

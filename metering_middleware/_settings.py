@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -165,7 +166,8 @@ class _Float(Kind):
     expected = "a number"
 
     def value(self, v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int | float):
+        # TOML and Python both have nan and inf: no interval or timeout can be either.
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             raise _Bad
         return v
 
@@ -174,9 +176,7 @@ class _Float(Kind):
             value = float(raw.strip())
         except ValueError:
             raise _Bad from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise _Bad
-        return value
+        return self.value(value)
 
 
 class _Str(Kind):

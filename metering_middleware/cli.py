@@ -23,6 +23,7 @@ from ._cli_args import (
     positive_int,
     spread_global_options,
 )
+from ._ops_cli import add_ops_commands, run_ops
 from ._output import STREAMED_FORMATS, render
 from .clock import BEIJING, SystemClock
 from .credentials import SECRET_KEY_ENV, CredentialManager, SecretBox
@@ -348,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_notice_commands(groups)
     add_reconcile_command(groups)
     add_report_commands(groups)
+    add_ops_commands(groups)
     spread_global_options(parser, _global_options)
     return parser
 
@@ -379,6 +381,8 @@ async def _run(args: argparse.Namespace) -> list[dict[str, Any]] | str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "ops", None) is not None:  # migrate, backup, prune: never open a store
+        return run_ops(args, args.db or os.environ.get(DB_ENV) or DEFAULT_DB)
     if getattr(args, "handler", None) is None:  # a command group without its command
         args.help_of.print_help(sys.stderr)
         return 2

@@ -31,6 +31,7 @@ from ._settings import (
     from_env,
     from_table,
     non_empty,
+    non_negative,
     one_of,
     positive,
     refuse_unknown_env,
@@ -111,7 +112,9 @@ class MeteringConfig:
     journal_path: str | None = setting(
         None,
         shown_default="ledger path + `.journal`",
-        doc="the append-only fallback journal used while the store fails",
+        doc="the append-only fallback journal used while the store fails; one per process "
+        "(several processes on one ledger: each its own, "
+        "[docs/operations.md](docs/operations.md))",
     )
     chargeable_codes: frozenset[str] = setting(
         DEFAULT_CHARGEABLE_CODES,
@@ -253,6 +256,25 @@ class MeteringConfig:
         "cap between settlements",
     )
 
+    retention_interval: float = setting(
+        0.0,
+        check=Check("zero (off) or a positive number of seconds", lambda v: v >= 0),
+        shown_default="`0` (the example gateway: `3600`)",
+        doc="seconds between retention passes of this process, off the event loop: expired "
+        "nonces, and counters older than `counter_retention_days` "
+        "([docs/operations.md](docs/operations.md)); `0`: none (`metering prune` by hand)",
+    )
+    counter_retention_days: int = setting(
+        0,
+        check=non_negative("0 (keep forever) or a number of days"),
+        doc="days of per-minute outcome counters kept (usage reports read them); `0`: "
+        "forever; the current and previous billing month are always kept",
+    )
+    retention_batch: int = setting(
+        1000,
+        check=_COUNT,
+        doc="rows per retention delete transaction (~9 ms of write lock each, measured)",
+    )
     log_format: Literal["text", "json"] = setting(
         "text",
         doc="`text`: the meter's lines go where your logging sends them; `json`: one JSON "

@@ -43,6 +43,8 @@ from .metrics import MeteringMetrics
 from .nonces import MemoryNonceStore, NonceStore
 from .notices.delivery import DeliveryStats, WebhookSender
 from .notices.recorder import NoticeRecorder
+from .ops.journal_lock import JournalLock
+from .ops.retention import BackgroundRetention, RetentionPolicy
 from .rating import Month, RatingStore, SqliteRatingStore
 from .settler import DURATION_BUCKETS, BackgroundSettler
 from .signing import SignatureVerifier
@@ -90,6 +92,27 @@ def _check_new_ledger(ledger: str, journal: str) -> None:
     log.warning("no ledger file at %r: creating a new, empty ledger", ledger)
 
 
+def _retention(
+    config: MeteringConfig, ledger_file: str, clock: Clock
+) -> BackgroundRetention | None:
+    if not config.retention_interval:
+        if config.counter_retention_days:  # a setting nothing would apply: say so
+            raise ConfigError(
+                "counter_retention_days: set retention_interval too (how often it is applied)"
+            )
+        return None
+    if not ledger_file:
+        # Nothing of memory:// outlives the process; other stores have no retention yet.
+        # Only an explicit counter setting that cannot be applied is an error.
+        if config.counter_retention_days:
+            raise ConfigError("counter_retention_days: retention needs an SQLite ledger file")
+        # (Never the URL in a log line: a PostgreSQL one may hold a password.)
+        log.info("retention_interval: this ledger is not an SQLite file: no retention")
+        return None
+    policy = RetentionPolicy(config.counter_retention_days, config.retention_batch)
+    return BackgroundRetention(ledger_file, policy, clock, interval=config.retention_interval)
+
+
 def _by_kind(stats: DeliveryStats, result: str) -> Callable[[], dict[tuple[str, ...], float]]:
     def read() -> dict[tuple[str, ...], float]:
         return {(kind,): n for (kind, r), n in list(stats.by_kind.items()) if r == result}
@@ -132,6 +155,8 @@ class MeteringRuntime:
         self.store: LedgerStore = store if store is not None else open_store(config.ledger_url)
         journal_path = _default_journal(config)
         self.journal = Journal(journal_path) if journal_path else None
+        # One writer per journal file: a second process on it would lose batches.
+        self._journal_lock = JournalLock(journal_path) if journal_path else None
         self.writer = LedgerWriter(
             self.store,
             journal=self.journal,
@@ -196,6 +221,8 @@ class MeteringRuntime:
             self.settler = BackgroundSettler(
                 ledger_file, catalog, self.clock, interval=config.settle_interval
             )
+        #: Expired nonces and old counters pruned in the background (docs/operations.md).
+        self.retention = _retention(config, ledger_file, self.clock)
         # Notices from the request path (the spend guard's "cap reached"), and their
         # webhook deliveries: tasks of their own, nothing on a call's path.
         self.notices: NoticeRecorder | None = None
@@ -320,6 +347,21 @@ class MeteringRuntime:
                 lag,
                 kind="gauge",
             )
+        retention = self.retention
+        if retention is not None:
+            kept = retention.stats
+            metrics.family(
+                "metering_retention_deleted",
+                "Rows deleted by this process's retention passes, by kind: nonces, counters.",
+                ("kind",),
+                lambda: {("nonces",): kept.nonces, ("counters",): kept.counters},
+            )
+            metrics.family(
+                "metering_retention_runs",
+                "Retention passes of this process by result: done, failed.",
+                ("result",),
+                lambda: {("done",): kept.passes, ("failed",): kept.failures},
+            )
         journal = self.journal
         if journal is not None:
             metrics.gauge(
@@ -391,7 +433,13 @@ class MeteringRuntime:
             if ledger_file:
                 journal = _default_journal(self.config)
                 await asyncio.to_thread(_check_new_ledger, ledger_file, journal)
-            await self.store.open()
+            if self._journal_lock is not None:
+                await asyncio.to_thread(self._journal_lock.acquire)
+            try:
+                await self.store.open()
+            except BaseException:
+                await self._release_journal()
+                raise
             await self.writer.start()
             await self.credentials.refresh()
             if self.rating_store is not None:
@@ -404,6 +452,8 @@ class MeteringRuntime:
             await self._restore_nonces()
             if self.settler is not None:
                 await self.settler.start()
+            if self.retention is not None:
+                await self.retention.start()
             if self.notices is not None:
                 await self.notices.start()
             if self.webhooks is not None:
@@ -454,17 +504,26 @@ class MeteringRuntime:
                 await self.notices.stop()  # what the request path emitted is recorded
             if self.settler is not None:
                 await self.settler.stop()  # a pass under way finishes first
+            if self.retention is not None:
+                await self.retention.stop()  # a batch under way commits first
             if self.limiter is not None:
                 await self.limiter.join()
                 await self.limiter.close()
             # The writer flushes everything pending (or journals it) before the store closes.
-            await self.writer.stop()
+            try:
+                await self.writer.stop()
+            finally:
+                await self._release_journal()
             await self.store.close()
             if self.rating_store is not None:
                 await self.rating_store.close()
             if self.guard is not None:
                 await self.guard.view.close()
             log.info("metering stopped: ledger flushed")
+
+    async def _release_journal(self) -> None:
+        if self._journal_lock is not None:
+            await asyncio.to_thread(self._journal_lock.release)
 
     async def ready(self) -> bool:
         """True while the ledger store is reachable and takes records."""
