@@ -55,6 +55,7 @@ def upstream_budget_kind(code: str = UPSTREAM_THROTTLING_CODE, status: int = 429
         return UPSTREAM_BUDGET
     return ErrorKind(code, status, "upstream_budget")
 
+
 _THROTTLED = {
     429: ErrorKind(THROTTLING_CODE, 429, "throttled"),
     400: ErrorKind(THROTTLING_CODE, 400, "throttled"),  # what VIAPI itself answers

@@ -293,7 +293,12 @@ class MemoryLimiter:
         else:
             budget_key, share, budget_window = budget
             result = self._logs.admit_with_budget(
-                key, limit, round(window * _US), budget_key, share, round(budget_window * _US),
+                key,
+                limit,
+                round(window * _US),
+                budget_key,
+                share,
+                round(budget_window * _US),
                 now_us,
             )
         return _decision(result, limit, window, self._clock.time(), degraded=True)

@@ -159,3 +159,59 @@ async def test_memory_limiter_refuses_a_second_process_on_the_same_ledger(tmp_pa
     third = MemoryLimiter(ManualClock(), lock_path=lock)
     await third.start()
     await third.close()
+
+
+async def test_the_upstream_budget_holds_across_four_processes(redis_server: RedisServer) -> None:
+    # Five accounts entitled to 4 QPS each and one to 2 (22 sold), 10 QPS at Alibaba;
+    # four processes, each with clients of every account.
+    budget, duration = 10, 3.0
+    accounts = [f"tenant-{i}" for i in range(6)]
+    limits = {a: 2 if a == "tenant-0" else 4 for a in accounts}
+    prefix = f"b{uuid.uuid4().hex[:10]}:"
+    cfg = {
+        "mode": "budget",
+        "url": redis_server.url,
+        "prefix": prefix,
+        "limits": limits,
+        "budget": budget,
+        "accounts": accounts,
+        "clients": 18,  # three of each account a process: tenant-0 meets its own limit
+        "duration": duration,
+    }
+    procs = [await _spawn(cfg) for _ in range(4)]
+    try:
+        for p in procs:
+            assert await _line(p) == "ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(b"go\n")
+            await p.stdin.drain()
+        logs = [json.loads(await _line(p)) for p in procs]
+        for p in procs:
+            assert await p.wait() == 0
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+    assert all(logs), "every process decided something"
+    decisions = sorted((int(t), str(s), str(a)) for log in logs for t, s, a in log)
+    assert {s for _, s, _ in decisions} == {"admitted", "throttled", "upstream_budget"}
+    admitted = [t for t, s, _ in decisions if s == "admitted"]
+    mine = {a: [t for t, s, b in decisions if s == "admitted" and b == a] for a in accounts}
+
+    def inside(times: list[int], t: int) -> int:  # admissions in (t - 1 s, t]
+        return bisect_right(times, t) - bisect_right(times, t - _US)
+
+    # The budget: no one-second window holds more than B admissions of all accounts...
+    assert max(inside(admitted, t) for t in admitted) <= budget
+    # ...a budget refusal only ever came with the budget full...
+    assert all(inside(admitted, t) == budget for t, s, _ in decisions if s == "upstream_budget")
+    # ...and each account stayed within its own limit, refused by it only when full.
+    for account, times in mine.items():
+        assert times and max(inside(times, t) for t in times) <= limits[account], account
+    for t, s, account in decisions:
+        if s == "throttled":
+            assert inside(mine[account], t) == limits[account]
+    # The budget was used, not just respected.
+    assert len(admitted) >= budget * (duration - 1)
