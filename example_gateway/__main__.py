@@ -15,6 +15,7 @@ from pathlib import Path
 
 from metering_middleware import CatalogError, ConfigError, MeteringRuntime, StoreError
 from metering_middleware._cli_args import Parser, add_command, add_commands, package_version
+from metering_middleware.limiter import LimiterError
 
 __all__ = ["build_parser", "main"]
 
@@ -36,7 +37,8 @@ def _serve(args: argparse.Namespace) -> int:
         # cannot start is one line here, not a traceback from the server's lifespan.
         asyncio.run(_start_and_stop(MeteringRuntime(metering)))
         runtime = MeteringRuntime(metering)
-    except (ConfigError, CatalogError, StoreError, OSError, ValueError) as exc:
+    # LimiterError: a second process on a memory:// limiter's ledger, or a bad budget.
+    except (ConfigError, CatalogError, StoreError, LimiterError, OSError, ValueError) as exc:
         print(f"metering-gateway: {exc}", file=sys.stderr)
         return 1
     app = create_gateway_app(gateway, runtime)

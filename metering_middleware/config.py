@@ -72,6 +72,13 @@ class MeteringConfig:
     limiter_processes: int = 1
     #: Status of a ``Throttling.User`` refusal: 429, or 400 as VIAPI itself answers.
     throttle_status: int = 429
+    #: The operator's own QPS at Alibaba per API, shared by every account and gateway
+    #: process (docs/limiter.md): ``{"facebody": 50}`` is 50 for each facebody API,
+    #: ``{"facebody.DetectFace": 100}`` one API's. A call over it is refused, free.
+    upstream_qps: Mapping[str, int] = field(default_factory=dict)
+    #: Code and status of that refusal (status 429, 400 or 503).
+    upstream_throttle_code: str = "Throttling.Api"
+    upstream_throttle_status: int = 429
     #: Seconds between refreshes of the cached QPS entitlements (plan changes).
     entitlement_refresh: float = 1.0
     #: Seconds between settlement passes run by this process, off the event loop (one
@@ -156,6 +163,11 @@ class MeteringConfig:
             )
         if self.throttle_status not in (429, 400):
             raise ConfigError("throttle_status: must be 429 or 400")
+        _check_upstream_qps(self.upstream_qps)
+        if self.upstream_throttle_status not in (429, 400, 503):
+            raise ConfigError("upstream_throttle_status: must be 429, 400 or 503")
+        if not isinstance(self.upstream_throttle_code, str) or not self.upstream_throttle_code:
+            raise ConfigError("upstream_throttle_code: must be a non-empty error code")
         for name in ("enforce_qps", "enforce_balance"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: must be true or false")
@@ -232,7 +244,33 @@ def _check_webhook_secret(secret: str, where: str) -> None:
         raise ConfigError(f"{where}: use at least 16 characters")
 
 
+def _check_upstream_qps(spec: Any) -> None:
+    # The limiter's UpstreamBudgets checks the same again; here so a bad file or variable
+    # is a ConfigError naming the setting, without importing the limiter.
+    if not isinstance(spec, Mapping):
+        raise ConfigError("upstream_qps: must be a table of <category>[.<Action>] = QPS")
+    for key, value in spec.items():
+        category, dot, action = str(key).partition(".")
+        if not category or (dot and not action) or "." in action:
+            raise ConfigError(
+                f"upstream_qps.{key}: write a category (facebody) or one API (facebody.DetectFace)"
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"upstream_qps.{key}: must be a positive integer (QPS)")
+
+
 def _coerce(key: str, value: Any, where: str) -> Any:
+    if key == "upstream_qps":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}.{key}: must be a table of <category>[.<Action>] = QPS")
+        # An unquoted TOML key `facebody.DetectFace = 100` is a nested table: flatten it.
+        flat: dict[str, Any] = {}
+        for name, qps in value.items():
+            if isinstance(qps, Mapping):
+                flat.update({f"{name}.{action}": n for action, n in qps.items()})
+            else:
+                flat[name] = qps
+        return flat
     if key == "chargeable_codes":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}.{key}: must be a list of strings")
@@ -276,6 +314,7 @@ def _from_env(name: str, raw: str) -> Any:
         "error_body_limit",
         "limiter_processes",
         "throttle_status",
+        "upstream_throttle_status",
         "webhook_max_attempts",
         "gateway_processes",
         "arrearage_status",
@@ -287,6 +326,14 @@ def _from_env(name: str, raw: str) -> Any:
             raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {raw!r} is not an integer") from None
     if name == "chargeable_codes":
         return frozenset(p.strip() for p in raw.split(",") if p.strip())
+    if name == "upstream_qps":  # facebody=50,facebody.DetectFace=100
+        out: dict[str, int] = {}
+        for part in filter(None, (p.strip() for p in raw.split(","))):
+            key, _, value = part.partition("=")
+            if not value.strip().isdigit():
+                raise ConfigError(f"{ENV_PREFIX}UPSTREAM_QPS: {part!r} is not <category>=<QPS>")
+            out[key.strip()] = int(value)
+        return out
     if name == "category_overrides":
         return _coerce(name, dict(p.split("=", 1) for p in raw.split(",") if "=" in p), "env")
     nullable = (

@@ -31,7 +31,7 @@ from .errors import (
 )
 from .identity import CallIdentity, wants_xml
 from .ledger import CallRecord, Outcome, new_record_id
-from .limiter import NonceClaim, rate_limit_headers, refusal
+from .limiter import NonceClaim, rate_limit_headers, refusal, upstream_budget_kind
 from .outcome import ErrorBodyTee, ErrorBodyUnreadable, read_error_code, sniff_request_id
 from .runtime import MeteringRuntime
 from .spend_guard import Reservation
@@ -108,6 +108,9 @@ class MeteringMiddleware:
         )
         self._window = cfg.signature_window
         self._throttle_status = cfg.throttle_status
+        self._over_budget = upstream_budget_kind(
+            cfg.upstream_throttle_code, cfg.upstream_throttle_status
+        )
         self._max_head = cfg.max_header_bytes
         self._max_headers = cfg.max_header_count
 
@@ -323,7 +326,12 @@ class _MeteredCall:
                     account, identity.category, identity.action, limit, nonce=claim
                 )
                 self.extra_headers = rate_limit_headers(decision)
-                refused = refusal(decision, throttle_status=self.meter._throttle_status)
+                meter = self.meter
+                refused = refusal(
+                    decision,
+                    throttle_status=meter._throttle_status,
+                    upstream_budget=meter._over_budget,
+                )
                 if refused is not None:
                     raise refused
         except ApiError as exc:

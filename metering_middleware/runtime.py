@@ -38,6 +38,7 @@ from .ledger.urls import open_store
 from .ledger.writer import LedgerWriter
 from .limiter import DeferredNonceStore, Limiter, LimiterSettings, open_limiter
 from .limiter.base import DecisionCounts
+from .limiter.budget import checked_budgets
 from .metrics import MeteringMetrics
 from .nonces import MemoryNonceStore, NonceStore
 from .notices.delivery import DeliveryStats, WebhookSender
@@ -155,11 +156,17 @@ class MeteringRuntime:
                     failure_policy=config.limiter_failure_policy,  # type: ignore[arg-type]
                     processes=config.limiter_processes,
                     throttle_status=config.throttle_status,
+                    upstream_qps=checked_budgets(config.upstream_qps, self.catalog),
                 ),
                 self.clock,
                 # One memory:// limiter per ledger: a second process would double the limits.
                 lock_path=ledger_file + ".limiter.lock" if ledger_file else None,
                 nonces=local_nonces if isinstance(local_nonces, MemoryNonceStore) else None,
+                ledger_processes=max(
+                    ("gateway_processes", config.gateway_processes),
+                    ("limiter_processes", config.limiter_processes),
+                    key=lambda named: named[1],
+                ),
             )
             counts = getattr(backend, "decisions", None)
             self._decisions = counts if isinstance(counts, DecisionCounts) else None
@@ -330,11 +337,13 @@ class MeteringRuntime:
             results = (
                 "admitted",
                 "throttled",
+                "upstream_budget",
                 "nonce_reused",
                 "fail_open",
                 "fail_closed",
                 "local_admitted",
                 "local_throttled",
+                "local_upstream_budget",
             )
             metrics.family(
                 "metering_limiter_decisions",

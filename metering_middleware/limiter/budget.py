@@ -19,11 +19,14 @@ budget (unlimited by the gateway, as before).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import LimiterError
 
-__all__ = ["UpstreamBudgets", "parse_budget_spec"]
+if TYPE_CHECKING:
+    from ..catalog import Catalog
+
+__all__ = ["UpstreamBudgets", "checked_budgets", "parse_budget_spec"]
 
 
 class UpstreamBudgets:
@@ -100,3 +103,17 @@ def parse_budget_spec(text: str, *, where: str = "upstream_qps") -> dict[str, in
         if not sep or not key.strip():
             raise LimiterError(f"{where}: {part!r} is not <category>=<QPS>")
     return out
+
+
+def checked_budgets(spec: Mapping[str, int], catalog: Catalog) -> dict[str, int]:
+    """``spec``, refused (``LimiterError``) when a key names no category or API of the
+    catalog: a typo would otherwise budget nothing, silently."""
+    budgets = UpstreamBudgets(spec)
+    apis = frozenset((item.category, item.action) for item in catalog.items)
+    bad = budgets.unknown(catalog.categories, apis)
+    if bad:
+        raise LimiterError(
+            f"upstream_qps: {', '.join(bad)}: not a category or API (category.Action) "
+            "of the catalog"
+        )
+    return budgets.spec()

@@ -88,16 +88,27 @@ def open_limiter(
     lock_path: str | None = None,
     nonces: MemoryNonceStore | None = None,
     allow_explicit_time: bool = False,
+    ledger_processes: tuple[str, int] = ("gateway_processes", 1),
 ) -> Limiter:
     """The (unstarted) limiter ``settings`` names; ``await limiter.start()`` next.
 
     ``lock_path`` (memory only): a file beside the ledger, locked while this process
     limits calls, so a second process on the same ledger is refused at start.
     ``nonces`` (memory only): the in-process nonce store to claim into.
+    ``ledger_processes``: (setting, N) the gateway processes configured on the ledger;
+    more than one is refused for ``memory://`` (a ledger with no lock file, such as a
+    database server's, is caught here, not by the lock).
     """
     if isinstance(settings, str):
         settings = LimiterSettings(url=settings)
     if _scheme(settings.url) == "memory":
+        setting, processes = ledger_processes
+        if processes > 1:
+            raise LimiterError(
+                f"{setting} = {processes}, but a memory:// limiter counts calls in one process "
+                "only: each would admit every account's full QPS; use limiter_url = "
+                "redis://host:port/db to share the limits between processes"
+            )
         return MemoryLimiter(
             clock,
             nonces=nonces,

@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from example_gateway.config import load_config
+from metering_middleware import ConfigError, MeteringConfig, MeteringRuntime
 from metering_middleware.clock import ManualClock
 from metering_middleware.limiter import (
     AdmitStatus,
@@ -378,3 +382,54 @@ async def test_the_failure_policy_with_a_budget(policy: str, own_redis: RedisSer
             assert (await lim.admit("c", *API, 4)).status is AdmitStatus.UPSTREAM_BUDGET
     finally:
         await lim.close()
+
+
+# -- the meter's settings (MeteringConfig, the gateway's file and environment) -------------
+
+
+def test_the_meter_reads_the_budget_from_a_file_and_the_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        "[metering]\nupstream_throttle_status = 503\n"
+        '[metering.upstream_qps]\nfacebody = 50\n"facebody.DetectFace" = 100\n'
+        "ocr.RecognizeCharacter = 7\n"  # unquoted: a nested TOML table, flattened
+    )
+    _, metering = load_config(str(cfg), environ={})
+    assert dict(metering.upstream_qps) == {
+        "facebody": 50,
+        "facebody.DetectFace": 100,
+        "ocr.RecognizeCharacter": 7,
+    }
+    assert (metering.upstream_throttle_code, metering.upstream_throttle_status) == (
+        "Throttling.Api",
+        503,
+    )
+    env = MeteringConfig().with_env({"METERING_UPSTREAM_QPS": "imageseg=30, facebody.DetectFace=9"})
+    assert dict(env.upstream_qps) == {"imageseg": 30, "facebody.DetectFace": 9}
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"upstream_qps": {"facebody": 0}}, r"upstream_qps\.facebody: must be a positive integer"),
+        ({"upstream_qps": {"facebody.": 3}}, r"upstream_qps\.facebody\.: write a category"),
+        ({"upstream_qps": [1]}, "upstream_qps: must be a table"),
+        ({"upstream_throttle_status": 500}, "upstream_throttle_status: must be 429, 400 or 503"),
+        ({"upstream_throttle_code": ""}, "upstream_throttle_code: must be a non-empty"),
+    ],
+)
+def test_bad_meter_settings_name_the_setting(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        MeteringConfig(**settings)
+
+
+def test_a_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="METERING_UPSTREAM_QPS: 'facebody:5'"):
+        MeteringConfig().with_env({"METERING_UPSTREAM_QPS": "facebody:5"})
+
+
+def test_a_budget_naming_nothing_in_the_catalog_is_refused(tmp_path: Path) -> None:
+    for typo in ({"facebdy": 50}, {"facebody.DetectFaces": 5}):
+        config = MeteringConfig(ledger_url="memory://", upstream_qps=typo)
+        with pytest.raises(LimiterError, match="not a category or API"):
+            MeteringRuntime(config)
