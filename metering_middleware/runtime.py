@@ -389,6 +389,10 @@ class MeteringRuntime:
                 return
             if self._stopped:
                 raise RuntimeError("a stopped metering runtime does not start again")
+            if self.limiter is not None:
+                # First: a memory:// limiter refused (another process holds the ledger's
+                # lock) must stop the start before the ledger writer runs, or it hangs.
+                await self.limiter.start()
             ledger_file = _ledger_file(self.config)
             if ledger_file:
                 journal = _default_journal(self.config)
@@ -401,8 +405,6 @@ class MeteringRuntime:
             await self.entitlements.refresh()
             if self.guard is not None:
                 await self.guard.view.refresh()
-            if self.limiter is not None:
-                await self.limiter.start()
             await self._restore_nonces()
             if self.settler is not None:
                 await self.settler.start()

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
 import sys
 import time
 import uuid
@@ -14,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from metering_middleware import MeteringConfig, MeteringRuntime
 from metering_middleware.clock import ManualClock, SystemClock
 from metering_middleware.limiter import LimiterError, MemoryLimiter, NonceClaim
 from metering_middleware.limiter.redis import RedisLimiter
@@ -215,3 +219,62 @@ async def test_the_upstream_budget_holds_across_four_processes(redis_server: Red
             assert inside(mine[account], t) == limits[account]
     # The budget was used, not just respected.
     assert len(admitted) >= budget * (duration - 1)
+
+
+def _serve(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "example_gateway", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        # The file alone configures it: no METERING_/GATEWAY_ variable of the test run.
+        env={k: v for k, v in os.environ.items() if not k.startswith(("METERING_", "GATEWAY_"))},
+    )
+
+
+async def test_a_second_gateway_on_a_memory_limiters_ledger_is_told_to_use_redis(
+    tmp_path: Path,
+) -> None:
+    ledger = tmp_path / "ledger.sqlite"
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nport = 0\n[metering]\nledger_url = "sqlite:///{ledger}"\n')
+    holder = await _spawn({"mode": "hold-lock", "lock_path": f"{ledger}.limiter.lock"})
+    try:
+        assert await _line(holder) == "locked"
+        done = await asyncio.to_thread(_serve, config)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        assert await holder.wait() == 0
+    # One line, no traceback, exit 1: the lock's holder, and the fix.
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"metering-gateway: another gateway process \(pid \d+\) already limits calls with "
+        r"memory:// on this ledger .*: use limiter_url = redis://host:port/db",
+        last,
+    ), last
+
+
+@pytest.mark.parametrize("setting", ["gateway_processes", "limiter_processes"])
+def test_several_processes_configured_on_a_memory_limiter_are_refused(
+    tmp_path: Path, setting: str
+) -> None:
+    # A ledger without a lock file (a database server's) is caught by the setting.
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[metering]\nledger_url = "sqlite:///{tmp_path / "l.sqlite"}"\n{setting} = 3\n'
+    )
+    done = _serve(config)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"metering-gateway: {setting} = 3, but a memory:// limiter counts calls in one "
+        "process only: each would admit every account's full QPS; use limiter_url = "
+        "redis://host:port/db to share the limits between processes"
+    )
+    # Redis shares them: accepted (a Redis that is down at start is not fatal).
+    runtime = MeteringRuntime(
+        MeteringConfig(ledger_url="memory://", limiter_url="redis://127.0.0.1:1/0", **{setting: 3})
+    )
+    assert runtime.limiter is not None
