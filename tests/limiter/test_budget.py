@@ -17,10 +17,13 @@ from hypothesis import strategies as st
 from example_gateway.config import load_config
 from metering_middleware import ConfigError, MeteringConfig, MeteringRuntime
 from metering_middleware.clock import ManualClock
+from metering_middleware.durable_nonces import DurableNonceLimiter
+from metering_middleware.ledger import LedgerWriter, MemoryStore
 from metering_middleware.limiter import (
     AdmitStatus,
     LimiterError,
     LimiterSettings,
+    MemoryLimiter,
     NonceClaim,
     UpstreamBudgets,
     parse_budget_spec,
@@ -433,3 +436,23 @@ def test_a_budget_naming_nothing_in_the_catalog_is_refused(tmp_path: Path) -> No
         config = MeteringConfig(ledger_url="memory://", upstream_qps=typo)
         with pytest.raises(LimiterError, match="not a category or API"):
             MeteringRuntime(config)
+
+
+async def test_a_budget_refusals_nonce_is_kept_in_the_ledger_too() -> None:
+    # It is held by the limiter (like a throttled call's), so it must outlive a restart.
+    clock = ManualClock()
+    store = MemoryStore()
+    async with LedgerWriter(store, journal=None, clock=clock) as writer:
+        limiter = DurableNonceLimiter(MemoryLimiter(clock, budgets={"facebody": 1}), writer)
+        until = clock.time() + 900
+        for account, nonce, status in (
+            ("a", "n-a", AdmitStatus.ADMITTED),
+            ("b", "n-b", AdmitStatus.UPSTREAM_BUDGET),
+        ):
+            claim = NonceClaim("LTAIkey", nonce, until)
+            assert (await limiter.admit(account, *API, 5, nonce=claim)).status is status
+        await writer.flush_now()
+        held = sorted(
+            [(n.account, n.nonce) async for page in store.live_nonces(clock.time()) for n in page]
+        )
+    assert held == [("a", "n-a"), ("b", "n-b")]
