@@ -384,19 +384,27 @@ class MeteringRuntime:
         return self._stopped
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            if self.limiter is not None and not self._started:
+                await self.limiter.close()  # a refused start keeps no lock on the ledger
+            raise
+
+    async def _start(self) -> None:
         async with self._lock:
             if self._started:
                 return
             if self._stopped:
                 raise RuntimeError("a stopped metering runtime does not start again")
-            if self.limiter is not None:
-                # First: a memory:// limiter refused (another process holds the ledger's
-                # lock) must stop the start before the ledger writer runs, or it hangs.
-                await self.limiter.start()
             ledger_file = _ledger_file(self.config)
             if ledger_file:
                 journal = _default_journal(self.config)
                 await asyncio.to_thread(_check_new_ledger, ledger_file, journal)
+            if self.limiter is not None:
+                # Before the ledger opens: a memory:// limiter refused (another process
+                # holds the ledger's lock) must stop the start before the writer runs.
+                await self.limiter.start()
             await self.store.open()
             await self.writer.start()
             await self.credentials.refresh()
