@@ -40,6 +40,7 @@ __all__ = [
     "add_budget_option",
     "add_budget_options",
     "add_limits_command",
+    "budgets_for",
     "peak_sold",
     "sold_at",
     "warn_oversold",
@@ -120,7 +121,9 @@ def _budgets(args: argparse.Namespace) -> UpstreamBudgets:
             raise ConfigError(f"--config {path}: {exc}") from None
     # Only the budget is needed; the rest of the table is the gateway's business.
     spec = {"upstream_qps": table["upstream_qps"]} if "upstream_qps" in table else {}
-    config = MeteringConfig.from_mapping(spec).with_env()
+    # The budget's own variable only: another METERING_ variable is the gateway's.
+    env = {k: v for k, v in os.environ.items() if k == "METERING_UPSTREAM_QPS"}
+    config = MeteringConfig.from_mapping(spec).with_env(env)
     return UpstreamBudgets(config.upstream_qps)
 
 
@@ -138,18 +141,24 @@ def _warn(api: tuple[str, str], sold: int, at: datetime, budget: int, zone: Any)
     )
 
 
+def budgets_for(args: argparse.Namespace) -> UpstreamBudgets:
+    """The budget a command checks against; read before a purchase, so a bad
+    ``--config`` fails (exit 1) before anything is bought."""
+    return _budgets(args)
+
+
 async def warn_oversold(
-    store: LedgerStore, args: argparse.Namespace, rows: list[dict[str, Any]] | str
+    store: LedgerStore,
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]] | str,
+    budgets: UpstreamBudgets,
 ) -> None:
     """After a purchase or renewal: one warning line per QPS subscription in ``rows``
     whose API is sold above its budget somewhere in the subscription's period."""
-    subs_bought = (
-        [r["id"] for r in rows if r.get("kind") == "qps"] if isinstance(rows, list) else []
-    )
-    if not subs_bought:
+    if isinstance(rows, str) or not budgets:
         return
-    budgets = _budgets(args)
-    if not budgets:
+    subs_bought = [r["id"] for r in rows if r.get("kind") == "qps"]
+    if not subs_bought:
         return
     catalog = _catalog(args)
     async with rating_store_for(store) as ratings:

@@ -19,6 +19,7 @@ from ._budget_commands import (
     LIMITS_COLUMNS,
     add_budget_options,
     add_limits_command,
+    budgets_for,
     warn_oversold,
 )
 from ._cli_args import (
@@ -380,9 +381,11 @@ async def _run(args: argparse.Namespace) -> list[dict[str, Any]] | str:
         raise CliError(f"cannot open ledger {url}: {exc}") from None
     try:
         handler: Handler = args.handler
+        # A QPS purchase or renewal warns when it oversells the upstream budget.
+        budgets = budgets_for(args) if getattr(args, "warn_budget", False) else None
         result = await handler(store, args)
-        if getattr(args, "warn_budget", False):  # a QPS purchase or renewal
-            await warn_oversold(store, args, result)
+        if budgets is not None:
+            await warn_oversold(store, args, result, budgets)
         return result
     finally:
         await store.close()
