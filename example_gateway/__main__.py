@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.config
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,15 +31,21 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .app import create_gateway_app
     from .config import load_config
+    from .serving import gateway_log_config
 
     try:
         gateway, metering = load_config(args.config)
+        log_config = gateway_log_config(metering.log_format)
+        logging.config.dictConfig(log_config)  # the first start's lines already in the format
         # Started and stopped once before serving: a ledger, journal or Redis that
         # cannot start is one line here, not a traceback from the server's lifespan.
         asyncio.run(_start_and_stop(MeteringRuntime(metering)))
         runtime = MeteringRuntime(metering)
+    except ConfigError as exc:  # a bad setting is bad usage: nothing was started
+        print(f"metering-gateway: {exc}", file=sys.stderr)
+        return 2
     # LimiterError: a second process on a memory:// limiter's ledger, or a bad budget.
-    except (ConfigError, CatalogError, StoreError, LimiterError, OSError, ValueError) as exc:
+    except (CatalogError, StoreError, LimiterError, OSError, ValueError) as exc:
         print(f"metering-gateway: {exc}", file=sys.stderr)
         return 1
     app = create_gateway_app(gateway, runtime)
@@ -49,6 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=int(gateway.drain_seconds),
         log_level="info",
+        log_config=log_config,
     )
     return 0
 
@@ -75,7 +83,8 @@ examples:
   metering-gateway serve --config F     the gateway, configured by file and environment
   metering-gateway mock --port 9000     the mock VIAPI alone
 
-Exit status: 0 success, 1 failure (a bad configuration), 2 bad usage.
+Exit status: 0 success, 1 failure (a ledger, journal or Redis that cannot start),
+2 bad usage (including a bad setting in the file or the environment).
 """
 
 

@@ -11,21 +11,39 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from metering_middleware._settings import (
+    Check,
+    Source,
+    check_instance,
+    env_names,
+    from_env,
+    from_table,
+    non_negative,
+    positive,
+    reference,
+    refuse_unknown_env,
+    setting,
+    starts_with,
+    suggest,
+)
 from metering_middleware.admin.tokens import AdminTokens, TokenError
-from metering_middleware.config import ConfigError, MeteringConfig
+from metering_middleware.config import ENV_PREFIX, OTHER_ENV, ConfigError, MeteringConfig
 
 __all__ = [
     "ADMIN_PREFIX",
     "GATEWAY_ENFORCE_BALANCE",
     "GATEWAY_SETTLE_INTERVAL",
     "AdminConfig",
+    "AdminSettings",
     "GatewayConfig",
     "ResignConfig",
+    "ResignSettings",
     "load_config",
+    "settings_reference",
 ]
 
 #: Seconds between the gateway's own settlement passes (``[metering] settle_interval``).
@@ -67,70 +85,118 @@ class AdminConfig:
             raise ConfigError(f"admin.prefix: {p!r} is one of the gateway's own routes")
 
 
+_SECONDS = positive("seconds")
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    #: Where calls go: a mock (demo) or ``https://facebody.cn-shanghai.aliyuncs.com``.
-    upstream: str = "http://127.0.0.1:9000"
-    timeout: float = 30.0
-    connect_timeout: float = 5.0
-    max_connections: int = 64
-    #: Keep-alive connections to the upstream opened at start, before the first call
-    #: (0: off); the first calls after a start then pay no connection set-up.
-    warm_connections: int = 4
-    #: httpx on an aiohttp transport (measured faster here) or httpx's own pool.
-    transport: Literal["aiohttp", "httpx"] = "aiohttp"
-    #: Seconds in-flight calls get to finish on shutdown before the ledger is flushed.
-    drain_seconds: float = 10.0
+    host: str = setting("127.0.0.1", doc="where it listens")
+    port: int = setting(8080, check=Check("a TCP port", lambda v: 0 <= v <= 65535), doc="its port")
+    upstream: str = setting(
+        "http://127.0.0.1:9000",
+        check=starts_with("an http(s) URL", "http://", "https://"),
+        doc="where calls go: the mock (`metering-gateway mock`) or "
+        "`https://facebody.cn-shanghai.aliyuncs.com`",
+    )
+    timeout: float = setting(
+        30.0,
+        check=_SECONDS,
+        doc="upstream timeout; a timeout answers 504 `GatewayTimeout`, free",
+    )
+    connect_timeout: float = setting(5.0, check=_SECONDS, doc="upstream connect timeout")
+    max_connections: int = setting(64, check=positive(), doc="the one shared client's pool bound")
+    warm_connections: int = setting(
+        4,
+        check=non_negative("0 (off) or a positive integer"),
+        doc="keep-alive connections to the upstream opened at start, before the first call "
+        "(an unsigned `GET` of the upstream's base path, nothing billable), so the first "
+        "calls after a start pay no connection set-up; `0` turns it off; an unreachable "
+        "upstream does not stop the start",
+    )
+    transport: Literal["aiohttp", "httpx"] = setting(
+        "aiohttp",
+        doc="`aiohttp` (httpx API over aiohttp, measured faster) or `httpx`",
+    )
+    drain_seconds: float = setting(
+        10.0,
+        check=_SECONDS,
+        doc="on shutdown, in-flight calls get this long, then the ledger is flushed",
+    )
+    tenant_qps: int = setting(
+        5,
+        check=non_negative("0 (off) or a positive integer"),
+        doc="tenant-view calls per second per account under `/tenant/` "
+        "([docs/tenant.md](docs/tenant.md)); `0` turns the view off",
+    )
     resign: ResignConfig | None = None
     admin: AdminConfig | None = None
-    #: Tenant-view calls per second per account under ``/tenant/`` (docs/tenant.md); 0: off.
-    tenant_qps: int = 5
 
     def __post_init__(self) -> None:
-        if not self.upstream.startswith(("http://", "https://")):
-            raise ConfigError(f"gateway.upstream: {self.upstream!r} must be an http(s) URL")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"gateway.port: {self.port} is not a TCP port")
-        for name in ("timeout", "connect_timeout", "drain_seconds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"gateway.{name}: must be a positive number of seconds")
-        if (
-            isinstance(self.max_connections, bool)
-            or not isinstance(self.max_connections, int)
-            or self.max_connections <= 0
-        ):
-            raise ConfigError("gateway.max_connections: must be a positive integer")
-        if (
-            isinstance(self.tenant_qps, bool)
-            or not isinstance(self.tenant_qps, int)
-            or self.tenant_qps < 0
-        ):
-            raise ConfigError("gateway.tenant_qps: must be 0 (off) or a positive integer")
-        if (
-            isinstance(self.warm_connections, bool)
-            or not isinstance(self.warm_connections, int)
-            or self.warm_connections < 0
-        ):
-            raise ConfigError("gateway.warm_connections: must be 0 (off) or a positive integer")
-        if self.transport not in ("aiohttp", "httpx"):
-            raise ConfigError(f"gateway.transport: {self.transport!r} is not aiohttp or httpx")
+        for name, value in check_instance(self, Source("file", "", "gateway")).items():
+            object.__setattr__(self, name, value)
 
 
-def _resign(doc: Any, env: Mapping[str, str]) -> ResignConfig | None:
-    if doc is None and "GATEWAY_RESIGN_ACCESS_KEY_ID" not in env:
+@dataclass(frozen=True, slots=True)
+class ResignSettings:
+    """``[gateway.resign]``: the operator's AccessKey for the real VIAPI (V3 re-signing)."""
+
+    access_key_id: str | None = setting(
+        None, doc="the operator's AccessKeyId (on when set, here or in the environment)"
+    )
+    secret_file: str | None = setting(None, doc="a file holding its secret")
+    secret: str | None = setting(
+        None, secret=True, in_file=False, doc="the secret itself: environment only"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """``[admin]``: the admin API, on when tokens are configured."""
+
+    prefix: str = setting(ADMIN_PREFIX, doc="where the admin API is mounted")
+    tokens_file: str | None = setting(
+        None, doc="a file of admin bearer tokens, one per line (several: rotation)"
+    )
+    tokens: str | None = setting(
+        None,
+        secret=True,
+        in_file=False,
+        doc="comma-separated admin bearer tokens: environment only",
+    )
+
+
+_PREFIX = "GATEWAY_"
+_TABLES: dict[str, tuple[type, str]] = {
+    # table in the file -> (its declaration, its variables' prefix)
+    "gateway": (GatewayConfig, "GATEWAY_"),
+    "gateway.resign": (ResignSettings, "GATEWAY_RESIGN_"),
+    "admin": (AdminSettings, "GATEWAY_ADMIN_"),
+}
+
+
+def _layered(table: str, doc: Any, path: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """One table's settings: the file's values, then its variables over them."""
+    cls, prefix = _TABLES[table]
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{path}: {table}: must be a table")
+    values = from_table(cls, doc, Source("file", path, table), env_prefix=prefix)
+    values.update(from_env(cls, env, prefix))
+    return values
+
+
+def _resign(values: Mapping[str, Any]) -> ResignConfig | None:
+    key_id = values.get("access_key_id")
+    if key_id is None and not values:
         return None
-    doc = dict(doc or {})
-    key_id = env.get("GATEWAY_RESIGN_ACCESS_KEY_ID", doc.get("access_key_id"))
-    if not isinstance(key_id, str) or not key_id:
+    if not key_id:
         raise ConfigError("gateway.resign.access_key_id: must be set")
     # The secret is never inline in the file: an environment variable or a file.
-    secret = env.get("GATEWAY_RESIGN_SECRET")
+    secret = values.get("secret")
     if secret is None:
-        path = doc.get("secret_file")
-        if not isinstance(path, str):
+        path = values.get("secret_file")
+        if path is None:
             raise ConfigError("gateway.resign: set secret_file or GATEWAY_RESIGN_SECRET")
         try:
             secret = Path(path).read_text("utf-8").strip()
@@ -141,28 +207,15 @@ def _resign(doc: Any, env: Mapping[str, str]) -> ResignConfig | None:
     return ResignConfig(key_id, secret)
 
 
-def _admin(doc: Any, env: Mapping[str, str]) -> AdminConfig | None:
+def _admin(values: Mapping[str, Any]) -> AdminConfig | None:
     """``[admin]``: on when tokens are configured (GATEWAY_ADMIN_TOKENS or tokens_file)."""
-    doc = dict(doc or {})
-    unknown = set(doc) - {"prefix", "tokens_file"}
-    if "tokens" in unknown:
-        raise ConfigError(
-            "admin.tokens: tokens are never inline in the file: set tokens_file or "
-            "GATEWAY_ADMIN_TOKENS"
-        )
-    if unknown:
-        raise ConfigError(f"admin.{sorted(unknown)[0]}: unknown setting")
-    prefix = env.get("GATEWAY_ADMIN_PREFIX", doc.get("prefix", ADMIN_PREFIX))
-    if not isinstance(prefix, str):
-        raise ConfigError("admin.prefix: must be a path such as /admin")
-    text = env.get("GATEWAY_ADMIN_TOKENS")
+    prefix = values.get("prefix", ADMIN_PREFIX)
+    text = values.get("tokens")
     where = "GATEWAY_ADMIN_TOKENS"
     if text is None:
-        path = doc.get("tokens_file")
+        path = values.get("tokens_file")
         if path is None:
             return None
-        if not isinstance(path, str):
-            raise ConfigError("admin.tokens_file: must be a file path")
         where = f"admin.tokens_file {path}"
         try:
             text = Path(path).read_text("utf-8")
@@ -175,50 +228,71 @@ def _admin(doc: Any, env: Mapping[str, str]) -> AdminConfig | None:
     return AdminConfig(tokens, prefix)
 
 
+#: Every variable the gateway and its meter read; any other GATEWAY_*/METERING_* is a typo.
+def _known_env() -> set[str]:
+    known = set(OTHER_ENV) | env_names(MeteringConfig, ENV_PREFIX)
+    for cls, prefix in _TABLES.values():
+        known |= env_names(cls, prefix)
+    return known
+
+
 def load_config(
     path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> tuple[GatewayConfig, MeteringConfig]:
+    """The gateway's and the meter's settings: defaults, then the TOML file at ``path``,
+    then ``GATEWAY_*``/``METERING_*`` environment variables (the later wins)."""
     env = os.environ if environ is None else environ
     doc: dict[str, Any] = {}
+    shown = str(path) if path is not None else ""
     if path is not None:
         try:
             with open(path, "rb") as fh:
                 doc = tomllib.load(fh)
         except OSError as exc:
             raise ConfigError(f"config file {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except tomllib.TOMLDecodeError as exc:  # its message names the line and column
             raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"gateway", "metering", "admin"}
-    if unknown:
-        raise ConfigError(f"config file: unknown section(s) {', '.join(sorted(unknown))}")
-    gw_doc = dict(doc.get("gateway", {}))
-    resign = _resign(gw_doc.pop("resign", None), env)
-    admin = _admin(doc.get("admin"), env)
-    known = {f.name for f in fields(GatewayConfig)} - {"resign", "admin"}
-    for key in gw_doc:
-        if key not in known:
-            raise ConfigError(f"gateway.{key}: unknown setting")
-    for name in known:
-        raw = env.get(f"GATEWAY_{name.upper()}")
-        if raw is None:
-            continue
-        kind = type(getattr(GatewayConfig(), name))
-        try:
-            gw_doc[name] = kind(raw)
-        except ValueError:
-            raise ConfigError(f"GATEWAY_{name.upper()}: {raw!r} is not a {kind.__name__}") from None
-    try:
-        gateway = replace(GatewayConfig(), **gw_doc, resign=resign, admin=admin)
-    except TypeError as exc:
-        raise ConfigError(f"gateway: {exc}") from None
-    metering_doc = dict(doc.get("metering", {}))
-    # The gateway settles its ledger itself unless told otherwise (0 turns it off).
-    metering_doc.setdefault("settle_interval", GATEWAY_SETTLE_INTERVAL)
-    # A gateway that resells calls refuses those nobody can pay for (METERING_ENFORCE_BALANCE
-    # or ``enforce_balance = false`` turns it off); the library's default is off.
-    metering_doc.setdefault("enforce_balance", GATEWAY_ENFORCE_BALANCE)
-    metering = MeteringConfig.from_mapping(metering_doc).with_env(env)
+    sections = ("gateway", "metering", "admin")
+    for name in doc:
+        if name not in sections:
+            raise ConfigError(
+                f"config file {shown}: unknown section [{name}]{suggest(name, sections)}"
+            )
+    refuse_unknown_env(env, (_PREFIX, ENV_PREFIX), _known_env())
+    gw_doc = doc.get("gateway", {})
+    if not isinstance(gw_doc, Mapping):
+        raise ConfigError(f"{shown}: gateway: must be a table")
+    gw_doc = dict(gw_doc)
+    resign = _resign(_layered("gateway.resign", gw_doc.pop("resign", None), shown, env))
+    admin = _admin(_layered("admin", doc.get("admin"), shown, env))
+    gateway = GatewayConfig(**_layered("gateway", gw_doc, shown, env), resign=resign, admin=admin)
+    # The gateway settles its ledger itself and refuses calls nobody can pay for, unless
+    # told otherwise (``settle_interval = 0``, ``enforce_balance = false``); the library's
+    # defaults are off.
+    metering = MeteringConfig.load(
+        table=doc.get("metering", {}),
+        file=shown,
+        environ=env,
+        defaults={
+            "settle_interval": GATEWAY_SETTLE_INTERVAL,
+            "enforce_balance": GATEWAY_ENFORCE_BALANCE,
+        },
+    )
     # A webhook URL without a usable secret (METERING_WEBHOOK_SECRET or
     # webhook_secret_file) stops the start here, with one line naming it.
     metering.webhook_signing_secret()
     return gateway, metering
+
+
+def settings_reference() -> str:
+    """The README's configuration reference, generated from the declarations."""
+    return (
+        "#### `[metering]` (`METERING_<SETTING>`)\n\n"
+        + reference(MeteringConfig)
+        + "\n#### `[gateway]` (`GATEWAY_<SETTING>`)\n\n"
+        + reference(GatewayConfig, skip=("resign", "admin"))
+        + "\n#### `[gateway.resign]` (`GATEWAY_RESIGN_<SETTING>`)\n\n"
+        + reference(ResignSettings)
+        + "\n#### `[admin]` (`GATEWAY_ADMIN_<SETTING>`)\n\n"
+        + reference(AdminSettings)
+    )

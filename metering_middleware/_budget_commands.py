@@ -123,7 +123,7 @@ def _budgets(args: argparse.Namespace) -> UpstreamBudgets:
     spec = {"upstream_qps": table["upstream_qps"]} if "upstream_qps" in table else {}
     # The budget's own variable only: another METERING_ variable is the gateway's.
     env = {k: v for k, v in os.environ.items() if k == "METERING_UPSTREAM_QPS"}
-    config = MeteringConfig.from_mapping(spec).with_env(env)
+    config = MeteringConfig.load(table=spec, file=path or "", environ=env)
     return UpstreamBudgets(config.upstream_qps)
 
 

@@ -1,8 +1,11 @@
-"""Settings of the meter, from keyword arguments, a TOML table or the environment.
+"""Settings of the meter, declared once (:mod:`._settings`), read alike from keyword
+arguments, a TOML table and ``METERING_*`` environment variables.
 
-Every value is validated when the settings are built, with a message naming
-the setting, so a gateway refuses to start on a bad configuration instead of
-failing on its first call.
+Every value is validated when the settings are built, with a message naming the setting,
+where its value came from and what it takes, so a gateway refuses to start on a bad
+configuration instead of failing on its first call. Precedence, lowest first: the
+defaults, a TOML file's ``[metering]`` table, the environment, keyword arguments
+(:meth:`MeteringConfig.load`). ``MeteringConfig(...)`` itself reads arguments only.
 """
 
 from __future__ import annotations
@@ -11,192 +14,362 @@ import base64
 import binascii
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from .outcome import DEFAULT_CHARGEABLE_CODES
+from ._settings import (
+    ARGUMENT,
+    Check,
+    ConfigError,
+    Kind,
+    Source,
+    _Bad,
+    check_instance,
+    client_error_status,
+    declared,
+    env_names,
+    from_env,
+    from_table,
+    non_empty,
+    one_of,
+    positive,
+    refuse_unknown_env,
+    setting,
+    starts_with,
+    suggest,
+)
+from .errors import DEFAULT_CHARGEABLE_CODES
 
-__all__ = ["ENV_PREFIX", "ConfigError", "MeteringConfig"]
+__all__ = ["ENV_PREFIX", "OTHER_ENV", "ConfigError", "MeteringConfig"]
 
 ENV_PREFIX = "METERING_"
+
+#: ``METERING_*`` variables read elsewhere than these settings (so not typos).
+OTHER_ENV = frozenset(
+    {
+        "METERING_SECRET_KEY",  # Fernet keys for AccessKey secrets at rest (credentials.py)
+    }
+)
 
 Mode = Literal["strict", "batched"]
 
 
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names it."""
+class _Overrides(Kind):
+    """``category_overrides``: ``{(action, version): category}`` as an argument,
+    ``"Action@Version" = "category"`` in a file, ``Action@Version=category,...`` as text."""
+
+    expected = "a table of 'Action@Version' = 'category'"
+
+    def value(self, v: Any) -> Any:
+        if not isinstance(v, Mapping):
+            raise _Bad
+        out: dict[tuple[str, str], str] = {}
+        for pair, category in v.items():
+            if isinstance(pair, tuple) and len(pair) == 2:
+                action, version = pair
+                ok = isinstance(action, str) and isinstance(version, str)
+            else:
+                action, sep, version = str(pair).partition("@")
+                ok = bool(sep)
+            if not ok or not action or not version or not isinstance(category, str):
+                raise _Bad
+            out[(action, version)] = category
+        return out
+
+    def text(self, raw: str) -> Any:
+        return self.value(dict(p.strip().split("=", 1) for p in raw.split(",") if "=" in p))
+
+    def show(self, v: Any) -> str:
+        return "none"
+
+
+class _Budgets(Kind):
+    """``upstream_qps``: ``{"facebody": 50, "facebody.DetectFace": 100}`` as an argument or
+    a TOML table (an unquoted ``facebody.DetectFace`` key, a nested table, is flattened),
+    ``facebody=50,facebody.DetectFace=100`` as text. The limiter checks it again
+    (``limiter.budget``) and against the catalog at start."""
+
+    expected = 'a table of <category> or "<category>.<Action>" = QPS (a positive integer)'
+
+    def value(self, v: Any) -> Any:
+        if not isinstance(v, Mapping):
+            raise _Bad
+        out: dict[str, int] = {}
+        for name, qps in v.items():
+            pairs = (
+                [(f"{name}.{a}", n) for a, n in qps.items()]
+                if isinstance(qps, Mapping)
+                else [(str(name), qps)]
+            )
+            for key, n in pairs:
+                category, dot, action = key.partition(".")
+                if not category or (dot and not action) or "." in action:
+                    raise _Bad
+                if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                    raise _Bad
+                out[key] = n
+        return out
+
+    def text(self, raw: str) -> Any:
+        out: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in raw.split(","))):
+            key, sep, n = part.partition("=")
+            if not sep or not n.strip().isdigit():
+                raise _Bad
+            out[key.strip()] = int(n)
+        return self.value(out)
+
+    def show(self, v: Any) -> str:
+        return "none"
+
+
+_SECONDS = positive("seconds")
+_COUNT = positive()
+_HTTP = starts_with("an http(s) URL", "http://", "https://")
 
 
 @dataclass(frozen=True, slots=True)
 class MeteringConfig:
-    #: Where the ledger lives: ``sqlite:///path``, ``memory://`` (tests).
-    ledger_url: str = "sqlite:///metering-ledger.sqlite"
-    #: ``strict``: no client holds a complete chargeable response before its record
-    #: is committed (synchronous=FULL). ``batched``: a batch gathers ``flush_interval``
-    #: seconds before its commit starts; a kill loses up to that plus one commit.
-    mode: Mode = "strict"
-    flush_interval: float = 0.05
-    #: Append-only fallback file used while the store fails; default: ledger path + ".journal".
-    journal_path: str | None = None
-    #: Error codes charged whatever the HTTP status (200 is always charged).
-    chargeable_codes: frozenset[str] = DEFAULT_CHARGEABLE_CODES
-    #: Request bodies above this many bytes are refused (413 RequestEntityTooLarge).
-    max_body_bytes: int = 8 * 1024 * 1024
-    #: Request heads above this many bytes (request target and query, header names and
-    #: values) are refused (431 RequestHeaderFieldsTooLarge), before anything reads them.
-    max_header_bytes: int = 32 * 1024
-    #: Requests with more headers than this are refused the same way.
-    max_header_count: int = 100
-    #: Bounded copy of non-200 bodies kept to read their error code.
-    error_body_limit: int = 64 * 1024
-    #: An internal hop that sends this header with ``trusted_hop_secret`` skips
-    #: signature verification (identity is still required). Off when no secret.
-    trusted_hop_header: str = "x-metering-trusted-hop"
-    trusted_hop_secret: str | None = field(default=None, repr=False)
-    #: (action, version) -> category, for pairs the catalog cannot tell apart.
-    category_overrides: Mapping[tuple[str, str], str] = field(default_factory=dict)
-    #: A catalog file replacing the packaged one.
-    catalog_path: str | None = None
-    #: Seconds between refreshes of the cached AccessKey view.
-    credential_refresh: float = 1.0
-    #: Allowed clock skew of signed requests, seconds (Alibaba: 15 minutes).
-    signature_window: float = 900.0
-    #: Refuse calls above the account's QPS entitlement per API (``Throttling.User``).
-    enforce_qps: bool = True
-    #: ``memory://`` (one gateway process per ledger) or ``redis://host:port/db`` (shared;
-    #: also shares signature nonces between processes).
-    limiter_url: str = "memory://"
-    #: While Redis fails: ``open`` admits, ``closed`` answers 503, ``local`` admits N/P.
-    limiter_failure_policy: str = "local"
-    #: P: gateway processes sharing one Redis (``local`` failure policy).
-    limiter_processes: int = 1
-    #: Status of a ``Throttling.User`` refusal: 429, or 400 as VIAPI itself answers.
-    throttle_status: int = 429
-    #: The operator's own QPS at Alibaba per API, shared by every account and gateway
-    #: process (docs/limiter.md): ``{"facebody": 50}`` is 50 for each facebody API,
-    #: ``{"facebody.DetectFace": 100}`` one API's. A call over it is refused, free.
-    upstream_qps: Mapping[str, int] = field(default_factory=dict)
-    #: Code and status of that refusal (status 429, 400 or 503).
-    upstream_throttle_code: str = "Throttling.Api"
-    upstream_throttle_status: int = 429
-    #: Seconds between refreshes of the cached QPS entitlements (plan changes).
-    entitlement_refresh: float = 1.0
-    #: Seconds between settlement passes run by this process, off the event loop (one
-    #: settler at a time across processes, by the settlement lock); 0: none (settle with
-    #: ``metering settle``). The example gateway's default is 60.
-    settle_interval: float = 0.0
-    #: Where notices are POSTed, signed (docs/notices.md); none: recorded and listed only.
-    webhook_url: str | None = None
-    #: The webhook signing secret (``whsec_<base64>``, or at least 16 characters), from
-    #: ``METERING_WEBHOOK_SECRET`` or ``webhook_secret_file``: never inline in a file.
-    webhook_secret: str | None = field(default=None, repr=False)
-    webhook_secret_file: str | None = None
-    #: Seconds one webhook attempt may take (connect, send, answer) before it failed.
-    webhook_timeout: float = 10.0
-    #: Attempts per notice before it is left ``failed`` (visible in ``metering notices``).
-    webhook_max_attempts: int = 8
-    #: Seconds between looks for due deliveries.
-    webhook_poll_interval: float = 1.0
-    #: Refuse calls of accounts not in good standing (overdue, suspended, held) and
-    #: pay-as-you-go calls their balance or monthly cap cannot pay (docs/standing.md).
-    #: Needs an SQLite ledger. Off by default (it refuses calls); the example gateway's is on.
-    enforce_balance: bool = False
-    #: Seconds between refreshes of the cached balances, standing and caps.
-    standing_refresh: float = 1.0
-    #: Code and status of a refusal for arrears (VIAPI: InvalidApi.ForbiddenInvoke, 400).
-    arrearage_code: str = "Account.Arrearage"
-    arrearage_status: int = 403
-    #: Code and status of a spend-guard or monthly-cap refusal.
-    spend_cap_code: str = "Account.SpendCapExceeded"
-    spend_cap_status: int = 403
-    #: N: gateway processes on one ledger; each guards 1/N of a balance and of a cap.
-    gateway_processes: int = 1
+    ledger_url: str = setting(
+        "sqlite:///metering-ledger.sqlite",
+        check=non_empty("a ledger URL"),
+        doc="`sqlite:///relative.sqlite`, `sqlite:////absolute.sqlite` (options "
+        "`?synchronous=NORMAL`, `?busy_timeout_ms=2000`), `memory://` (tests)",
+    )
+    mode: Mode = setting(
+        "strict",
+        doc="`strict` (no client holds a complete chargeable response before its record is "
+        "committed, synchronous=FULL) or `batched` (a batch gathers `flush_interval` "
+        "before its commit starts)",
+    )
+    flush_interval: float = setting(
+        0.05,
+        check=_SECONDS,
+        doc="batched: seconds a batch gathers before its commit starts (a kill loses up to "
+        "this plus one commit)",
+    )
+    journal_path: str | None = setting(
+        None,
+        shown_default="ledger path + `.journal`",
+        doc="the append-only fallback journal used while the store fails",
+    )
+    chargeable_codes: frozenset[str] = setting(
+        DEFAULT_CHARGEABLE_CODES,
+        doc="error codes charged whatever the status (200 is always charged)",
+    )
+    max_body_bytes: int = setting(
+        8 * 1024 * 1024, check=_COUNT, doc="larger request bodies are refused (413)"
+    )
+    max_header_bytes: int = setting(
+        32 * 1024,
+        check=_COUNT,
+        doc="bytes of request line and headers; larger heads are refused (431) before "
+        "anything reads them",
+    )
+    max_header_count: int = setting(
+        100, check=_COUNT, doc="requests with more headers are refused (431)"
+    )
+    error_body_limit: int = setting(
+        64 * 1024, check=_COUNT, doc="bytes of a non-200 body kept to read its code"
+    )
+    trusted_hop_header: str = setting("x-metering-trusted-hop", doc="stripped before forwarding")
+    trusted_hop_secret: str | None = setting(
+        None,
+        secret=True,
+        check=Check("at least 16 characters", lambda v: len(v) >= 16),
+        doc="an internal hop sending it in `trusted_hop_header` skips signature checks "
+        "(identity still required); at least 16 characters",
+    )
+    category_overrides: Mapping[tuple[str, str], str] = setting(
+        kind=_Overrides(),
+        default_factory=dict,
+        doc='`"Action@Version" = "category"` for pairs the catalog cannot tell apart',
+    )
+    catalog_path: str | None = setting(
+        None, shown_default="packaged catalog", doc="your own catalog file (below)"
+    )
+    credential_refresh: float = setting(
+        1.0, check=_SECONDS, doc="seconds between reloads of the cached AccessKeys"
+    )
+    signature_window: float = setting(
+        900.0, check=_SECONDS, doc="allowed clock skew of signed requests, seconds"
+    )
+    enforce_qps: bool = setting(
+        True, doc="refuse calls above the account's QPS entitlement per API"
+    )
+    limiter_url: str = setting(
+        "memory://",
+        check=starts_with("memory:// or redis://", "memory://", "redis://", "rediss://", "unix://"),
+        doc="`memory://` (one gateway process per ledger, enforced by a lock file; "
+        "`gateway_processes` or `limiter_processes` above 1 is refused at start) or "
+        "`redis://host:port/db` (shared by many processes; also shares nonces)",
+    )
+    limiter_failure_policy: Literal["open", "closed", "local"] = setting(
+        "local",
+        doc="while Redis fails: `open` admits, `closed` answers 503, `local` admits N/P "
+        "per process",
+    )
+    limiter_processes: int = setting(
+        1, check=_COUNT, doc="P, the gateway processes sharing one Redis (`local` policy)"
+    )
+    throttle_status: int = setting(
+        429,
+        check=one_of(429, 400),
+        doc="status of `Throttling.User` refusals: 429, or 400 as VIAPI answers",
+    )
+    upstream_qps: Mapping[str, int] = setting(
+        kind=_Budgets(),
+        default_factory=dict,
+        doc="the operator's own QPS at Alibaba per API, shared by every tenant and process: "
+        "a table (`[metering.upstream_qps]`) of `category = N` (each API of the category) "
+        'and `"category.Action" = N` (one API); as text `facebody=50,facebody.DetectFace=100`. '
+        "A call over it is refused, free "
+        "([docs/limiter.md](docs/limiter.md#the-operators-upstream-budget))",
+    )
+    upstream_throttle_code: str = setting(
+        "Throttling.Api",
+        check=non_empty("a non-empty error code"),
+        doc="code of a refusal over `upstream_qps`",
+    )
+    upstream_throttle_status: int = setting(
+        429, check=one_of(429, 400, 503), doc="its status: 429, 400 or 503"
+    )
+    entitlement_refresh: float = setting(
+        1.0,
+        check=_SECONDS,
+        doc="seconds between reloads of the cached entitlements (plan changes)",
+    )
+    settle_interval: float = setting(
+        0.0,
+        check=Check("zero (off) or a positive number of seconds", lambda v: v >= 0),
+        shown_default="`0` (the example gateway: `60`)",
+        doc="seconds between settlement passes run by this process, in a worker thread off "
+        "the event loop (several processes: one settles at a time, by the settlement "
+        "lock); `0`: settle with `metering settle` only",
+    )
+    webhook_url: str | None = setting(
+        None,
+        check=_HTTP,
+        doc="where notices are POSTed, signed ([docs/notices.md](docs/notices.md)); unset: "
+        "notices are recorded and listed (`metering notices`) only. Logged as its host only",
+    )
+    webhook_secret: str | None = setting(
+        None,
+        secret=True,
+        in_file=False,
+        doc="the signing secret, `whsec_<base64>` (Standard Webhooks) or at least 16 "
+        "characters: only from `METERING_WEBHOOK_SECRET` or `webhook_secret_file`, refused "
+        "inline in a TOML file; never logged nor shown",
+    )
+    webhook_secret_file: str | None = setting(
+        None, doc="a file whose first line is the signing secret"
+    )
+    webhook_timeout: float = setting(
+        10.0,
+        check=_SECONDS,
+        doc="seconds one delivery attempt may take; longer is a failed attempt",
+    )
+    webhook_max_attempts: int = setting(
+        8,
+        check=_COUNT,
+        doc="attempts per notice (exponential backoff from 5 s, capped at 1 h, full "
+        "jitter) before it stays `failed`",
+    )
+    webhook_poll_interval: float = setting(
+        1.0, check=_SECONDS, doc="seconds between looks for due deliveries"
+    )
+    enforce_balance: bool = setting(
+        False,
+        shown_default="`false` (the example gateway: `true`)",
+        doc="refuse calls of overdue, suspended or held accounts (`Account.Arrearage`) and "
+        "pay-as-you-go calls the balance or monthly cap cannot pay "
+        "(`Account.SpendCapExceeded`); needs an SQLite ledger (docs/standing.md)",
+    )
+    standing_refresh: float = setting(
+        1.0,
+        check=_SECONDS,
+        doc="seconds between reloads of the cached balances, standing, caps and settled horizon",
+    )
+    arrearage_code: str = setting(
+        "Account.Arrearage",
+        check=non_empty("a non-empty error code"),
+        doc="code of the refusal for arrears (VIAPI answers `InvalidApi.ForbiddenInvoke`)",
+    )
+    arrearage_status: int = setting(
+        403, check=client_error_status(), doc="its status (4xx; VIAPI: 400)"
+    )
+    spend_cap_code: str = setting(
+        "Account.SpendCapExceeded",
+        check=non_empty("a non-empty error code"),
+        doc="code of a spend-guard or monthly-cap refusal",
+    )
+    spend_cap_status: int = setting(403, check=client_error_status(), doc="its status (4xx)")
+    gateway_processes: int = setting(
+        1,
+        check=_COUNT,
+        doc="N, the gateway processes on one ledger: each guards 1/N of a balance and of a "
+        "cap between settlements",
+    )
+
+    log_format: Literal["text", "json"] = setting(
+        "text",
+        doc="`text`: the meter's lines go where your logging sends them; `json`: one JSON "
+        "object a line on stderr for the `metering_middleware` loggers while the runtime "
+        "runs (the example gateway: uvicorn's and its own lines too) "
+        "([docs/logging.md](docs/logging.md))",
+    )
 
     def __post_init__(self) -> None:
-        if self.mode not in ("strict", "batched"):
-            raise ConfigError(f"mode: {self.mode!r} is not one of strict, batched")
-        for name in (
-            "flush_interval",
-            "credential_refresh",
-            "signature_window",
-            "entitlement_refresh",
-            "webhook_timeout",
-            "webhook_poll_interval",
-            "standing_refresh",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"{name}: must be a positive number of seconds")
-        for name in (
-            "max_body_bytes",
-            "max_header_bytes",
-            "max_header_count",
-            "error_body_limit",
-            "limiter_processes",
-            "webhook_max_attempts",
-            "gateway_processes",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name}: must be a positive integer")
-        if self.webhook_url is not None and not self.webhook_url.startswith(
-            ("http://", "https://")
-        ):
-            raise ConfigError("webhook_url: must be an http(s) URL")
+        # Arguments are checked by the same declaration as files and variables; values
+        # read from those were checked with their source already and pass again.
+        for name, value in check_instance(self, ARGUMENT).items():
+            object.__setattr__(self, name, value)
         if self.webhook_secret is not None:
             _check_webhook_secret(self.webhook_secret, "webhook_secret")
-        for name in ("arrearage_status", "spend_cap_status"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 499:
-                raise ConfigError(f"{name}: must be an HTTP client-error status (400-499)")
-        for name in ("arrearage_code", "spend_cap_code"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"{name}: must be a non-empty error code")
-        value = self.settle_interval
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError("settle_interval: must be zero (off) or a positive number of seconds")
-        if self.limiter_failure_policy not in ("open", "closed", "local"):
-            raise ConfigError(
-                f"limiter_failure_policy: {self.limiter_failure_policy!r} is not one of "
-                "open, closed, local"
+
+    @classmethod
+    def load(
+        cls,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        table: Mapping[str, Any] | None = None,
+        file: str = "",
+        environ: Mapping[str, str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> MeteringConfig:
+        """Defaults, then ``defaults``, then a file's ``[metering]`` ``table``, then the
+        environment (``os.environ`` unless given; unknown ``METERING_*`` variables are
+        refused), then ``arguments``: the later wins."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = dict(defaults or {})
+        if table is not None:
+            values.update(
+                from_table(cls, table, Source("file", file, "metering"), env_prefix=ENV_PREFIX)
             )
-        if self.throttle_status not in (429, 400):
-            raise ConfigError("throttle_status: must be 429 or 400")
-        _check_upstream_qps(self.upstream_qps)
-        if self.upstream_throttle_status not in (429, 400, 503):
-            raise ConfigError("upstream_throttle_status: must be 429, 400 or 503")
-        if not isinstance(self.upstream_throttle_code, str) or not self.upstream_throttle_code:
-            raise ConfigError("upstream_throttle_code: must be a non-empty error code")
-        for name in ("enforce_qps", "enforce_balance"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}: must be true or false")
-        if not self.limiter_url.startswith(("memory://", "redis://", "rediss://", "unix://")):
-            raise ConfigError(f"limiter_url: {self.limiter_url!r} is not memory:// or redis://")
-        if not self.ledger_url:
-            raise ConfigError("ledger_url: must not be empty")
-        if self.trusted_hop_secret is not None and len(self.trusted_hop_secret) < 16:
-            raise ConfigError("trusted_hop_secret: use at least 16 characters")
-        object.__setattr__(self, "chargeable_codes", frozenset(self.chargeable_codes))
+        refuse_unknown_env(env, (ENV_PREFIX,), env_names(cls, ENV_PREFIX) | OTHER_ENV)
+        values.update(from_env(cls, env, ENV_PREFIX))
+        values.update(cls._arguments(arguments or {}))
+        return cls(**values)
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> MeteringConfig:
+        """Keyword arguments alone (``MeteringMiddleware(app, **settings)``): an unknown
+        name is a ``ConfigError`` with a suggestion, not a ``TypeError``."""
+        return cls(**cls._arguments(arguments))
+
+    @classmethod
+    def _arguments(cls, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        known = declared(cls)
+        for name in arguments:
+            if name not in known:
+                raise ConfigError(f"argument {name}: unknown setting{suggest(name, known)}")
+        return dict(arguments)
 
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any], *, where: str = "metering") -> MeteringConfig:
-        """Build from a TOML table (``[metering]``); unknown keys are errors."""
-        known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in doc.items():
-            if key not in known:
-                raise ConfigError(f"{where}.{key}: unknown setting")
-            if key == "webhook_secret":  # files get copied, shown, committed
-                raise ConfigError(
-                    f"{where}.webhook_secret: never inline; set {ENV_PREFIX}WEBHOOK_SECRET "
-                    "or webhook_secret_file"
-                )
-            values[key] = _coerce(key, value, where)
-        try:
-            return cls(**values)
-        except TypeError as exc:  # a wrong type the checks above did not catch
-            raise ConfigError(f"{where}: {exc}") from None
+        """Build from a TOML table (``[metering]``) alone; unknown keys are errors."""
+        values = from_table(cls, doc, Source("file", "", where), env_prefix=ENV_PREFIX)
+        return cls(**values)
 
     def webhook_signing_secret(self) -> str | None:
         """The webhook secret: ``webhook_secret`` (the environment), else the first line
@@ -222,13 +395,10 @@ class MeteringConfig:
         return secret
 
     def with_env(self, environ: Mapping[str, str] | None = None) -> MeteringConfig:
-        """Overlay ``METERING_<SETTING>`` environment variables."""
+        """Overlay ``METERING_<SETTING>`` environment variables (unknown ones refused)."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(self):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is not None:
-                values[f.name] = _from_env(f.name, raw)
+        refuse_unknown_env(env, (ENV_PREFIX,), env_names(type(self), ENV_PREFIX) | OTHER_ENV)
+        values = from_env(type(self), env, ENV_PREFIX)
         return replace(self, **values) if values else self
 
 
@@ -242,106 +412,3 @@ def _check_webhook_secret(secret: str, where: str) -> None:
             raise ConfigError(f"{where}: a whsec_ secret needs at least 16 bytes of key")
     elif len(secret) < 16:
         raise ConfigError(f"{where}: use at least 16 characters")
-
-
-def _check_upstream_qps(spec: Any) -> None:
-    # The limiter's UpstreamBudgets checks the same again; here so a bad file or variable
-    # is a ConfigError naming the setting, without importing the limiter.
-    if not isinstance(spec, Mapping):
-        raise ConfigError("upstream_qps: must be a table of <category>[.<Action>] = QPS")
-    for key, value in spec.items():
-        category, dot, action = str(key).partition(".")
-        if not category or (dot and not action) or "." in action:
-            raise ConfigError(
-                f"upstream_qps.{key}: write a category (facebody) or one API (facebody.DetectFace)"
-            )
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"upstream_qps.{key}: must be a positive integer (QPS)")
-
-
-def _coerce(key: str, value: Any, where: str) -> Any:
-    if key == "upstream_qps":
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}.{key}: must be a table of <category>[.<Action>] = QPS")
-        # An unquoted TOML key `facebody.DetectFace = 100` is a nested table: flatten it.
-        flat: dict[str, Any] = {}
-        for name, qps in value.items():
-            if isinstance(qps, Mapping):
-                flat.update({f"{name}.{action}": n for action, n in qps.items()})
-            else:
-                flat[name] = qps
-        return flat
-    if key == "chargeable_codes":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}.{key}: must be a list of strings")
-        return frozenset(value)
-    if key == "category_overrides":
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}.{key}: must be a table of 'Action@Version' = 'category'")
-        out: dict[tuple[str, str], str] = {}
-        for pair, category in value.items():
-            action, sep, version = str(pair).partition("@")
-            if not sep or not action or not version or not isinstance(category, str):
-                raise ConfigError(f"{where}.{key}.{pair}: write 'Action@Version' = 'category'")
-            out[(action, version)] = category
-        return out
-    return value
-
-
-def _from_env(name: str, raw: str) -> Any:
-    if name in ("enforce_qps", "enforce_balance"):
-        if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-            raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {raw!r} is not true or false")
-        return raw.lower() in ("1", "true", "yes")
-    if name in (
-        "flush_interval",
-        "credential_refresh",
-        "signature_window",
-        "entitlement_refresh",
-        "settle_interval",
-        "webhook_timeout",
-        "webhook_poll_interval",
-        "standing_refresh",
-    ):
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {raw!r} is not a number") from None
-    if name in (
-        "max_body_bytes",
-        "max_header_bytes",
-        "max_header_count",
-        "error_body_limit",
-        "limiter_processes",
-        "throttle_status",
-        "upstream_throttle_status",
-        "webhook_max_attempts",
-        "gateway_processes",
-        "arrearage_status",
-        "spend_cap_status",
-    ):
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {raw!r} is not an integer") from None
-    if name == "chargeable_codes":
-        return frozenset(p.strip() for p in raw.split(",") if p.strip())
-    if name == "upstream_qps":  # facebody=50,facebody.DetectFace=100
-        out: dict[str, int] = {}
-        for part in filter(None, (p.strip() for p in raw.split(","))):
-            key, _, value = part.partition("=")
-            if not value.strip().isdigit():
-                raise ConfigError(f"{ENV_PREFIX}UPSTREAM_QPS: {part!r} is not <category>=<QPS>")
-            out[key.strip()] = int(value)
-        return out
-    if name == "category_overrides":
-        return _coerce(name, dict(p.split("=", 1) for p in raw.split(",") if "=" in p), "env")
-    nullable = (
-        "journal_path",
-        "catalog_path",
-        "trusted_hop_secret",
-        "webhook_url",
-        "webhook_secret",
-        "webhook_secret_file",
-    )
-    return raw or None if name in nullable else raw

@@ -16,6 +16,7 @@ __all__ = [
     "ACCOUNT_ARREARAGE",
     "ACCOUNT_DISABLED",
     "BODY_TOO_LARGE",
+    "DEFAULT_CHARGEABLE_CODES",
     "INVALID_ACCESS_KEY_ID",
     "INVALID_ACTION",
     "INVALID_TIMESTAMP",
@@ -28,6 +29,11 @@ __all__ = [
     "ErrorKind",
     "error_body",
 ]
+
+#: VIAPI's error codes that are charged whatever the HTTP status (a 200 always is): the
+#: default of ``MeteringConfig.chargeable_codes``. Here, on the floor of the settings
+#: (docs/architecture.md), so the settings need not import the answer reader (outcome.py).
+DEFAULT_CHARGEABLE_CODES = frozenset({"InvalidImage.NotFoundFace"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import logs
 from .clock import Clock
 from .config import MeteringConfig
 from .context import STATE_KEY, MeteredCall
@@ -57,6 +58,16 @@ async def _unavailable(scope: Scope, send: Send, message: str) -> None:
     xml = wants_xml(scope.get("query_string", b""), scope.get("headers", ()))
     request_id = new_record_id()
     body, content_type = error_body(SERVICE_UNAVAILABLE.code, message, request_id, xml=xml)
+    logs.refused(
+        account="",
+        access_key_id="",
+        category="",
+        action="",
+        status=SERVICE_UNAVAILABLE.status,
+        code=SERVICE_UNAVAILABLE.code,
+        reason="stopped",
+        request_id=request_id,
+    )
     await send(
         {
             "type": "http.response.start",
@@ -91,7 +102,7 @@ class MeteringMiddleware:
     ) -> None:
         if runtime is None:
             if config is None:
-                config = MeteringConfig(**settings)
+                config = MeteringConfig.from_arguments(settings)
             elif settings:
                 raise TypeError("pass either config or keyword settings, not both")
             runtime = MeteringRuntime(config, clock=clock)
@@ -413,7 +424,16 @@ class _MeteredCall:
         )
         request_id = new_record_id()
         body, content_type = error_body(exc.code, exc.message, request_id, xml=xml)
-        log.debug("refused %s %s: %s", category, action, exc.code)
+        logs.refused(
+            account=self.credential_account,
+            access_key_id=identity.access_key_id if identity else "",
+            category=category,
+            action=action,
+            status=exc.status,
+            code=exc.code,
+            reason=exc.reason,
+            request_id=request_id,
+        )
         await self.send(
             {
                 "type": "http.response.start",
@@ -528,7 +548,11 @@ class _MeteredCall:
         start, self.held_start = self.held_start, None
         assert start is not None
         if self.future is not None:
-            await self.future
+            tracing = self.rt.tracing
+            if tracing is None:
+                await self.future
+            else:
+                await tracing.commit_wait(self.future, self.record_id)
         await self.send(start)
 
     async def _body(self, message: Message) -> None:
@@ -570,12 +594,20 @@ class _MeteredCall:
                 await self.send(
                     {"type": "http.response.body", "body": chunk[:-1], "more_body": True}
                 )
-            await future
+            tracing = self.rt.tracing
+            if tracing is None:
+                await future
+            else:
+                await tracing.commit_wait(future, self.record_id)
             await self.send({"type": "http.response.body", "body": chunk[-1:], "more_body": True})
         else:
             # The final message: hold all of it and send it once after the commit
             # (one send, not two, for the usual single-message answer).
-            await future
+            tracing = self.rt.tracing
+            if tracing is None:
+                await future
+            else:
+                await tracing.commit_wait(future, self.record_id)
             await self.send(message)
 
     def _sniff(self, chunk: bytes, completing: bool) -> None:
@@ -671,3 +703,14 @@ class _MeteredCall:
             self.credential_account, category, action, outcome, reason, self.arrival
         )
         self.rt.metrics.count(category or "unknown", action or "unknown", outcome.value, reason)
+        tracing = self.rt.tracing
+        if tracing is not None:  # OpenTelemetry configured (tracing.py): the server span
+            tracing.annotate(
+                self.credential_account,
+                identity.access_key_id if identity else "",
+                category,
+                action,
+                outcome.value,
+                reason,
+                self.record_id if outcome is _CHARGED else None,  # a record was written
+            )

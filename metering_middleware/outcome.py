@@ -35,6 +35,8 @@ import re
 import zlib
 from xml.parsers import expat
 
+from .errors import DEFAULT_CHARGEABLE_CODES
+
 __all__ = [
     "DEFAULT_CHARGEABLE_CODES",
     "MAX_DECODED",
@@ -47,7 +49,6 @@ __all__ = [
     "sniff_request_id",
 ]
 
-DEFAULT_CHARGEABLE_CODES = frozenset({"InvalidImage.NotFoundFace"})
 MAX_DECODED = 1 << 20
 _MAX_CODE = 128
 _MAX_CODINGS = 4  # stacked Content-Encodings; more is not a real server

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from starlette.types import Receive, Send
 
+from . import logs
 from .catalog import Catalog, default_catalog, load_catalog
 from .clock import Clock, SystemClock
 from .config import ConfigError, MeteringConfig
@@ -47,6 +48,8 @@ from .rating import Month, RatingStore, SqliteRatingStore
 from .settler import DURATION_BUCKETS, BackgroundSettler
 from .signing import SignatureVerifier
 from .spend_guard import SpendGuard
+from .tracing import Tracing
+from .tracing import active as tracing_active
 
 __all__ = ["MeteringRuntime"]
 
@@ -281,6 +284,10 @@ class MeteringRuntime:
         self._started = False
         self._stopped = False
         self._lock = asyncio.Lock()
+        #: This runtime holds the process's JSON log handler (``log_format = "json"``).
+        self._json_logs = False
+        #: OpenTelemetry, when the application configured it (decided at start; tracing.py).
+        self.tracing: Tracing | None = None
 
     def _register_metrics(self) -> None:
         """Settlement, journal, limiter and webhook series (docs/metrics.md): counts kept
@@ -420,7 +427,11 @@ class MeteringRuntime:
                 await self.notices.start()
             if self.webhooks is not None:
                 await self.webhooks.start()
+            self.tracing = tracing_active()
             self._started = True
+            if self.config.log_format == "json" and not self._json_logs:
+                logs.acquire_json()
+                self._json_logs = True
             log.info(
                 "metering started: ledger=%s mode=%s catalog items=%d",
                 self.config.ledger_url,
@@ -443,6 +454,14 @@ class MeteringRuntime:
             log.info("restored %d live signature nonces (%d new to the nonce store)", read, added)
 
     async def stop(self) -> None:
+        try:
+            await self._stop()
+        finally:
+            if self._json_logs and self._stopped:  # after the last line of the stop
+                self._json_logs = False
+                logs.release_json()
+
+    async def _stop(self) -> None:
         async with self._lock:
             if not self._started:
                 return

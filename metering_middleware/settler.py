@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from .catalog import Catalog
 from .clock import Clock
+from .logs import fields
 from .notices.detectors import detect_in_file
 from .rating import DEFAULT_GRACE, DEFAULT_LAG, SettleBusy, SettleReport, SqliteRatingStore, settle
 
@@ -137,7 +138,10 @@ class BackgroundSettler:
                     )
                 except SettleBusy:
                     self.stats.busy += 1
-                    log.debug("settlement pass skipped: another settler holds the lock")
+                    log.debug(
+                        "settlement pass skipped: another settler holds the lock",
+                        extra=fields("settlement.run", outcome="busy"),
+                    )
                     # The other settler's horizon, so this process's lag metric is true.
                     try:
                         marks = await store.progress()
@@ -150,17 +154,50 @@ class BackgroundSettler:
         except Exception:  # a pass that fails is retried next interval; calls go on
             self.stats.failures += 1
             self.stats.observe(self._clock.monotonic() - started)
-            log.exception("settlement pass failed; the next one retries")
+            log.exception(
+                "settlement pass failed; the next one retries",
+                extra=fields("settlement.run", outcome="failed"),
+            )
             return None
         self.stats.passes += 1
         self.stats.observe(self._clock.monotonic() - started)
         self.stats.last = report
         if report.horizon is not None:
             self.stats.horizon = report.horizon
+        _log_pass(report, self._clock.monotonic() - started)
         try:
             # What the pass's results call for (plan points low, expiring, balance low,
             # cap reached); each notice's id makes it happen once however often this runs.
             self.stats.notices += len(detect_in_file(self._path, self._clock.now()))
         except Exception:  # the next pass detects again
-            log.exception("notice detection failed after a settlement pass; the next retries")
+            log.exception(
+                "notice detection failed after a settlement pass; the next retries",
+                extra=fields("settlement.notices_failed", outcome="failed"),
+            )
         return report
+
+
+def _log_pass(report: SettleReport, seconds: float) -> None:
+    """One line per settlement pass that settled (INFO), what it did and how long it took."""
+    horizon = report.horizon.isoformat() if report.horizon is not None else None
+    log.info(
+        "settlement pass: records=%d accounts=%d adjustments=%d deferred=%d horizon=%s "
+        "seconds=%.3f",
+        report.records,
+        report.accounts,
+        report.adjustments,
+        report.deferred,
+        horizon,
+        seconds,
+        extra=fields(
+            "settlement.run",
+            outcome="settled",
+            records=report.records,
+            accounts=report.accounts,
+            adjustments=report.adjustments,
+            deferred=report.deferred,
+            rerated=len(report.rerated),
+            horizon=horizon,
+            seconds=round(seconds, 3),
+        ),
+    )

@@ -1,78 +1,70 @@
-"""The floor plan holds: nothing imports upward (docs/architecture.md)."""
+"""The floor plan holds (docs/architecture.md): import-linter's contracts in pyproject.toml.
+
+The same check as ``.ci/run``'s ``lint-imports``, so the suite catches a broken floor
+too; and, since a check that finds nothing proves nothing, the contracts are run on a
+copy of the source with a forbidden import put in, and must name it.
+"""
 
 from __future__ import annotations
 
-import ast
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "metering_middleware"
-
-# module (or package) -> modules it must never import, directly.
-FORBIDDEN = {
-    "ledger": {"rating", "middleware", "runtime", "limiter", "identity", "cli", "entitlements"},
-    "rating": {"middleware", "runtime", "limiter", "identity", "signing", "entitlements"},
-    "limiter": {"middleware", "runtime", "rating", "ledger", "entitlements", "cli"},
-    "catalog": {"ledger", "rating", "middleware", "runtime", "limiter", "identity"},
-    "signing": {"middleware", "runtime", "identity", "ledger", "rating"},
-    "outcome": {"middleware", "runtime", "ledger", "rating"},
-    "identity": {"middleware", "runtime", "ledger", "rating", "limiter"},
-    "middleware": {"cli", "rating"},
-    "durable_nonces": {"middleware", "runtime", "cli", "rating"},
-    "notices": {"middleware", "runtime", "limiter", "identity", "entitlements", "cli"},
-    # The operator's side manages the ledger; it never runs a metered call's steps.
-    "admin": {"middleware", "limiter", "identity", "signing", "cli", "settler"},
-    # The query layer under every billing view reads; the request path never needs it.
-    "reports": {"middleware", "runtime", "limiter", "identity", "signing", "entitlements", "cli"},
-    # Reads the ledger and rating results; never the request path nor the CLI's module.
-    "reconcile": {"middleware", "runtime", "limiter", "identity", "signing", "entitlements", "cli"},
-    # The tenant view reuses the meter's parts (runtime, verifier), never the meter itself,
-    # nor the admin or web faces (FastAPI, Jinja2 stay out of the library core).
-    "tenant": {"middleware", "cli", "admin", "web"},
-}
+ROOT = Path(__file__).resolve().parent.parent
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
-def _imports(path: Path) -> set[str]:
-    """First-level metering_middleware modules that ``path`` imports."""
-    tree = ast.parse(path.read_text("utf-8"))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 0 and node.module and node.module.startswith("metering_middleware"):
-                parts = node.module.split(".")[1:]
-            elif node.level > 0:
-                here = list(path.relative_to(PACKAGE).parts[:-1])
-                up = node.level - 1
-                base = here[: len(here) - up] if up else here
-                parts = [*base, *(node.module.split(".") if node.module else [])]
-                if not node.module:
-                    parts += [alias.name for alias in node.names]
-            else:
-                continue
-            if parts:
-                found.add(parts[0])
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith("example_gateway"):
-                    found.add("example_gateway")
-    return found
+def _lint(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo", str(root / "pyproject.toml")],
+        cwd=root,
+        # The copy's packages, not the installed ones: a PYTHONPATH entry comes first.
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
-def _modules() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.py"))
+def test_the_contracts_hold() -> None:
+    result = _lint(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
 
 
-@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_no_upward_imports(path: Path) -> None:
-    top = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
-    imported = _imports(path)
-    assert "example_gateway" not in imported, "the library never imports the example gateway"
-    bad = imported & FORBIDDEN.get(top, set())
-    assert not bad, f"{top} imports {sorted(bad)}"
+def _copy(tmp_path: Path) -> Path:
+    for package in ("metering_middleware", "example_gateway"):
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
 
 
-def test_the_checker_sees_imports() -> None:
-    # A check that finds nothing proves nothing: the middleware does import the ledger.
-    assert "ledger" in _imports(PACKAGE / "middleware.py")
-    assert "clock" in _imports(PACKAGE / "ledger" / "writer.py")
+@pytest.mark.parametrize(
+    ("module", "line", "broken"),
+    [
+        # The one the hand-written checker this replaced missed: floor 0 importing floor 1.
+        ("config.py", "from .outcome import is_chargeable", "metering_middleware.config"),
+        ("ledger/records.py", "from ..middleware import MeteringMiddleware", "ledger"),
+        ("middleware.py", "from . import cli", "metering_middleware.middleware"),
+        ("identity.py", "from .ledger import CallRecord", "Identity reads the request only"),
+        ("rating/__init__.py", "from ..signing import sign_v3", "Rating, notices"),
+        ("tenant/__init__.py", "from ..admin import app", "The tenant view"),
+        ("limiter/__init__.py", "import example_gateway", "never imports the example gateway"),
+        ("runtime.py", "import fastapi", "FastAPI and Jinja2"),
+        ("tracing.py", "import opentelemetry.trace", "never imports OpenTelemetry"),
+    ],
+)
+def test_a_forbidden_import_is_found(tmp_path: Path, module: str, line: str, broken: str) -> None:
+    root = _copy(tmp_path)
+    path = root / "metering_middleware" / module
+    path.write_text(path.read_text("utf-8") + f"\n{line}  # noqa\n", "utf-8")
+    result = _lint(root)
+    assert result.returncode == 1, result.stdout
+    report = result.stdout[result.stdout.index("Broken contracts") :]
+    assert broken in report

@@ -59,7 +59,8 @@ def test_bad_settings_are_one_precise_line(settings: dict[str, object], message:
 
 
 def test_a_bad_environment_value_names_its_variable() -> None:
-    with pytest.raises(ConfigError, match="METERING_ENFORCE_BALANCE: 'maybe' is not true"):
+    message = "METERING_ENFORCE_BALANCE: must be true or false, not 'maybe'"
+    with pytest.raises(ConfigError, match=message):
         MeteringConfig().with_env({"METERING_ENFORCE_BALANCE": "maybe"})
 
 

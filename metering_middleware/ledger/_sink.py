@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..clock import Clock
+from ..logs import fields
 from .codec import CountKey
 from .journal import Journal
 from .records import CallRecord, ClaimedNonce, OutcomeCount
@@ -162,6 +163,7 @@ class BatchSink:
                         "refusing new calls",
                         self._journal.path,
                         exc,
+                        extra=fields("ledger.journal_failed", reason=str(exc), outcome="holding"),
                     )
             else:
                 self.n["journaled"] += len(records)
@@ -169,11 +171,17 @@ class BatchSink:
                 for b in batches:
                     resolve(b.future)
                 if self.held:
-                    self._log.warning("ledger journal writable again: accepting calls")
+                    self._log.warning(
+                        "ledger journal writable again: accepting calls",
+                        extra=fields("ledger.journal_recovered", outcome="accepting"),
+                    )
                     self.held = []
                 return
         elif not self.held:
-            self._log.error("ledger store failed and there is no journal: refusing new calls")
+            self._log.error(
+                "ledger store failed and there is no journal: refusing new calls",
+                extra=fields("ledger.store_failed", outcome="refusing"),
+            )
         for b in new:
             fail(b.future)
         self.held.extend(new)
@@ -184,7 +192,11 @@ class BatchSink:
             self.store_down = True
             self._down_reason = str(exc)
             self.next_retry = self._clock.monotonic() + self._retry_interval
-            self._log.warning("ledger store failed (%s): journaling until it recovers", exc)
+            self._log.warning(
+                "ledger store failed (%s): journaling until it recovers",
+                exc,
+                extra=fields("ledger.store_failed", reason=str(exc), outcome="journaling"),
+            )
 
     async def recover(self) -> None:
         """Bring the store back, then give it the held records and the journal."""
@@ -196,7 +208,11 @@ class BatchSink:
             except Exception as exc:
                 if str(exc) != self._down_reason:  # e.g. gone, then another file put there
                     self._down_reason = str(exc)
-                    self._log.warning("ledger store still down: %s", exc)
+                    self._log.warning(
+                        "ledger store still down: %s",
+                        exc,
+                        extra=fields("ledger.store_failed", reason=str(exc), outcome="down"),
+                    )
                 else:
                     self._log.debug("ledger store still down: %s", exc)
                 if self.held:
@@ -217,12 +233,18 @@ class BatchSink:
             self.held = []
             self.n["committed"] += len(records)
             self.n["commits"] += 1
-            self._log.warning("ledger store took %d held records: accepting calls", len(records))
+            self._log.warning(
+                "ledger store took %d held records: accepting calls",
+                len(records),
+                extra=fields("ledger.held_committed", records=len(records), outcome="accepting"),
+            )
         if self.journal_dirty and self._journal is not None and not await self._replay():
             return
         self.store_down = False
         if was_down:
-            self._log.warning("ledger store recovered")
+            self._log.warning(
+                "ledger store recovered", extra=fields("ledger.store_recovered", outcome="up")
+            )
 
     async def _revive_store(self) -> None:
         try:
@@ -259,7 +281,10 @@ class BatchSink:
                         break
                     except OSError as exc:  # the store is fine; keep the journal, retry later
                         self._log.error(
-                            "cannot read ledger journal %s: %s", self._journal.path, exc
+                            "cannot read ledger journal %s: %s",
+                            self._journal.path,
+                            exc,
+                            extra=fields("ledger.journal_failed", reason=str(exc)),
                         )
                         return True
                     for c in chunk_counts:
@@ -278,12 +303,21 @@ class BatchSink:
         if replayed:
             self.n["committed"] += replayed
             self.n["replayed"] += replayed
-            self._log.warning("ledger journal replayed: %d records", replayed)
+            self._log.warning(
+                "ledger journal replayed: %d records",
+                replayed,
+                extra=fields("ledger.journal_replayed", records=replayed),
+            )
         self._journal_applied = self._journal.replayed_to
         try:
             await self._journal.truncate()
         except OSError as exc:
-            self._log.error("cannot truncate ledger journal %s: %s", self._journal.path, exc)
+            self._log.error(
+                "cannot truncate ledger journal %s: %s",
+                self._journal.path,
+                exc,
+                extra=fields("ledger.journal_failed", reason=str(exc)),
+            )
             return True
         self.journal_dirty = False
         self._journal_applied = 0

@@ -69,6 +69,7 @@ from types import TracebackType
 from typing import Literal
 
 from ..clock import Clock, SystemClock
+from ..logs import fields
 from ._sink import Batch, BatchFuture, BatchSink, LedgerUnavailable, fail
 from .codec import CountKey, minute_of
 from .journal import Journal
@@ -249,7 +250,9 @@ class LedgerWriter:
         held = self._sink.held_records
         if held:
             self._log.critical(
-                "ledger writer stopped with %d records neither committed nor journaled", held
+                "ledger writer stopped with %d records neither committed nor journaled",
+                held,
+                extra=fields("ledger.records_lost", records=held),
             )
             raise LedgerUnavailable(f"{held} ledger records could not be made durable")
 
@@ -297,7 +300,11 @@ class LedgerWriter:
     def _abandon(self, exc: BaseException) -> None:
         """The task is ending other than by ``stop()``: settle every future still open."""
         self._state = _STOPPED if self._state is _STOPPING else _BROKEN
-        self._log.critical("ledger writer task ended unexpectedly (%r): refusing records", exc)
+        self._log.critical(
+            "ledger writer task ended unexpectedly (%r): refusing records",
+            exc,
+            extra=fields("ledger.writer_failed", reason=repr(exc), outcome="refusing"),
+        )
         self._hold_open_batch("ledger writer stopped unexpectedly")
         for done, _, _ in self._requests:
             if not done.done():
@@ -352,7 +359,11 @@ class LedgerWriter:
         ``_MAX_WAIT``, so a failure that repeats cannot spin the event loop.
         """
         self._failed_passes += 1
-        self._log.error("ledger writer pass failed", exc_info=exc)
+        self._log.error(
+            "ledger writer pass failed",
+            exc_info=exc,
+            extra=fields("ledger.writer_failed", reason=repr(exc)),
+        )
         if self._failed_passes > 1:
             self._hold_open_batch("ledger writer passes keep failing")
         try:

@@ -8,6 +8,7 @@ import sqlite3
 from datetime import datetime
 
 from ..ledger.codec import format_time
+from ..logs import fields
 from .model import Notice
 
 __all__ = ["LOGGER_NAME", "notice_data_text", "record_notice"]
@@ -58,6 +59,16 @@ def record_notice(conn: sqlite3.Connection, notice: Notice, recorded_at: datetim
         notice.subject,
         notice.at.isoformat(),
         data,
-        extra={"notice": {"id": notice.id, "kind": notice.kind.value, "account": notice.account}},
+        extra={
+            "notice": {"id": notice.id, "kind": notice.kind.value, "account": notice.account},
+            **fields(
+                "notice.recorded",
+                account=notice.account,
+                notice_id=notice.id,
+                kind=notice.kind.value,
+                subject=notice.subject,
+                at=notice.at.isoformat(),
+            ),
+        },
     )
     return True

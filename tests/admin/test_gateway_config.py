@@ -50,7 +50,7 @@ def test_no_tokens_no_admin_api(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("toml", "env", "message"),
     [
-        (f'[admin]\ntokens = "{TOKEN}"\n', {}, "admin.tokens: tokens are never inline"),
+        (f'[admin]\ntokens = "{TOKEN}"\n', {}, "admin.tokens: never inline in a file"),
         ("[admin]\ntoken_file = 'x'\n", {}, "admin.token_file: unknown setting"),
         ("[admin]\ntokens_file = '/nonexistent/tokens'\n", {}, "admin.tokens_file: No such file"),
         ("", {"GATEWAY_ADMIN_TOKENS": "short"}, "admin token #1 has 5 characters"),
@@ -79,7 +79,7 @@ def test_a_bad_token_stops_the_start_with_one_line(tmp_path: Path) -> None:
         timeout=60,
         env=env,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip() == (
         "metering-gateway: GATEWAY_ADMIN_TOKENS: admin token #2 has 15 characters; "
         "at least 32 are needed"

@@ -48,13 +48,14 @@ def test_bad_configuration_stops_the_start_with_one_line(tmp_path: Path) -> None
     config = tmp_path / "gateway.toml"
     config.write_text('[metering]\nmode = "sometimes"\n')
     result = _serve(config)
-    assert result.returncode == 1
+    assert result.returncode == 2  # bad usage: a setting
     assert result.stderr.strip() == (
-        "metering-gateway: mode: 'sometimes' is not one of strict, batched"
+        f"metering-gateway: {config}: metering.mode: must be one of strict, batched, "
+        "not 'sometimes'"
     )
     config.write_text('[gateway]\nupstream = "nowhere"\n')
     result = _serve(config)
-    assert result.returncode == 1 and "gateway.upstream" in result.stderr
+    assert result.returncode == 2 and "gateway.upstream" in result.stderr
     assert "Traceback" not in result.stderr
 
 

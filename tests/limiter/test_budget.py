@@ -411,14 +411,21 @@ def test_the_meter_reads_the_budget_from_a_file_and_the_environment(tmp_path: Pa
     assert dict(env.upstream_qps) == {"imageseg": 30, "facebody.DetectFace": 9}
 
 
+_TABLE = r'must be a table of <category> or "<category>\.<Action>" = QPS \(a positive integer\)'
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"upstream_qps": {"facebody": 0}}, r"upstream_qps\.facebody: must be a positive integer"),
-        ({"upstream_qps": {"facebody.": 3}}, r"upstream_qps\.facebody\.: write a category"),
-        ({"upstream_qps": [1]}, "upstream_qps: must be a table"),
-        ({"upstream_throttle_status": 500}, "upstream_throttle_status: must be 429, 400 or 503"),
-        ({"upstream_throttle_code": ""}, "upstream_throttle_code: must be a non-empty"),
+        (
+            {"upstream_qps": {"facebody": 0}},
+            rf"argument upstream_qps: {_TABLE}, not \{{'facebody': 0\}}",
+        ),
+        ({"upstream_qps": {"facebody.": 3}}, f"argument upstream_qps: {_TABLE}"),
+        ({"upstream_qps": {"facebody": "50"}}, f"argument upstream_qps: {_TABLE}"),
+        ({"upstream_qps": [1]}, f"argument upstream_qps: {_TABLE}"),
+        ({"upstream_throttle_status": 500}, "upstream_throttle_status: must be 429 or 400 or 503"),
+        ({"upstream_throttle_code": " "}, "upstream_throttle_code: must be a non-empty error code"),
     ],
 )
 def test_bad_meter_settings_name_the_setting(settings: dict[str, Any], message: str) -> None:
@@ -427,7 +434,9 @@ def test_bad_meter_settings_name_the_setting(settings: dict[str, Any], message: 
 
 
 def test_a_bad_environment_value_names_the_variable() -> None:
-    with pytest.raises(ConfigError, match="METERING_UPSTREAM_QPS: 'facebody:5'"):
+    with pytest.raises(
+        ConfigError, match=f"environment variable METERING_UPSTREAM_QPS: {_TABLE}, not 'facebody:5'"
+    ):
         MeteringConfig().with_env({"METERING_UPSTREAM_QPS": "facebody:5"})
 
 

@@ -156,7 +156,8 @@ def test_a_bad_budget_file_is_one_line_exit_1(
     config.write_text("[metering.upstream_qps]\nfacebody = 0\n")
     code, out, err = run(capsys, "--db", db, "limits", "check", "--config", str(config))
     assert (code, out) == (1, "")
-    assert err == "metering: upstream_qps.facebody: must be a positive integer (QPS)\n"
+    assert err.startswith(f"metering: {config}: metering.upstream_qps: must be a table of")
+    assert err.count("\n") == 1
     code, _, err = run(capsys, "--db", db, "limits", "check", "--config", str(tmp_path / "no"))
     assert code == 1 and err.startswith("metering: --config: No such file") and err.count("\n") == 1
 
@@ -167,7 +168,8 @@ def test_a_bad_budget_stops_a_purchase_before_anything_is_bought(
     monkeypatch.setenv("METERING_UPSTREAM_QPS", "facebody:50")
     code, out, err = buy(capsys, db, "a", 30)
     assert (code, out) == (1, "")
-    assert err == "metering: METERING_UPSTREAM_QPS: 'facebody:50' is not <category>=<QPS>\n"
+    assert err.startswith("metering: environment variable METERING_UPSTREAM_QPS: must be a table")
+    assert err.count("\n") == 1
     monkeypatch.delenv("METERING_UPSTREAM_QPS")
     code, out, _ = run(capsys, "--db", db, "plans", "list", "--format", "json")
     assert code == 0 and json.loads(out) == []
