@@ -16,6 +16,7 @@ from pathlib import Path
 
 from metering_middleware import CatalogError, ConfigError, MeteringRuntime, StoreError
 from metering_middleware._cli_args import Parser, add_command, add_commands, package_version
+from metering_middleware.limiter import LimiterError
 
 __all__ = ["build_parser", "main"]
 
@@ -43,7 +44,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # a bad setting is bad usage: nothing was started
         print(f"metering-gateway: {exc}", file=sys.stderr)
         return 2
-    except (CatalogError, StoreError, OSError, ValueError) as exc:
+    # LimiterError: a second process on a memory:// limiter's ledger, or a bad budget.
+    except (CatalogError, StoreError, LimiterError, OSError, ValueError) as exc:
         print(f"metering-gateway: {exc}", file=sys.stderr)
         return 1
     app = create_gateway_app(gateway, runtime)

@@ -15,6 +15,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
+from ._budget_commands import (
+    LIMITS_COLUMNS,
+    add_budget_options,
+    add_limits_command,
+    budgets_for,
+    warn_oversold,
+)
 from ._cli_args import (
     Parser,
     add_command,
@@ -239,6 +246,7 @@ COLUMNS = {
     _ledger_outcomes: ["account", "category", "action", "outcome", "detail", "calls"],
     **RATING_COLUMNS,
     **MONEY_COLUMNS,
+    **LIMITS_COLUMNS,
 }
 
 #: A handler returns rows to render, or (the bill) text already rendered.
@@ -350,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_reconcile_command(groups)
     add_report_commands(groups)
     add_ops_commands(groups)
+    add_limits_command(groups)
+    add_budget_options(parser)  # --config on the commands that warn about the budget
     spread_global_options(parser, _global_options)
     return parser
 
@@ -373,7 +383,12 @@ async def _run(args: argparse.Namespace) -> list[dict[str, Any]] | str:
         raise CliError(f"cannot open ledger {url}: {exc}") from None
     try:
         handler: Handler = args.handler
-        return await handler(store, args)
+        # A QPS purchase or renewal warns when it oversells the upstream budget.
+        budgets = budgets_for(args) if getattr(args, "warn_budget", False) else None
+        result = await handler(store, args)
+        if budgets is not None:
+            await warn_oversold(store, args, result, budgets)
+        return result
     finally:
         await store.close()
 

@@ -84,6 +84,46 @@ class _Overrides(Kind):
         return "none"
 
 
+class _Budgets(Kind):
+    """``upstream_qps``: ``{"facebody": 50, "facebody.DetectFace": 100}`` as an argument or
+    a TOML table (an unquoted ``facebody.DetectFace`` key, a nested table, is flattened),
+    ``facebody=50,facebody.DetectFace=100`` as text. The limiter checks it again
+    (``limiter.budget``) and against the catalog at start."""
+
+    expected = 'a table of <category> or "<category>.<Action>" = QPS (a positive integer)'
+
+    def value(self, v: Any) -> Any:
+        if not isinstance(v, Mapping):
+            raise _Bad
+        out: dict[str, int] = {}
+        for name, qps in v.items():
+            pairs = (
+                [(f"{name}.{a}", n) for a, n in qps.items()]
+                if isinstance(qps, Mapping)
+                else [(str(name), qps)]
+            )
+            for key, n in pairs:
+                category, dot, action = key.partition(".")
+                if not category or (dot and not action) or "." in action:
+                    raise _Bad
+                if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                    raise _Bad
+                out[key] = n
+        return out
+
+    def text(self, raw: str) -> Any:
+        out: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in raw.split(","))):
+            key, sep, n = part.partition("=")
+            if not sep or not n.strip().isdigit():
+                raise _Bad
+            out[key.strip()] = int(n)
+        return self.value(out)
+
+    def show(self, v: Any) -> str:
+        return "none"
+
+
 _SECONDS = positive("seconds")
 _COUNT = positive()
 _HTTP = starts_with("an http(s) URL", "http://", "https://")
@@ -163,7 +203,8 @@ class MeteringConfig:
     limiter_url: str = setting(
         "memory://",
         check=starts_with("memory:// or redis://", "memory://", "redis://", "rediss://", "unix://"),
-        doc="`memory://` (one gateway process per ledger, enforced by a lock file) or "
+        doc="`memory://` (one gateway process per ledger, enforced by a lock file; "
+        "`gateway_processes` or `limiter_processes` above 1 is refused at start) or "
         "`redis://host:port/db` (shared by many processes; also shares nonces)",
     )
     limiter_failure_policy: Literal["open", "closed", "local"] = setting(
@@ -178,6 +219,23 @@ class MeteringConfig:
         429,
         check=one_of(429, 400),
         doc="status of `Throttling.User` refusals: 429, or 400 as VIAPI answers",
+    )
+    upstream_qps: Mapping[str, int] = setting(
+        kind=_Budgets(),
+        default_factory=dict,
+        doc="the operator's own QPS at Alibaba per API, shared by every tenant and process: "
+        "a table (`[metering.upstream_qps]`) of `category = N` (each API of the category) "
+        'and `"category.Action" = N` (one API); as text `facebody=50,facebody.DetectFace=100`. '
+        "A call over it is refused, free "
+        "([docs/limiter.md](docs/limiter.md#the-operators-upstream-budget))",
+    )
+    upstream_throttle_code: str = setting(
+        "Throttling.Api",
+        check=non_empty("a non-empty error code"),
+        doc="code of a refusal over `upstream_qps`",
+    )
+    upstream_throttle_status: int = setting(
+        429, check=one_of(429, 400, 503), doc="its status: 429, 400 or 503"
     )
     entitlement_refresh: float = setting(
         1.0,

@@ -58,7 +58,7 @@ __all__ = [
 log = logging.getLogger("metering_middleware")
 
 #: Decisions made after the backend claimed the nonce (a throttled call burned it too).
-_CLAIMED = (AdmitStatus.ADMITTED, AdmitStatus.THROTTLED)
+_CLAIMED = (AdmitStatus.ADMITTED, AdmitStatus.THROTTLED, AdmitStatus.UPSTREAM_BUDGET)
 
 
 @runtime_checkable

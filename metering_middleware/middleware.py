@@ -34,7 +34,14 @@ from .errors import (
 )
 from .identity import CallIdentity, wants_xml
 from .ledger import CallRecord, Outcome, new_record_id
-from .limiter import DeferredNonceStore, MemoryLimiter, NonceClaim, rate_limit_headers, refusal
+from .limiter import (
+    DeferredNonceStore,
+    MemoryLimiter,
+    NonceClaim,
+    rate_limit_headers,
+    refusal,
+    upstream_budget_kind,
+)
 from .outcome import ErrorBodyTee, ErrorBodyUnreadable, read_error_code, sniff_request_id
 from .runtime import MeteringRuntime
 from .signing import extract_nonce
@@ -126,6 +133,9 @@ class MeteringMiddleware:
         )
         self._window = cfg.signature_window
         self._throttle_status = cfg.throttle_status
+        self._over_budget = upstream_budget_kind(
+            cfg.upstream_throttle_code, cfg.upstream_throttle_status
+        )
         self._max_head = cfg.max_header_bytes
         self._max_headers = cfg.max_header_count
         #: The limiter when it decides in this process without suspending and claims the
@@ -377,7 +387,9 @@ class _MeteredCall:
         claim = NonceClaim(signed.access_key_id, extract_nonce(signed), signed_at + meter._window)
         decision = limiter.admit_now(account, identity.category, identity.action, limit, claim)
         self.extra_headers = rate_limit_headers(decision)
-        refused = refusal(decision, throttle_status=meter._throttle_status)
+        refused = refusal(
+            decision, throttle_status=meter._throttle_status, upstream_budget=meter._over_budget
+        )
         if refused is not None:
             raise refused
         meter.fast_admitted += 1
@@ -414,7 +426,12 @@ class _MeteredCall:
                 account, identity.category, identity.action, limit, nonce=claim
             )
             self.extra_headers = rate_limit_headers(decision)
-            refused = refusal(decision, throttle_status=self.meter._throttle_status)
+            meter = self.meter
+            refused = refusal(
+                decision,
+                throttle_status=meter._throttle_status,
+                upstream_budget=meter._over_budget,
+            )
             if refused is not None:
                 raise refused
         return trusted, forwarded_scope

@@ -39,6 +39,7 @@ from .ledger.urls import open_store
 from .ledger.writer import LedgerWriter
 from .limiter import DeferredNonceStore, Limiter, LimiterSettings, open_limiter
 from .limiter.base import DecisionCounts
+from .limiter.budget import checked_budgets
 from .metrics import MeteringMetrics
 from .nonces import MemoryNonceStore, NonceStore
 from .notices.delivery import DeliveryStats, WebhookSender
@@ -183,11 +184,17 @@ class MeteringRuntime:
                     failure_policy=config.limiter_failure_policy,  # type: ignore[arg-type]
                     processes=config.limiter_processes,
                     throttle_status=config.throttle_status,
+                    upstream_qps=checked_budgets(config.upstream_qps, self.catalog),
                 ),
                 self.clock,
                 # One memory:// limiter per ledger: a second process would double the limits.
                 lock_path=ledger_file + ".limiter.lock" if ledger_file else None,
                 nonces=local_nonces if isinstance(local_nonces, MemoryNonceStore) else None,
+                ledger_processes=max(
+                    ("gateway_processes", config.gateway_processes),
+                    ("limiter_processes", config.limiter_processes),
+                    key=lambda named: named[1],
+                ),
             )
             counts = getattr(backend, "decisions", None)
             self._decisions = counts if isinstance(counts, DecisionCounts) else None
@@ -379,11 +386,13 @@ class MeteringRuntime:
             results = (
                 "admitted",
                 "throttled",
+                "upstream_budget",
                 "nonce_reused",
                 "fail_open",
                 "fail_closed",
                 "local_admitted",
                 "local_throttled",
+                "local_upstream_budget",
             )
             metrics.family(
                 "metering_limiter_decisions",
@@ -424,6 +433,14 @@ class MeteringRuntime:
         return self._stopped
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            if self.limiter is not None and not self._started:
+                await self.limiter.close()  # a refused start keeps no lock on the ledger
+            raise
+
+    async def _start(self) -> None:
         async with self._lock:
             if self._started:
                 return
@@ -436,6 +453,10 @@ class MeteringRuntime:
             if self._journal_lock is not None:
                 await asyncio.to_thread(self._journal_lock.acquire)
             try:
+                if self.limiter is not None:
+                    # Before the ledger opens: a memory:// limiter refused (another process
+                    # holds the ledger's lock) must stop the start before the writer runs.
+                    await self.limiter.start()
                 await self.store.open()
             except BaseException:
                 await self._release_journal()
@@ -447,8 +468,6 @@ class MeteringRuntime:
             await self.entitlements.refresh()
             if self.guard is not None:
                 await self.guard.view.refresh()
-            if self.limiter is not None:
-                await self.limiter.start()
             await self._restore_nonces()
             if self.settler is not None:
                 await self.settler.start()

@@ -108,7 +108,12 @@ def test_every_numeric_setting_reads_from_the_environment() -> None:
     for name in numeric:
         value = getattr(base, name)
         # Statuses have a valid range: another valid one instead of the double.
-        statuses = {"throttle_status": 400, "arrearage_status": 400, "spend_cap_status": 402}
+        statuses = {
+            "throttle_status": 400,
+            "upstream_throttle_status": 503,
+            "arrearage_status": 400,
+            "spend_cap_status": 402,
+        }
         doubled = statuses.get(name, value * 2)
         config = base.with_env({f"METERING_{name.upper()}": str(doubled)})
         assert getattr(config, name) == doubled, name

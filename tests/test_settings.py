@@ -32,6 +32,11 @@ _SAMPLES: dict[str, tuple[Any, str]] = {
     "ledger_url": ("sqlite:///other.sqlite", "sqlite:///other.sqlite"),
     "limiter_url": ("redis://127.0.0.1:6390/2", "redis://127.0.0.1:6390/2"),
     "throttle_status": (400, "400"),
+    "upstream_throttle_status": (503, "503"),
+    "upstream_qps": (
+        {"facebody": 50, "facebody.DetectFace": 9},
+        "facebody=50,facebody.DetectFace=9",
+    ),
     "arrearage_status": (400, "400"),
     "spend_cap_status": (402, "402"),
     "webhook_url": ("https://hooks.example/x", "https://hooks.example/x"),
@@ -75,7 +80,7 @@ def _toml(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(f'"{v}"' for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f'"{k}" = "{v}"' for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f'"{k}" = {_toml(v)}' for k, v in value.items()) + " }"
     return f'"{value}"'
 
 

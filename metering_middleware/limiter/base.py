@@ -43,6 +43,10 @@ class AdmitStatus(StrEnum):
     NONCE_REUSED = "nonce_reused"
     #: The shared backend is down and the failure policy is ``closed``: refuse with 503.
     UNAVAILABLE = "unavailable"
+    #: Within the tenant's limit, but the operator's upstream budget for the API is
+    #: used up: refuse with ``Throttling.Api`` (configurable); never charged. The
+    #: tenant's log keeps no entry for it.
+    UPSTREAM_BUDGET = "upstream_budget"
 
 
 # Not ``frozen``: made on every call, and a frozen dataclass sets each field through
@@ -82,11 +86,13 @@ class Decision:
     #: process's share of it).
     limit: int
     #: Admissions still free in the window after this decision; ``None`` when unknown
-    #: (a nonce refusal, or a degraded ``open``/``closed`` decision).
+    #: (a nonce refusal, or a degraded ``open``/``closed`` decision). An upstream-budget
+    #: refusal: what the tenant itself still has.
     remaining: int | None
     #: Seconds until the oldest admission in the window leaves it (frees one slot).
     reset: float
-    #: Throttled or unavailable: seconds until a retry can succeed; else 0.
+    #: Throttled, over the upstream budget or unavailable: seconds until a retry can
+    #: succeed (the budget's next free slot for a budget refusal); else 0.
     retry_after: float
     at: float
     #: Decided by the failure policy, without the shared backend.
@@ -106,10 +112,10 @@ _TEXT = {s: s.value for s in AdmitStatus}
 class DecisionCounts:
     """Decisions by result since start, for metrics: one dict increment per admission.
 
-    Results: ``admitted``, ``throttled``, ``nonce_reused`` (decided by the backend);
-    ``fail_open``, ``fail_closed``, ``local_admitted``, ``local_throttled`` (decided by
-    the failure policy while the shared backend fails; a nonce refused then is
-    ``nonce_reused`` too).
+    Results: ``admitted``, ``throttled``, ``upstream_budget``, ``nonce_reused`` (decided
+    by the backend); ``fail_open``, ``fail_closed``, ``local_admitted``,
+    ``local_throttled``, ``local_upstream_budget`` (decided by the failure policy while
+    the shared backend fails; a nonce refused then is ``nonce_reused`` too).
     """
 
     __slots__ = ("counts",)
@@ -131,7 +137,7 @@ def _result(decision: Decision) -> str:
         return "fail_closed"
     if status is AdmitStatus.ADMITTED and decision.remaining is None:
         return "fail_open"  # the open policy admits without a log, so nothing remains known
-    return "local_admitted" if status is AdmitStatus.ADMITTED else "local_throttled"
+    return "local_" + status.value  # local_admitted, local_throttled, local_upstream_budget
 
 
 class Limiter(Protocol):
@@ -156,8 +162,10 @@ class Limiter(Protocol):
         now: float | None = None,
     ) -> Decision:
         """Claim ``nonce`` (if given), then admit one call if fewer than ``limit`` were
-        admitted in the last second. ``now`` (epoch seconds) is for tests only and is
-        refused unless the limiter was built with ``allow_explicit_time=True``.
+        admitted in the last second and the API's upstream budget (the limiter's own
+        setting, shared by every account) has room too; both logs take the admission
+        or neither does. ``now`` (epoch seconds) is for tests only and is refused
+        unless the limiter was built with ``allow_explicit_time=True``.
         """
         ...
 

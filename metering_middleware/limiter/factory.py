@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from ..clock import Clock
 from ..nonces import MemoryNonceStore
 from .base import Limiter, LimiterError
+from .budget import UpstreamBudgets
 from .headers import DEFAULT_POLICY_NAME
 from .memory import MemoryLimiter
 from .policy import FailurePolicy
@@ -43,8 +45,12 @@ class LimiterSettings:
     throttle_status: int = 429
     #: The policy name in the RateLimit headers.
     policy_name: str = DEFAULT_POLICY_NAME
+    #: The operator's own QPS at Alibaba, shared by every account and process:
+    #: ``{"facebody": 50}`` (each facebody API), ``{"facebody.DetectFace": 100}`` (one).
+    upstream_qps: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        UpstreamBudgets(self.upstream_qps)  # raises LimiterError naming the bad key
         try:
             object.__setattr__(self, "failure_policy", FailurePolicy(self.failure_policy))
         except ValueError:
@@ -82,18 +88,33 @@ def open_limiter(
     lock_path: str | None = None,
     nonces: MemoryNonceStore | None = None,
     allow_explicit_time: bool = False,
+    ledger_processes: tuple[str, int] = ("gateway_processes", 1),
 ) -> Limiter:
     """The (unstarted) limiter ``settings`` names; ``await limiter.start()`` next.
 
     ``lock_path`` (memory only): a file beside the ledger, locked while this process
     limits calls, so a second process on the same ledger is refused at start.
     ``nonces`` (memory only): the in-process nonce store to claim into.
+    ``ledger_processes``: (setting, N) the gateway processes configured on the ledger;
+    more than one is refused for ``memory://`` (a ledger with no lock file, such as a
+    database server's, is caught here, not by the lock).
     """
     if isinstance(settings, str):
         settings = LimiterSettings(url=settings)
     if _scheme(settings.url) == "memory":
+        setting, processes = ledger_processes
+        if processes > 1:
+            raise LimiterError(
+                f"{setting} = {processes}, but a memory:// limiter counts calls in one process "
+                "only: each would admit every account's full QPS; use limiter_url = "
+                "redis://host:port/db to share the limits between processes"
+            )
         return MemoryLimiter(
-            clock, nonces=nonces, lock_path=lock_path, allow_explicit_time=allow_explicit_time
+            clock,
+            nonces=nonces,
+            lock_path=lock_path,
+            allow_explicit_time=allow_explicit_time,
+            budgets=UpstreamBudgets(settings.upstream_qps),
         )
     from .redis import RedisLimiter  # imports redis-py only when it is used
 
@@ -108,4 +129,5 @@ def open_limiter(
         breaker_cooldown=settings.breaker_cooldown,
         key_prefix=settings.key_prefix,
         allow_explicit_time=allow_explicit_time,
+        budgets=UpstreamBudgets(settings.upstream_qps),
     )

@@ -22,14 +22,39 @@ __all__ = [
     "DEFAULT_POLICY_NAME",
     "THROTTLING_CODE",
     "THROTTLING_MESSAGE",
+    "UPSTREAM_BUDGET",
+    "UPSTREAM_THROTTLING_CODE",
+    "UPSTREAM_THROTTLING_MESSAGE",
     "rate_limit_headers",
     "refusal",
+    "upstream_budget_kind",
 ]
 
 THROTTLING_CODE = "Throttling.User"
 #: Alibaba Cloud's own message for this code.
 THROTTLING_MESSAGE = "Request was denied due to user flow control."
 DEFAULT_POLICY_NAME = "qps"
+#: A call over the operator's upstream budget: the code VIAPI itself uses when an API's
+#: own flow control refuses (billing rules section 1 lists it as free).
+UPSTREAM_THROTTLING_CODE = "Throttling.Api"
+UPSTREAM_THROTTLING_MESSAGE = "Request was denied due to API flow control."
+#: Its default refusal: 429, counted as ``refused:upstream_budget``.
+UPSTREAM_BUDGET = ErrorKind(UPSTREAM_THROTTLING_CODE, 429, "upstream_budget")
+#: Statuses an upstream-budget refusal may be configured to.
+_BUDGET_STATUSES = (429, 400, 503)
+
+
+def upstream_budget_kind(code: str = UPSTREAM_THROTTLING_CODE, status: int = 429) -> ErrorKind:
+    """The refusal of a call over the upstream budget, as configured
+    (``upstream_throttle_code``, ``upstream_throttle_status``)."""
+    if status not in _BUDGET_STATUSES:
+        raise ValueError(f"upstream_throttle_status must be 429, 400 or 503, not {status}")
+    if not code or not code.strip():
+        raise ValueError("upstream_throttle_code must be a non-empty error code")
+    if code == UPSTREAM_THROTTLING_CODE and status == 429:
+        return UPSTREAM_BUDGET
+    return ErrorKind(code, status, "upstream_budget")
+
 
 _THROTTLED = {
     429: ErrorKind(THROTTLING_CODE, 429, "throttled"),
@@ -76,10 +101,12 @@ def rate_limit_headers(
     throttled = status is AdmitStatus.THROTTLED
     if decision.remaining is not None:
         # Throttled: ``t`` names the same instant as Retry-After (draft -08 asks for
-        # that; -11 only that Retry-After is not earlier).
+        # that; -11 only that Retry-After is not earlier). Over the upstream budget, the
+        # fields still describe the account's own quota (what it has left, when more
+        # frees); only Retry-After says when the budget has room.
         reset = _seconds(decision.retry_after if throttled else decision.reset)
         out.append((b"ratelimit", f"{name};r={decision.remaining};t={reset}".encode()))
-    if throttled:
+    if throttled or status is AdmitStatus.UPSTREAM_BUDGET:
         out.append((b"retry-after", str(max(1, _seconds(decision.retry_after))).encode()))
     return out
 
@@ -97,11 +124,15 @@ def _policy_field(policy: str, limit: int, window: float) -> tuple[str, tuple[by
     return name, (b"ratelimit-policy", f"{name};q={limit};w={seconds}".encode())
 
 
-def refusal(decision: Decision, *, throttle_status: int = 429) -> ApiError | None:
+def refusal(
+    decision: Decision, *, throttle_status: int = 429, upstream_budget: ErrorKind = UPSTREAM_BUDGET
+) -> ApiError | None:
     """The ``ApiError`` to answer with, or ``None`` when the call is admitted.
 
     ``throttle_status`` is 429 (the default, what HTTP clients expect) or 400 (what
-    VIAPI answers). Send ``rate_limit_headers(decision)`` with the error body.
+    VIAPI answers). ``upstream_budget``: the refusal of a call over the operator's
+    upstream budget (``upstream_budget_kind``; default 429 ``Throttling.Api``). Send
+    ``rate_limit_headers(decision)`` with the error body.
     """
     status = decision.status
     if status is AdmitStatus.ADMITTED:
@@ -111,6 +142,8 @@ def refusal(decision: Decision, *, throttle_status: int = 429) -> ApiError | Non
         if kind is None:
             raise ValueError(f"throttle_status must be 429 or 400, not {throttle_status}")
         return ApiError(kind, THROTTLING_MESSAGE)
+    if status is AdmitStatus.UPSTREAM_BUDGET:
+        return ApiError(upstream_budget, UPSTREAM_THROTTLING_MESSAGE)
     if status is AdmitStatus.NONCE_REUSED:
         return ApiError(
             SIGNATURE_NONCE_USED,

@@ -8,6 +8,10 @@ reading: a window is an interval, so a wall clock stepped back (NTP, an operator
 neither refuse calls until it catches up nor, stepped forward, free a full window. Only
 ``Decision.at`` is wall time.
 
+An API with an upstream budget B (``budget.py``) has one more log, shared by every
+account: a call is admitted iff both the account's log holds fewer than N and the API's
+holds fewer than B; then both take it, else neither (no await in between: atomic).
+
 One process only: two processes with separate logs would each admit N. ``start``
 takes an exclusive ``flock`` on a lock file beside the ledger and refuses to start
 when another process holds it (use ``redis://`` for several processes).
@@ -19,7 +23,7 @@ import contextlib
 import fcntl
 import os
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 
 from ..clock import Clock
 from ..nonces import MemoryNonceStore
@@ -32,20 +36,25 @@ from .base import (
     NonceClaim,
     check_admit_args,
 )
+from .budget import UpstreamBudgets
 
 __all__ = ["MemoryLimiter", "SlidingLogs"]
 
 _US = 1_000_000
+_WINDOW_US = int(WINDOW_SECONDS * _US)
 #: Logs idle this long (microseconds) are dropped by the next sweep.
 _SWEEP_EVERY_US = 10 * _US
+#: Result codes, as in ``lua/admit.lua``.
+_THROTTLED, _ADMITTED, _OVER_BUDGET = 0, 1, 3
 
 
 class SlidingLogs:
     """Admission logs keyed by anything hashable; each call is atomic (no await inside).
 
-    ``admit`` returns ``(admitted, count, reset_at, retry_at, now)`` in microseconds:
-    ``count`` admissions in the window after the decision, ``reset_at`` when the
-    oldest of them leaves it, ``retry_at`` (throttled) when a slot frees.
+    ``admit`` returns ``(status, count, reset_at, retry_at, now)``, times in
+    microseconds: status 1 admitted, 0 throttled, 3 over the budget; ``count``
+    admissions of ``key`` in the window after the decision, ``reset_at`` when the
+    oldest of them leaves it, ``retry_at`` (refused) when a slot frees.
     """
 
     __slots__ = ("_logs", "_max_window", "_swept_at")
@@ -61,7 +70,7 @@ class SlidingLogs:
 
     def admit(
         self, key: Hashable, limit: int, window_us: int, now_us: int
-    ) -> tuple[bool, int, int, int, int]:
+    ) -> tuple[int, int, int, int, int]:
         if window_us > self._max_window:
             self._max_window = window_us
         if now_us - self._swept_at >= _SWEEP_EVERY_US:
@@ -79,9 +88,57 @@ class SlidingLogs:
         count = len(log)
         if count < limit:
             log.append(now_us)
-            return True, count + 1, log[0] + window_us, 0, now_us
+            return _ADMITTED, count + 1, log[0] + window_us, 0, now_us
         # Throttled: count - limit + 1 admissions must leave; the last of them is this one.
-        return False, count, log[0] + window_us, log[count - limit] + window_us, now_us
+        return _THROTTLED, count, log[0] + window_us, log[count - limit] + window_us, now_us
+
+    def admit_with_budget(
+        self,
+        key: Hashable,
+        limit: int,
+        window_us: int,
+        budget_key: Hashable,
+        budget: int,
+        budget_window_us: int,
+        now_us: int,
+    ) -> tuple[int, int, int, int, int]:
+        """``admit`` on ``key`` and on the shared ``budget_key`` together: both logs take
+        the admission, or neither. The account's own limit is checked first, so a call
+        over it is ``throttled`` whatever the budget says."""
+        widest = max(window_us, budget_window_us)
+        if widest > self._max_window:
+            self._max_window = widest
+        if now_us - self._swept_at >= _SWEEP_EVERY_US:
+            self._sweep(now_us)
+        logs = self._logs
+        log = logs.get(key)
+        if log is None:
+            log = logs[key] = deque()
+        shared = logs.get(budget_key)
+        if shared is None:
+            shared = logs[budget_key] = deque()
+        # One "now" for both logs, never before either's newest entry (order invariant).
+        if log and log[-1] > now_us:
+            now_us = log[-1]
+        if shared and shared[-1] > now_us:
+            now_us = shared[-1]
+        cutoff = now_us - window_us
+        while log and log[0] <= cutoff:
+            log.popleft()
+        cutoff = now_us - budget_window_us
+        while shared and shared[0] <= cutoff:
+            shared.popleft()
+        count = len(log)
+        if count >= limit:
+            return _THROTTLED, count, log[0] + window_us, log[count - limit] + window_us, now_us
+        used = len(shared)
+        if used >= budget:
+            reset_at = log[0] + window_us if log else now_us
+            retry_at = shared[used - budget] + budget_window_us
+            return _OVER_BUDGET, count, reset_at, retry_at, now_us
+        log.append(now_us)
+        shared.append(now_us)
+        return _ADMITTED, count + 1, log[0] + window_us, 0, now_us
 
     def _sweep(self, now_us: int) -> None:
         self._swept_at = now_us
@@ -91,17 +148,25 @@ class SlidingLogs:
             del self._logs[k]
 
 
+_STATUS = {
+    _ADMITTED: AdmitStatus.ADMITTED,
+    _THROTTLED: AdmitStatus.THROTTLED,
+    _OVER_BUDGET: AdmitStatus.UPSTREAM_BUDGET,
+}
+
+
 def _decision(
-    result: tuple[bool, int, int, int, int],
+    result: tuple[int, int, int, int, int],
     limit: int,
     window: float,
     at: float,
     *,
     degraded: bool = False,
 ) -> Decision:
-    admitted, count, reset_at, retry_at, now_us = result
+    status, count, reset_at, retry_at, now_us = result
+    admitted = status == _ADMITTED
     return Decision(
-        status=AdmitStatus.ADMITTED if admitted else AdmitStatus.THROTTLED,
+        status=_STATUS[status],
         limit=limit,
         remaining=max(0, limit - count),
         reset=(reset_at - now_us) / _US,
@@ -114,10 +179,12 @@ def _decision(
 
 class MemoryLimiter:
     """The ``memory://`` backend. Nonces go to ``nonces`` (shared with the verifier if
-    it still claims them; give it a ``DeferredNonceStore`` then)."""
+    it still claims them; give it a ``DeferredNonceStore`` then). ``budgets``: the
+    operator's upstream QPS per API (``upstream_qps``), shared by every account."""
 
     __slots__ = (
         "_allow_explicit",
+        "_budgets",
         "_clock",
         "_lock_fd",
         "_lock_path",
@@ -133,8 +200,12 @@ class MemoryLimiter:
         nonces: MemoryNonceStore | None = None,
         lock_path: str | None = None,
         allow_explicit_time: bool = False,
+        budgets: UpstreamBudgets | Mapping[str, int] | None = None,
     ) -> None:
         self._clock = clock
+        if budgets is not None and not isinstance(budgets, UpstreamBudgets):
+            budgets = UpstreamBudgets(budgets)
+        self._budgets = budgets or None  # none configured: the one-log path, unchanged
         self.nonces = nonces if nonces is not None else MemoryNonceStore(clock)
         self._lock_path = lock_path
         self._lock_fd: int | None = None
@@ -203,9 +274,17 @@ class MemoryLimiter:
             nonce.access_key_id, nonce.nonce, nonce.expires_at
         ):
             return self.decisions.add(Decision(AdmitStatus.NONCE_REUSED, limit, None, 0.0, 0.0, t))
-        result = self._logs.admit(
-            (account, category, action), limit, int(WINDOW_SECONDS * _US), round(mono * _US)
-        )
+        key = (account, category, action)
+        budgets = self._budgets
+        budget = budgets.budget(category, action) if budgets is not None else None
+        if budget is None:
+            result = self._logs.admit(key, limit, _WINDOW_US, round(mono * _US))
+        else:
+            # The budget's log is keyed (category, action): a 2-tuple, never equal to an
+            # account's 3-tuple, whatever the account is called.
+            result = self._logs.admit_with_budget(
+                key, limit, _WINDOW_US, (category, action), budget, _WINDOW_US, round(mono * _US)
+            )
         return self.decisions.add(_decision(result, limit, WINDOW_SECONDS, t))
 
     async def seed_nonces(self, claims: Iterable[tuple[str, NonceClaim]]) -> int:
@@ -213,8 +292,27 @@ class MemoryLimiter:
         were new. The account does not matter here (nonces are per AccessKey)."""
         return self.nonces.seed((c.access_key_id, c.nonce, c.expires_at) for _, c in claims)
 
-    def admit_local(self, key: Hashable, limit: int, window: float) -> Decision:
-        """A degraded decision on this process's log, now (the Redis ``local`` policy)."""
+    def admit_local(
+        self,
+        key: Hashable,
+        limit: int,
+        window: float,
+        budget: tuple[Hashable, int, float] | None = None,
+    ) -> Decision:
+        """A degraded decision on this process's log, now (the Redis ``local`` policy);
+        ``budget``: (key, this process's share, its window) of the API's budget."""
         now_us = round(self._clock.monotonic() * _US)
-        result = self._logs.admit(key, limit, round(window * _US), now_us)
+        if budget is None:
+            result = self._logs.admit(key, limit, round(window * _US), now_us)
+        else:
+            budget_key, share, budget_window = budget
+            result = self._logs.admit_with_budget(
+                key,
+                limit,
+                round(window * _US),
+                budget_key,
+                share,
+                round(budget_window * _US),
+                now_us,
+            )
         return _decision(result, limit, window, self._clock.time(), degraded=True)

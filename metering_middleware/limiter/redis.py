@@ -1,10 +1,18 @@
 """``redis://host:port/db``: one exact sliding log per (account, API), shared by every
 gateway process, decided by one Lua script on Redis's own clock.
 
-One ``EVALSHA`` per admission claims the nonce and checks the log (``lua/admit.lua``).
-Keys carry the account as a Redis Cluster hash tag, ``<prefix>{<account>}:...``, so all
-of an account's keys live in one slot. After Redis loses its script cache (restart,
-``SCRIPT FLUSH``, failover) the ``NOSCRIPT`` answer reloads the script and retries once.
+One ``EVALSHA`` per admission claims the nonce and checks the log (``lua/admit.lua``),
+and the API's upstream budget log when it has one, atomically. Keys carry the account
+as a Redis Cluster hash tag, ``<prefix>{<account>}:...``, so all of an account's keys
+live in one slot; the budget log (``<prefix>budget:<category>:<action>``) is shared by
+every account and so cannot be in their slots: a budget needs one Redis, not Cluster
+(the limiter has no Cluster client anyway).
+
+The script runs through redis-py's ``register_script``: its SHA1 is computed locally,
+each call is one ``EVALSHA`` in the steady state, and after Redis lost its script cache
+(restart, ``SCRIPT FLUSH``, failover) the ``NOSCRIPT`` answer makes redis-py load the
+script and run it again once (redis-py 5 to 8: ``AsyncScript.__call__``). ``start`` and
+the breaker's probe still ``SCRIPT LOAD`` it, so a restarted Redis has it before a call.
 
 A Redis restart leaves every pooled connection dead. redis-py's own retry runs a
 command again once, on a new connection, after a connection error (never after a
@@ -33,8 +41,9 @@ from importlib.resources import files
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from ..clock import Clock
 from ..nonces import MemoryNonceStore
@@ -47,10 +56,11 @@ from .base import (
     NonceClaim,
     check_admit_args,
 )
+from .budget import UpstreamBudgets
 from .memory import MemoryLimiter
 from .policy import BreakerState, CircuitBreaker, FailurePolicy, local_share
 
-__all__ = ["SCRIPT", "RedisLimiter", "key_prefix_ok", "log_key", "nonce_key"]
+__all__ = ["SCRIPT", "RedisLimiter", "budget_key", "key_prefix_ok", "log_key", "nonce_key"]
 
 log = logging.getLogger("metering_middleware.limiter")
 
@@ -97,6 +107,11 @@ def nonce_key(prefix: str, account: str, access_key_id: str, nonce: str) -> str:
     return f"{prefix}{{{_escape(account)}}}:n:{_escape(access_key_id)}:{nonce}"
 
 
+def budget_key(prefix: str, category: str, action: str) -> str:
+    # Never "<prefix>{...": no account's key (those all start so) can be a budget's.
+    return f"{prefix}budget:{_escape(category)}:{_escape(action)}"
+
+
 class RedisLimiter:
     """The shared backend. ``url`` is anything ``redis.asyncio.Redis.from_url`` takes.
 
@@ -106,7 +121,10 @@ class RedisLimiter:
     once by redis-py (``_retry``); ``health_check_interval``: a connection idle that
     long is checked with a ``PING`` (retried the same way) before it carries a script,
     never in the busy normal case. A ``client`` given by the caller is used as is (its
-    own timeouts and retries) and is not closed by ``close``.
+    own timeouts and retries) and is not closed by ``close``. ``budgets``: the
+    operator's upstream QPS per API (``upstream_qps``), shared by every account and
+    process; while Redis fails, the ``local`` policy gives each process its share of
+    a budget as of a limit.
     """
 
     def __init__(
@@ -124,6 +142,7 @@ class RedisLimiter:
         key_prefix: str = "mm:",
         allow_explicit_time: bool = False,
         client: aioredis.Redis | None = None,
+        budgets: UpstreamBudgets | dict[str, int] | None = None,
     ) -> None:
         try:
             self.policy = FailurePolicy(failure_policy)
@@ -154,7 +173,10 @@ class RedisLimiter:
             retry=_retry(),
             health_check_interval=health_check_interval,
         )
-        self._sha: str | None = None
+        if budgets is not None and not isinstance(budgets, UpstreamBudgets):
+            budgets = UpstreamBudgets(budgets)
+        self._budgets = budgets or None
+        self._script: AsyncScript = self._client.register_script(SCRIPT)
         self._probe: asyncio.Future[None] | None = None
         # Claim tokens: unique per admission, across processes (a random tag each).
         self._tag = secrets.token_hex(6)
@@ -213,7 +235,13 @@ class RedisLimiter:
             return self.decisions.add(await self._fallback(account, category, action, limit, nonce))
         keys = [log_key(self._prefix, account, category, action)]
         explicit = "" if now is None else str(round(now * _US))
-        args = [str(limit), str(_WINDOW_US), self._ttl, explicit]
+        budgets = self._budgets
+        budget = budgets.budget(category, action) if budgets is not None else None
+        if budget is None:
+            args = [str(limit), str(_WINDOW_US), self._ttl, explicit, ""]
+        else:
+            keys.append(budget_key(self._prefix, category, action))
+            args = [str(limit), str(_WINDOW_US), self._ttl, explicit, str(budget)]
         if nonce is not None:
             keys.append(nonce_key(self._prefix, account, nonce.access_key_id, nonce.nonce))
             args.append(str(round(nonce.expires_at * 1000)))
@@ -277,19 +305,13 @@ class RedisLimiter:
         return renewed is None
 
     async def _run(self, keys: list[str], args: list[str]) -> bytes:
-        if self._sha is None:
-            await self._load()
-        assert self._sha is not None
-        try:
-            reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
-        except NoScriptError:
-            # Redis restarted or flushed its scripts: reload once, run again.
-            await self._load()
-            reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
+        # One EVALSHA; on NOSCRIPT redis-py loads the script and runs it again once.
+        reply = await self._script(keys, args)
         return reply if isinstance(reply, bytes) else str(reply).encode()
 
     async def _load(self) -> None:
-        self._sha = str(await self._client.script_load(SCRIPT))
+        # SCRIPT LOAD returns the same SHA1 the Script object computed locally.
+        self._script.sha = str(await self._client.script_load(SCRIPT))
 
     def _probe_behind(self) -> None:
         """Start the one probe of this cool-down behind the caller, if it is due."""
@@ -349,7 +371,21 @@ class RedisLimiter:
         if self.policy is FailurePolicy.OPEN:
             return Decision(AdmitStatus.ADMITTED, limit, None, 0.0, 0.0, now, degraded=True)
         share, window = local_share(limit, self.processes)
-        return self.local.admit_local((account, category, action), share, window)
+        budgets = self._budgets
+        budget = budgets.budget(category, action) if budgets is not None else None
+        if budget is None:
+            return self.local.admit_local((account, category, action), share, window)
+        # The budget as a limit: this process's share of it (the same arithmetic).
+        budget_share, budget_window = local_share(budget, self.processes)
+        return self.local.admit_local(
+            (account, category, action),
+            share,
+            window,
+            ((category, action), budget_share, budget_window),
+        )
+
+
+_STATUS = {1: AdmitStatus.ADMITTED, 0: AdmitStatus.THROTTLED, 3: AdmitStatus.UPSTREAM_BUDGET}
 
 
 def _decision(reply: bytes, limit: int) -> Decision:
@@ -359,7 +395,7 @@ def _decision(reply: bytes, limit: int) -> Decision:
         return Decision(AdmitStatus.NONCE_REUSED, limit, None, 0.0, 0.0, at)
     admitted = status == 1
     return Decision(
-        status=AdmitStatus.ADMITTED if admitted else AdmitStatus.THROTTLED,
+        status=_STATUS[status],
         limit=limit,
         remaining=max(0, limit - count),
         reset=(reset_at - now_us) / _US,

@@ -281,6 +281,7 @@ def add_rating_commands(groups: Any) -> Any:
                 default=1,
                 help="length of the period, in months (default: 1)",
             )
+            p.set_defaults(warn_budget=True)  # warns when sold above the upstream budget
         else:
             if kind == "single":
                 p.add_argument("--category", required=True, help="the category it covers, e.g. ocr")

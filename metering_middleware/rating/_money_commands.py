@@ -306,7 +306,8 @@ def add_money_commands(groups: Any, accounts: Any, plans: Any) -> None:
         "--allow-debt", action="store_true", help="buy even if the balance does not cover it"
     )
     catalog_option(ren)
-    ren.set_defaults(handler=_renew)
+    # warn_budget: a renewed QPS subscription sold above the upstream budget is warned of.
+    ren.set_defaults(handler=_renew, warn_budget=True)
     ref = add_command(plans, "refund", "refund a plan (120 h rule); shows the amount first")
     ref.add_argument("id", help="the plan or subscription refunded")
     ref.add_argument("--yes", action="store_true", help="refund it (without: only show)")

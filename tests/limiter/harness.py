@@ -34,11 +34,13 @@ class Harness:
         await self.limiter.close()
 
 
-async def make_harness(kind: str, redis_url: str | None = None) -> Harness:
+async def make_harness(
+    kind: str, redis_url: str | None = None, *, budgets: dict[str, int] | None = None
+) -> Harness:
     clock = ManualClock()
     limiter: MemoryLimiter | RedisLimiter
     if kind == "memory":
-        limiter = MemoryLimiter(clock, allow_explicit_time=True)
+        limiter = MemoryLimiter(clock, allow_explicit_time=True, budgets=budgets)
     else:
         assert redis_url is not None
         # A prefix per harness: tests share one server and never see each other's keys.
@@ -52,6 +54,7 @@ async def make_harness(kind: str, redis_url: str | None = None) -> Harness:
             failure_policy="closed",
             socket_timeout=5.0,
             connect_timeout=5.0,
+            budgets=budgets,
         )
     await limiter.start()
     return Harness(clock, limiter)

@@ -33,6 +33,8 @@ def test_exported_names() -> None:
             "DEFAULT_POLICY_NAME",
             "THROTTLING_CODE",
             "THROTTLING_MESSAGE",
+            "UPSTREAM_BUDGET",
+            "UPSTREAM_THROTTLING_CODE",
             "WINDOW_SECONDS",
             "AdmitStatus",
             "BreakerState",
@@ -45,10 +47,13 @@ def test_exported_names() -> None:
             "LimiterSettings",
             "MemoryLimiter",
             "NonceClaim",
+            "UpstreamBudgets",
             "local_share",
             "open_limiter",
+            "parse_budget_spec",
             "rate_limit_headers",
             "refusal",
+            "upstream_budget_kind",
         ]
     )
     for name in limiter_pkg.__all__:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
 import sys
 import time
 import uuid
@@ -14,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from metering_middleware import MeteringConfig, MeteringRuntime
 from metering_middleware.clock import ManualClock, SystemClock
 from metering_middleware.limiter import LimiterError, MemoryLimiter, NonceClaim
 from metering_middleware.limiter.redis import RedisLimiter
@@ -159,3 +163,118 @@ async def test_memory_limiter_refuses_a_second_process_on_the_same_ledger(tmp_pa
     third = MemoryLimiter(ManualClock(), lock_path=lock)
     await third.start()
     await third.close()
+
+
+async def test_the_upstream_budget_holds_across_four_processes(redis_server: RedisServer) -> None:
+    # Five accounts entitled to 4 QPS each and one to 2 (22 sold), 10 QPS at Alibaba;
+    # four processes, each with clients of every account.
+    budget, duration = 10, 3.0
+    accounts = [f"tenant-{i}" for i in range(6)]
+    limits = {a: 2 if a == "tenant-0" else 4 for a in accounts}
+    prefix = f"b{uuid.uuid4().hex[:10]}:"
+    cfg = {
+        "mode": "budget",
+        "url": redis_server.url,
+        "prefix": prefix,
+        "limits": limits,
+        "budget": budget,
+        "accounts": accounts,
+        "clients": 18,  # three of each account a process: tenant-0 meets its own limit
+        "duration": duration,
+    }
+    procs = [await _spawn(cfg) for _ in range(4)]
+    try:
+        for p in procs:
+            assert await _line(p) == "ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(b"go\n")
+            await p.stdin.drain()
+        logs = [json.loads(await _line(p)) for p in procs]
+        for p in procs:
+            assert await p.wait() == 0
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+    assert all(logs), "every process decided something"
+    decisions = sorted((int(t), str(s), str(a)) for log in logs for t, s, a in log)
+    assert {s for _, s, _ in decisions} == {"admitted", "throttled", "upstream_budget"}
+    admitted = [t for t, s, _ in decisions if s == "admitted"]
+    mine = {a: [t for t, s, b in decisions if s == "admitted" and b == a] for a in accounts}
+
+    def inside(times: list[int], t: int) -> int:  # admissions in (t - 1 s, t]
+        return bisect_right(times, t) - bisect_right(times, t - _US)
+
+    # The budget: no one-second window holds more than B admissions of all accounts...
+    assert max(inside(admitted, t) for t in admitted) <= budget
+    # ...a budget refusal only ever came with the budget full...
+    assert all(inside(admitted, t) == budget for t, s, _ in decisions if s == "upstream_budget")
+    # ...and each account stayed within its own limit, refused by it only when full.
+    for account, times in mine.items():
+        assert times and max(inside(times, t) for t in times) <= limits[account], account
+    for t, s, account in decisions:
+        if s == "throttled":
+            assert inside(mine[account], t) == limits[account]
+    # The budget was used, not just respected.
+    assert len(admitted) >= budget * (duration - 1)
+
+
+def _serve(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "example_gateway", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        # The file alone configures it: no METERING_/GATEWAY_ variable of the test run.
+        env={k: v for k, v in os.environ.items() if not k.startswith(("METERING_", "GATEWAY_"))},
+    )
+
+
+async def test_a_second_gateway_on_a_memory_limiters_ledger_is_told_to_use_redis(
+    tmp_path: Path,
+) -> None:
+    ledger = tmp_path / "ledger.sqlite"
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nport = 0\n[metering]\nledger_url = "sqlite:///{ledger}"\n')
+    holder = await _spawn({"mode": "hold-lock", "lock_path": f"{ledger}.limiter.lock"})
+    try:
+        assert await _line(holder) == "locked"
+        done = await asyncio.to_thread(_serve, config)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        assert await holder.wait() == 0
+    # One line, no traceback, exit 1: the lock's holder, and the fix.
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"metering-gateway: another gateway process \(pid \d+\) already limits calls with "
+        r"memory:// on this ledger .*: use limiter_url = redis://host:port/db",
+        last,
+    ), last
+
+
+@pytest.mark.parametrize("setting", ["gateway_processes", "limiter_processes"])
+def test_several_processes_configured_on_a_memory_limiter_are_refused(
+    tmp_path: Path, setting: str
+) -> None:
+    # A ledger without a lock file (a database server's) is caught by the setting.
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[metering]\nledger_url = "sqlite:///{tmp_path / "l.sqlite"}"\n{setting} = 3\n'
+    )
+    done = _serve(config)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"metering-gateway: {setting} = 3, but a memory:// limiter counts calls in one "
+        "process only: each would admit every account's full QPS; use limiter_url = "
+        "redis://host:port/db to share the limits between processes"
+    )
+    # Redis shares them: accepted (a Redis that is down at start is not fatal).
+    runtime = MeteringRuntime(
+        MeteringConfig(ledger_url="memory://", limiter_url="redis://127.0.0.1:1/0", **{setting: 3})
+    )
+    assert runtime.limiter is not None

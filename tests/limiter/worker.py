@@ -6,6 +6,9 @@ Modes:
   print ``ready``, wait for a line on stdin, then run ``clients`` concurrent admission
   loops on one (account, API) for ``duration`` seconds; print the decision log as JSON
   (``[[at_us, status], ...]``, ``at`` being Redis's time).
+- ``budget``: like ``loop``, but each client is one of ``accounts`` (cycled), each
+  account has its own limit (``limits``), the API has the upstream budget ``budget``,
+  and the log is ``[[at_us, status, account], ...]``.
 - ``nonce``: admit once with the given nonce; print the status.
 - ``hold-lock``: start a MemoryLimiter on ``lock_path``, print ``locked``, and hold the
   lock until stdin closes.
@@ -67,6 +70,34 @@ async def loop(cfg: dict[str, Any]) -> None:
     print(json.dumps(log), flush=True)
 
 
+async def budget(cfg: dict[str, Any]) -> None:
+    limiter = RedisLimiter(
+        cfg["url"],
+        SystemClock(),
+        key_prefix=cfg["prefix"],
+        failure_policy="closed",
+        socket_timeout=5.0,
+        connect_timeout=5.0,
+        budgets={"facebody.DetectFace": cfg["budget"]},
+    )
+    await limiter.start()
+    await asyncio.gather(*(limiter.client.ping() for _ in range(cfg["clients"])))
+    print("ready", flush=True)
+    await _stdin_line()
+    log: list[tuple[int, str, str]] = []
+    deadline = time.monotonic() + cfg["duration"]
+    accounts: list[str] = cfg["accounts"]
+
+    async def client(account: str) -> None:
+        while time.monotonic() < deadline:
+            d = await limiter.admit(account, "facebody", "DetectFace", cfg["limits"][account])
+            log.append((round(d.at * 1_000_000), d.status.value, account))
+
+    await asyncio.gather(*(client(accounts[i % len(accounts)]) for i in range(cfg["clients"])))
+    await limiter.close()
+    print(json.dumps(log), flush=True)
+
+
 async def nonce(cfg: dict[str, Any]) -> None:
     limiter = RedisLimiter(cfg["url"], SystemClock(), key_prefix=cfg["prefix"])
     await limiter.start()
@@ -86,7 +117,7 @@ async def hold_lock(cfg: dict[str, Any]) -> None:
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
-    mode = {"loop": loop, "nonce": nonce, "hold-lock": hold_lock}[cfg["mode"]]
+    mode = {"loop": loop, "budget": budget, "nonce": nonce, "hold-lock": hold_lock}[cfg["mode"]]
     asyncio.run(mode(cfg))
 
 
