@@ -5,7 +5,7 @@
 ``sqlite:///relative/path.db``          SQLite file relative to the working directory
 ``sqlite:////absolute/path.db``         SQLite file at an absolute path
 ``ledger.db``, ``/var/lib/ledger.db``   a plain path: SQLite
-``postgresql://...``                    not supported yet (``ValueError``)
+``postgresql://user@host:5432/db``      PostgreSQL (asyncpg; ``postgres://`` too)
 ======================================  ==========================================
 
 SQLite URLs take options as query parameters: ``?synchronous=NORMAL`` and
@@ -13,6 +13,12 @@ SQLite URLs take options as query parameters: ``?synchronous=NORMAL`` and
 ``create=False`` makes that open refuse a missing SQLite file (``LedgerMissing``)
 instead of creating a new ledger: for every use that reads or adds to a ledger
 that should already be there (see :class:`~.sqlite.SqliteStore`).
+
+PostgreSQL URLs are libpq-style (``?sslmode=...``, ``?host=/run/postgresql`` for a
+socket) plus ``pool_min``, ``pool_max``, ``connect_timeout`` and ``command_timeout``
+(docs/postgresql.md); an unknown option is a ``ValueError``. They need the
+``postgresql`` extra (asyncpg); without it the URL is a ``ValueError`` saying so.
+With ``create=False`` a database holding no ledger is ``LedgerMissing`` at open.
 """
 
 from __future__ import annotations
@@ -40,9 +46,25 @@ def open_store(url: str, *, create: bool = True) -> LedgerStore:
         return MemoryStore()
     if scheme == "sqlite":
         return _sqlite(url, create)
-    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
-        raise ValueError("PostgreSQL ledger stores are not supported yet; use sqlite:///path")
-    raise ValueError(f"unsupported ledger URL scheme {scheme!r} (use sqlite:///path or memory://)")
+    if scheme in ("postgresql", "postgres"):
+        return _postgresql(url, create)
+    if scheme.startswith(("postgresql+", "postgres+")):
+        raise ValueError(f"use postgresql://... (no driver suffix), not {scheme}://")
+    raise ValueError(
+        f"unsupported ledger URL scheme {scheme!r} "
+        "(use sqlite:///path, postgresql://host/db or memory://)"
+    )
+
+
+def _postgresql(url: str, create: bool) -> LedgerStore:
+    try:
+        from ..stores.postgresql import PostgresStore
+    except ImportError as exc:  # the optional extra is not installed
+        raise ValueError(
+            "postgresql:// ledgers need asyncpg: pip install 'metering_middleware[postgresql]'"
+            f" ({exc})"
+        ) from None
+    return PostgresStore.from_url(url, create=create)
 
 
 def _sqlite(url: str, create: bool) -> SqliteStore:

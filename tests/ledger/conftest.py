@@ -7,15 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from metering_middleware.ledger import LedgerStore, MemoryStore, SqliteStore
+from metering_middleware.ledger import LedgerStore, MemoryStore, SqliteStore, open_store
+from tests.support.postgres import own_pg, pg_cluster, pg_url  # noqa: F401 - fixtures
+
+STORES = ["memory", "sqlite", "postgresql"]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LedgerStore]:
-    """Every ledger store the contract suite covers, opened."""
-    impl: LedgerStore = (
-        MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "ledger.db")
-    )
+    """Every ledger store the contract suite covers, opened (PostgreSQL: a fresh database)."""
+    impl: LedgerStore
+    if request.param == "memory":
+        impl = MemoryStore()
+    elif request.param == "sqlite":
+        impl = SqliteStore(tmp_path / "ledger.db")
+    else:
+        impl = open_store(request.getfixturevalue("pg_url"))
     await impl.open()
     yield impl
     await impl.close()
