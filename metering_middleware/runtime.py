@@ -62,6 +62,14 @@ def _ledger_file(config: MeteringConfig) -> str:
     return ""
 
 
+def _not_on(config: MeteringConfig) -> str:
+    """What to add to "needs an SQLite ledger" for this ledger URL (PostgreSQL: not yet)."""
+    scheme = config.ledger_url.split("://", 1)[0].lower() if "://" in config.ledger_url else ""
+    if scheme in ("postgresql", "postgres"):
+        return " (not on PostgreSQL yet, see docs/postgresql.md: set it off to use PostgreSQL)"
+    return ""
+
+
 def _default_journal(config: MeteringConfig) -> str:
     """Beside the SQLite file by default; none for ``memory://`` unless configured."""
     if config.journal_path:
@@ -181,7 +189,16 @@ class MeteringRuntime:
         self.verifier = SignatureVerifier(
             verifier_nonces, self.clock, window_seconds=config.signature_window
         )
-        # Plans live beside an SQLite ledger; other ledgers (memory://) sell none.
+        # Plans live beside an SQLite ledger; other ledgers (memory://, PostgreSQL for
+        # now) sell none: QPS is the catalog's defaults (docs/postgresql.md).
+        if _not_on(config):
+            log.warning(
+                "ledger on PostgreSQL: no plans (QPS entitlements are the catalog's defaults)%s",
+                ""
+                if self.journal
+                else "; no journal_path: calls are refused while the "
+                "server is unreachable (set one journal_path per process)",
+            )
         self.rating_store: RatingStore | None = None
         if entitlements is None and config.enforce_qps and ledger_file:
             self.rating_store = SqliteRatingStore(ledger_file)
@@ -189,7 +206,9 @@ class MeteringRuntime:
         self.settler: BackgroundSettler | None = None
         if config.settle_interval:
             if not ledger_file:
-                raise ConfigError("settle_interval: settlement needs an SQLite ledger file")
+                raise ConfigError(
+                    "settle_interval: settlement needs an SQLite ledger file" + _not_on(config)
+                )
             self.settler = BackgroundSettler(
                 ledger_file, catalog, self.clock, interval=config.settle_interval
             )
@@ -200,7 +219,9 @@ class MeteringRuntime:
         secret = config.webhook_signing_secret()
         if secret is not None:
             if not ledger_file:
-                raise ConfigError("webhook_url: notices live in an SQLite ledger file")
+                raise ConfigError(
+                    "webhook_url: notices live in an SQLite ledger file" + _not_on(config)
+                )
             assert config.webhook_url is not None
             self.webhooks = WebhookSender(
                 ledger_file,
@@ -221,7 +242,9 @@ class MeteringRuntime:
         self.guard: SpendGuard | None = None
         if config.enforce_balance:
             if not ledger_file:
-                raise ConfigError("enforce_balance: balances need an SQLite ledger file")
+                raise ConfigError(
+                    "enforce_balance: balances need an SQLite ledger file" + _not_on(config)
+                )
             self.guard = SpendGuard(
                 ledger_file,
                 catalog,

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from metering_middleware.ledger import LedgerStore, MemoryStore, SqliteStore, open_store
-from tests.support.postgres import own_pg, pg_cluster, pg_url  # noqa: F401 - fixtures
 
 STORES = ["memory", "sqlite", "postgresql"]
 
