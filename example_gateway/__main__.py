@@ -36,10 +36,11 @@ def _serve(args: argparse.Namespace) -> int:
         # cannot start is one line here, not a traceback from the server's lifespan.
         asyncio.run(_start_and_stop(MeteringRuntime(metering)))
         runtime = MeteringRuntime(metering)
+        # Inside: a part that refuses this ledger (the admin API on PostgreSQL) is one line.
+        app = create_gateway_app(gateway, runtime)
     except (ConfigError, CatalogError, StoreError, OSError, ValueError) as exc:
         print(f"metering-gateway: {exc}", file=sys.stderr)
         return 1
-    app = create_gateway_app(gateway, runtime)
     uvicorn.run(
         app,
         host=gateway.host,

@@ -85,3 +85,21 @@ def test_the_cli_refuses_a_database_without_a_ledger(
         )
         == "0\n"
     )
+
+
+def test_the_gateway_refuses_the_admin_api_on_postgresql_in_one_line(
+    pg_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKENS", "adm_" + "x" * 40)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[metering]\nledger_url = "{pg_url}"\njournal_path = "{tmp_path / "j"}"\n'
+        "settle_interval = 0\nenforce_balance = false\n",
+        encoding="utf-8",
+    )
+    assert gateway_cli.main(["serve", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "admin API needs an SQLite ledger" in err
