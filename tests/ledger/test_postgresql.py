@@ -209,3 +209,18 @@ async def test_an_unreachable_server_at_open_is_a_store_error() -> None:
     store = _pg(f"postgresql://u@127.0.0.1:{_free_port()}/l?connect_timeout=1")
     with pytest.raises(StoreError, match="cannot connect"):
         await store.open()
+
+
+async def test_live_nonce_pages_miss_no_key_however_small(pg_url: str) -> None:
+    now = T0.replace(microsecond=0).timestamp()  # expiries are kept in milliseconds
+    held = [ClaimedNonce("a", "", "", now + 60), ClaimedNonce("a", "", "x", now + 60)]
+    held += [ClaimedNonce("a", "K", f"n{i}", now + 60) for i in range(5)]
+    async with _pg(pg_url) as store:
+        await store.write([], [], held)
+        pages = [page async for page in store.live_nonces(now, chunk=2)]
+    assert [len(p) for p in pages] == [2, 2, 2, 1]
+
+    def key(n: ClaimedNonce) -> tuple[str, str]:
+        return (n.access_key_id, n.nonce)
+
+    assert sorted((n for p in pages for n in p), key=key) == sorted(held, key=key)

@@ -92,10 +92,14 @@ _CALL_COLUMNS = (
     " occurred_at, status, error_code, latency_ms"
 )
 _CREDENTIAL_COLUMNS = "access_key_id, account, secret, enabled, created_at, disabled_at"
-_LIVE_NONCES = (
+_FIRST_NONCES = (
     "SELECT access_key_id, nonce, account, expires_ms FROM nonces"
-    " WHERE expires_ms > $1 AND (access_key_id, nonce) > ($2, $3)"
-    " ORDER BY access_key_id, nonce LIMIT $4"
+    " WHERE expires_ms > $1 ORDER BY access_key_id, nonce LIMIT $2"
+)
+_NEXT_NONCES = (
+    "SELECT access_key_id, nonce, account, expires_ms FROM nonces"
+    " WHERE expires_ms > $1 AND (access_key_id, nonce) > ($3, $4)"
+    " ORDER BY access_key_id, nonce LIMIT $2"
 )
 _PRUNE_NONCES = (
     "DELETE FROM nonces WHERE (access_key_id, nonce) IN (SELECT access_key_id, nonce"
@@ -279,9 +283,12 @@ class PostgresStore:
     ) -> AsyncIterator[list[ClaimedNonce]]:
         # Keyset pages on the key: each page is one short read, writes go on between.
         cutoff = math.floor(now * 1000)
-        after = ("", "")
+        after: tuple[str, str] | None = None
         while True:
-            rows = await self._fetch(_LIVE_NONCES, cutoff, after[0], after[1], chunk)
+            if after is None:
+                rows = await self._fetch(_FIRST_NONCES, cutoff, chunk)
+            else:
+                rows = await self._fetch(_NEXT_NONCES, cutoff, chunk, *after)
             if rows:
                 yield [
                     ClaimedNonce(
