@@ -6,12 +6,13 @@ The LedgerStore contract itself runs on PostgreSQL in test_store_contract.py.
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import replace
 
 import asyncpg
 import pytest
 
-from metering_middleware.ledger import ClaimedNonce, StoreError, open_store
+from metering_middleware.ledger import ClaimedNonce, Outcome, OutcomeCount, StoreError, open_store
 from metering_middleware.ledger.migrate import LedgerMissing, NotALedger, SchemaTooNew
 from metering_middleware.stores.postgresql import PostgresStore, parse_url
 from tests.support.postgres import PostgresCluster
@@ -224,3 +225,42 @@ async def test_live_nonce_pages_miss_no_key_however_small(pg_url: str) -> None:
         return (n.access_key_id, n.nonce)
 
     assert sorted((n for p in pages for n in p), key=key) == sorted(held, key=key)
+
+
+async def test_writers_on_one_database_never_deadlock_on_shared_keys(pg_url: str) -> None:
+    # Several gateway processes add to the same per-minute counters (and may replay the
+    # same records) at once, each batch in its own order: rows are locked in key order,
+    # so no two commits wait on each other in a cycle (a deadlock is a failed write).
+    keys = [
+        OutcomeCount(
+            T0.replace(second=0, microsecond=0),
+            f"acct-{i}",
+            "facebody",
+            "DetectFace",
+            Outcome.CHARGED,
+            "",
+            1,
+        )
+        for i in range(40)
+    ]
+    shared = make_records(200)
+    stores = [_pg(pg_url) for _ in range(4)]
+    for s in stores:
+        await s.open()
+
+    async def writer(n: int, store: PostgresStore) -> None:
+        rng = random.Random(n)
+        for _ in range(30):
+            counts, records = keys[:], shared[:]
+            rng.shuffle(counts)
+            rng.shuffle(records)
+            await store.write(records[:50], counts)
+
+    try:
+        await asyncio.gather(*(writer(n, s) for n, s in enumerate(stores)))
+        total = sum(c.count for c in await stores[0].outcome_counts())
+        assert total == 4 * 30 * len(keys)
+        assert await stores[0].count_calls() <= len(shared)
+    finally:
+        for s in stores:
+            await s.close()

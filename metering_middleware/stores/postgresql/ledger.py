@@ -9,7 +9,10 @@ Behaviour worth knowing before running it in production (docs/postgresql.md):
   batch size; it commits everything or nothing. Records are idempotent by id
   (``ON CONFLICT (id) DO NOTHING``; the first of duplicate ids in a batch wins), counts
   are added by upsert, a nonce held again keeps the later expiry. Duplicate keys within
-  one batch are merged first (an upsert cannot touch one row twice in a statement).
+  one batch are merged first (an upsert cannot touch one row twice in a statement), and
+  every table's rows go in key order: writers in several processes adding to the same
+  counters lock them in one order, so they never deadlock (tested; in arrival order
+  four writers deadlocked within seconds).
   ``COPY`` into a temporary table was measured against it: more round trips (a
   transaction around COPY and the insert from the temporary table) and slower for the
   batch sizes group commit makes (docs/postgresql.md has the numbers).
@@ -67,7 +70,7 @@ _FAILURES: tuple[type[BaseException], ...] = (
 _WRITE = """
 WITH held AS (
     INSERT INTO nonces AS n (access_key_id, nonce, account, expires_ms)
-    SELECT * FROM unnest($14::text[], $15::text[], $16::text[], $17::bigint[])
+    SELECT * FROM unnest($14::text[], $15::text[], $16::text[], $17::bigint[]) ORDER BY 1, 2
     ON CONFLICT (access_key_id, nonce) DO UPDATE
     SET expires_ms = GREATEST(n.expires_ms, excluded.expires_ms),
         account = CASE WHEN excluded.expires_ms > n.expires_ms
@@ -75,7 +78,7 @@ WITH held AS (
 ), counted AS (
     INSERT INTO outcome_counts AS o (minute, account, category, action, outcome, detail, count)
     SELECT * FROM unnest($18::timestamptz[], $19::text[], $20::text[], $21::text[],
-                         $22::text[], $23::text[], $24::bigint[])
+                         $22::text[], $23::text[], $24::bigint[]) ORDER BY 1, 2, 3, 4, 5, 6
     ON CONFLICT (minute, account, category, action, outcome, detail)
     DO UPDATE SET count = o.count + excluded.count
 )
@@ -84,7 +87,7 @@ INSERT INTO calls (id, request_id, account, access_key_id, category, action, ver
 SELECT u.*, $13::timestamptz
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::text[], $8::text[], $9::timestamptz[], $10::integer[], $11::text[],
-            $12::float8[]) AS u
+            $12::float8[]) AS u ORDER BY 1
 ON CONFLICT (id) DO NOTHING
 """
 _CALL_COLUMNS = (
@@ -500,8 +503,13 @@ def _write_arguments(
     columns: list[list[Any]] = [[] for _ in range(12)]
     (ids, request_ids, accounts, keys, categories, actions, versions, items, times,
      statuses, codes, latencies) = columns  # fmt: skip
+    # Key order (see the module docstring); the first of duplicate ids wins, as before.
+    unique: dict[str, CallRecord] = {}
     for r in records:
-        ids.append(clean(r.id))
+        unique.setdefault(clean(r.id), r)
+    for rid in sorted(unique):
+        r = unique[rid]
+        ids.append(rid)
         request_ids.append(None if r.request_id is None else clean(r.request_id))
         accounts.append(clean(r.account))
         keys.append(clean(r.access_key_id))
@@ -532,15 +540,17 @@ def _write_arguments(
             clean(c.detail),
         )
         summed[ckey] = summed.get(ckey, 0) + c.count
+    nonce_keys = sorted(held)
+    count_keys = sorted(summed)
     return [
         *columns,
         _utc(now),
-        [k[0] for k in held],
-        [k[1] for k in held],
-        [v[0] for v in held.values()],
-        [v[1] for v in held.values()],
-        *([k[i] for k in summed] for i in range(6)),
-        list(summed.values()),
+        [k[0] for k in nonce_keys],
+        [k[1] for k in nonce_keys],
+        [held[k][0] for k in nonce_keys],
+        [held[k][1] for k in nonce_keys],
+        *([k[i] for k in count_keys] for i in range(6)),
+        [summed[k] for k in count_keys],
     ]
 
 
