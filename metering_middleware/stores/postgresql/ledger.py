@@ -129,7 +129,6 @@ class PostgresStore:
         self._create = create
         self._pool: asyncpg.Pool | None = None
         self._birth: datetime | None = None  # the ledger this store belongs to, once opened
-        self._opened = False
         self._lifecycle = asyncio.Lock()
         self.writes = 0
         #: Migration versions applied by the last ``open()`` (empty if already current).
@@ -169,11 +168,9 @@ class PostgresStore:
             # Only the first open may create: once this store has held a ledger, an empty
             # database at the URL is that ledger gone, not a ledger to start.
             await self._open(create=self._birth is None and self._create)
-            self._opened = True
 
     async def close(self) -> None:
         async with self._lifecycle:
-            self._opened = False
             await self._close()
 
     async def reopen(self) -> None:
@@ -181,7 +178,6 @@ class PostgresStore:
         async with self._lifecycle:
             await self._close()
             await self._open(create=self._birth is None and self._create)
-            self._opened = True
 
     async def check(self) -> None:
         try:
