@@ -41,6 +41,8 @@ def _serve(args: argparse.Namespace) -> int:
         # cannot start is one line here, not a traceback from the server's lifespan.
         asyncio.run(_start_and_stop(MeteringRuntime(metering)))
         runtime = MeteringRuntime(metering)
+        # Inside: a part that refuses this ledger (the admin API on PostgreSQL) is one line.
+        app = create_gateway_app(gateway, runtime)
     except ConfigError as exc:  # a bad setting is bad usage: nothing was started
         print(f"metering-gateway: {exc}", file=sys.stderr)
         return 2
@@ -48,7 +50,6 @@ def _serve(args: argparse.Namespace) -> int:
     except (CatalogError, StoreError, LimiterError, OSError, ValueError) as exc:
         print(f"metering-gateway: {exc}", file=sys.stderr)
         return 1
-    app = create_gateway_app(gateway, runtime)
     uvicorn.run(
         app,
         host=gateway.host,

@@ -35,7 +35,7 @@ from .errors import ACCOUNT_ARREARAGE, SPEND_CAP_EXCEEDED
 from .identity import IdentityResolver
 from .ledger import LedgerStore, StoreError
 from .ledger.journal import Journal
-from .ledger.urls import open_store
+from .ledger.urls import open_store, redact_url
 from .ledger.writer import LedgerWriter
 from .limiter import DeferredNonceStore, Limiter, LimiterSettings, open_limiter
 from .limiter.base import DecisionCounts
@@ -65,6 +65,14 @@ def _ledger_file(config: MeteringConfig) -> str:
         return url
     if url.startswith("sqlite:///"):
         return unquote(urlsplit(url).path[1:])
+    return ""
+
+
+def _not_on(config: MeteringConfig) -> str:
+    """What to add to "needs an SQLite ledger" for this ledger URL (PostgreSQL: not yet)."""
+    scheme = config.ledger_url.split("://", 1)[0].lower() if "://" in config.ledger_url else ""
+    if scheme in ("postgresql", "postgres"):
+        return " (not on PostgreSQL yet, see docs/postgresql.md: set it off to use PostgreSQL)"
     return ""
 
 
@@ -216,7 +224,16 @@ class MeteringRuntime:
         self.verifier = SignatureVerifier(
             verifier_nonces, self.clock, window_seconds=config.signature_window
         )
-        # Plans live beside an SQLite ledger; other ledgers (memory://) sell none.
+        # Plans live beside an SQLite ledger; other ledgers (memory://, PostgreSQL for
+        # now) sell none: QPS is the catalog's defaults (docs/postgresql.md).
+        if _not_on(config):
+            log.warning(
+                "ledger on PostgreSQL: no plans (QPS entitlements are the catalog's defaults)%s",
+                ""
+                if self.journal
+                else "; no journal_path: calls are refused while the "
+                "server is unreachable (set one journal_path per process)",
+            )
         self.rating_store: RatingStore | None = None
         if entitlements is None and config.enforce_qps and ledger_file:
             self.rating_store = SqliteRatingStore(ledger_file)
@@ -224,7 +241,9 @@ class MeteringRuntime:
         self.settler: BackgroundSettler | None = None
         if config.settle_interval:
             if not ledger_file:
-                raise ConfigError("settle_interval: settlement needs an SQLite ledger file")
+                raise ConfigError(
+                    "settle_interval: settlement needs an SQLite ledger file" + _not_on(config)
+                )
             self.settler = BackgroundSettler(
                 ledger_file, catalog, self.clock, interval=config.settle_interval
             )
@@ -237,7 +256,9 @@ class MeteringRuntime:
         secret = config.webhook_signing_secret()
         if secret is not None:
             if not ledger_file:
-                raise ConfigError("webhook_url: notices live in an SQLite ledger file")
+                raise ConfigError(
+                    "webhook_url: notices live in an SQLite ledger file" + _not_on(config)
+                )
             assert config.webhook_url is not None
             self.webhooks = WebhookSender(
                 ledger_file,
@@ -258,7 +279,9 @@ class MeteringRuntime:
         self.guard: SpendGuard | None = None
         if config.enforce_balance:
             if not ledger_file:
-                raise ConfigError("enforce_balance: balances need an SQLite ledger file")
+                raise ConfigError(
+                    "enforce_balance: balances need an SQLite ledger file" + _not_on(config)
+                )
             self.guard = SpendGuard(
                 ledger_file,
                 catalog,
@@ -484,7 +507,7 @@ class MeteringRuntime:
                 self._json_logs = True
             log.info(
                 "metering started: ledger=%s mode=%s catalog items=%d",
-                self.config.ledger_url,
+                redact_url(self.config.ledger_url),  # never a database password in a log
                 self.config.mode,
                 len(self.catalog.items),
             )

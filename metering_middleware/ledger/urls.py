@@ -5,7 +5,7 @@
 ``sqlite:///relative/path.db``          SQLite file relative to the working directory
 ``sqlite:////absolute/path.db``         SQLite file at an absolute path
 ``ledger.db``, ``/var/lib/ledger.db``   a plain path: SQLite
-``postgresql://...``                    not supported yet (``ValueError``)
+``postgresql://user@host:5432/db``      PostgreSQL (asyncpg; ``postgres://`` too)
 ======================================  ==========================================
 
 SQLite URLs take options as query parameters: ``?synchronous=NORMAL`` and
@@ -13,18 +13,24 @@ SQLite URLs take options as query parameters: ``?synchronous=NORMAL`` and
 ``create=False`` makes that open refuse a missing SQLite file (``LedgerMissing``)
 instead of creating a new ledger: for every use that reads or adds to a ledger
 that should already be there (see :class:`~.sqlite.SqliteStore`).
+
+PostgreSQL URLs are libpq-style (``?sslmode=...``, ``?host=/run/postgresql`` for a
+socket) plus ``pool_min``, ``pool_max``, ``connect_timeout`` and ``command_timeout``
+(docs/postgresql.md); an unknown option is a ``ValueError``. They need the
+``postgresql`` extra (asyncpg); without it the URL is a ``ValueError`` saying so.
+With ``create=False`` a database holding no ledger is ``LedgerMissing`` at open.
 """
 
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .memory import MemoryStore
 from .sqlite import SqliteStore
 from .store import LedgerStore
 
-__all__ = ["open_store"]
+__all__ = ["open_store", "redact_url"]
 
 
 def open_store(url: str, *, create: bool = True) -> LedgerStore:
@@ -40,9 +46,25 @@ def open_store(url: str, *, create: bool = True) -> LedgerStore:
         return MemoryStore()
     if scheme == "sqlite":
         return _sqlite(url, create)
-    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
-        raise ValueError("PostgreSQL ledger stores are not supported yet; use sqlite:///path")
-    raise ValueError(f"unsupported ledger URL scheme {scheme!r} (use sqlite:///path or memory://)")
+    if scheme in ("postgresql", "postgres"):
+        return _postgresql(url, create)
+    if scheme.startswith(("postgresql+", "postgres+")):
+        raise ValueError(f"use postgresql://... (no driver suffix), not {scheme}://")
+    raise ValueError(
+        f"unsupported ledger URL scheme {scheme!r} "
+        "(use sqlite:///path, postgresql://host/db or memory://)"
+    )
+
+
+def _postgresql(url: str, create: bool) -> LedgerStore:
+    try:
+        from ..stores.postgresql import PostgresStore
+    except ImportError as exc:  # the optional extra is not installed
+        raise ValueError(
+            "postgresql:// ledgers need asyncpg: pip install 'metering_middleware[postgresql]'"
+            f" ({exc})"
+        ) from None
+    return PostgresStore.from_url(url, create=create)
 
 
 def _sqlite(url: str, create: bool) -> SqliteStore:
@@ -70,3 +92,22 @@ def _sqlite(url: str, create: bool) -> SqliteStore:
     except ValueError:
         raise ValueError(f"busy_timeout_ms must be an integer, not {timeout!r}") from None
     return SqliteStore(path, synchronous=mode, busy_timeout_ms=busy_timeout_ms, create=create)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password (in the user part or a ``password`` option) replaced by
+    ``***``: the one form of a ledger URL for messages, logs and output."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("://", 1)[0] + "://***"
+    query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, True)]
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    if netloc == parts.netloc and not any(k == "password" for k, _ in query):
+        return url  # nothing to hide: exactly as given
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/*"), ""))

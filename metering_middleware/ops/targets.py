@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..ledger.sqlite import SqliteStore
-from ..ledger.urls import open_store
+from ..ledger.urls import open_store, redact_url
 
 __all__ = ["BadLedgerUrl", "LedgerTarget", "PostgresTarget", "SqliteTarget", "resolve", "safe_url"]
 
@@ -59,12 +59,4 @@ def resolve(url: str) -> LedgerTarget:
 
 def safe_url(url: str) -> str:
     """``url`` with any password replaced by ``***``: for messages and output."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url.split("://", 1)[0] + "://***"
-    if not password:
-        return url
-    netloc = parts.netloc.replace(":" + password + "@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    return redact_url(url)

@@ -7,15 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from metering_middleware.ledger import LedgerStore, MemoryStore, SqliteStore
+from metering_middleware.ledger import LedgerStore, MemoryStore, SqliteStore, open_store
+
+STORES = ["memory", "sqlite", "postgresql"]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LedgerStore]:
-    """Every ledger store the contract suite covers, opened."""
-    impl: LedgerStore = (
-        MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "ledger.db")
-    )
+    """Every ledger store the contract suite covers, opened (PostgreSQL: a fresh database)."""
+    impl: LedgerStore
+    if request.param == "memory":
+        impl = MemoryStore()
+    elif request.param == "sqlite":
+        impl = SqliteStore(tmp_path / "ledger.db")
+    else:
+        impl = open_store(request.getfixturevalue("pg_url"))
     await impl.open()
     yield impl
     await impl.close()

@@ -1,4 +1,4 @@
-"""The LedgerStore contract, run against every store (memory and SQLite)."""
+"""The LedgerStore contract, run against every store (memory, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 

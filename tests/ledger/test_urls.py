@@ -44,8 +44,8 @@ async def test_sqlite_url_options_reach_the_store(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://user@host/db", "not supported yet"),
-        ("postgres://host/db", "not supported yet"),
+        ("postgresql://user@host", "without a database"),
+        ("postgres+psycopg://host/db", "no driver suffix"),
         ("redis://localhost", "'redis'"),
         ("sqlite://host/ledger.db", "no host"),
         ("sqlite:///", "without a file path"),

@@ -1,0 +1,1 @@
+"""Storage backends, one package per database (PostgreSQL in :mod:`.postgresql`)."""
