@@ -59,3 +59,14 @@ async def test_sqlite_url_options_reach_the_store(tmp_path: Path) -> None:
 def test_bad_urls(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         open_store(url)
+
+
+def test_a_ledger_url_is_shown_without_its_password() -> None:
+    from metering_middleware.ledger.urls import redact_url
+
+    assert redact_url("postgresql://meter:s3cret@db:5432/ledger") == (
+        "postgresql://meter:***@db:5432/ledger"
+    )
+    shown = redact_url("postgresql://db/ledger?password=s3cret&pool_max=8")
+    assert "s3cret" not in shown and "pool_max=8" in shown
+    assert redact_url("sqlite:////var/lib/ledger.sqlite") == "sqlite:////var/lib/ledger.sqlite"
