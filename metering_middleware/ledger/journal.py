@@ -52,7 +52,7 @@ from .codec import (
 )
 from .records import CallRecord, ClaimedNonce, OutcomeCount
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "fsync_directory"]
 
 _log = logging.getLogger("metering_middleware.ledger")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -178,7 +178,7 @@ class Journal:
         finally:
             os.close(fd)
         if created:
-            _fsync_directory(self._path.parent)
+            fsync_directory(self._path.parent)
 
     def _replay_nonces_sync(self, now: float, start: int) -> list[ClaimedNonce]:
         nonces: list[ClaimedNonce] = []
@@ -288,7 +288,7 @@ def _parse(line: bytes, records: list[CallRecord], counts: list[OutcomeCount]) -
     return True
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
     # Makes the new file's directory entry durable; not possible everywhere (e.g. Windows).
     try:
         fd = os.open(path, os.O_RDONLY)

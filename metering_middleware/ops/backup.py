@@ -28,6 +28,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..ledger.journal import fsync_directory
 from ..ledger.migrate import NotALedger, connect_existing
 from ..ledger.store import StoreError
 from . import _pg
@@ -188,25 +189,12 @@ def _publish(tmp: Path, dest: Path, force: bool) -> None:
             os.rename(tmp, dest)
         else:
             tmp.unlink()
-    _fsync_dir(dest.parent)
+    fsync_directory(dest.parent)  # the rename's directory entry too
 
 
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
