@@ -13,7 +13,7 @@ from .retention import (
     counter_cutoff,
     prune_ledger_file,
 )
-from .schema import SchemaStatus, Unsupported, migrate, status
+from .schema import SchemaStatus, migrate, status
 from .targets import BadLedgerUrl, LedgerTarget, PostgresTarget, SqliteTarget, resolve, safe_url
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "RetentionStats",
     "SchemaStatus",
     "SqliteTarget",
-    "Unsupported",
     "backup",
     "counter_cutoff",
     "migrate",

@@ -10,12 +10,20 @@ transaction, so "from" and "to" are true whoever won.
 :func:`status` never writes: it opens the file read-only and reads
 ``schema_migrations``, so ``metering migrate --check`` is safe on a live ledger and on a
 backup nobody should touch.
+
+On PostgreSQL both run the store's own migration code over one asyncpg connection
+(``asyncio.run`` in the calling thread): :func:`migrate` is what a gateway's start
+applies, under the same advisory lock; :func:`status` only reads ``schema_migrations``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from ..ledger.migrate import (
     SchemaTooNew,
@@ -26,11 +34,7 @@ from ..ledger.migrate import (
 from ..ledger.store import StoreError
 from .targets import LedgerTarget, PostgresTarget
 
-__all__ = ["SchemaStatus", "Unsupported", "migrate", "status"]
-
-
-class Unsupported(StoreError):
-    """An operation this backend does not offer yet."""
+__all__ = ["SchemaStatus", "migrate", "status"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,7 @@ class SchemaStatus:
 def status(target: LedgerTarget) -> SchemaStatus:
     """The ledger's schema against this code's migrations, read without writing."""
     if isinstance(target, PostgresTarget):
-        raise _postgres_unsupported("migrate --check")
+        return asyncio.run(_postgres_status(target))
     known = {m.version for m in load_migrations()}
     conn = connect_existing(target.path, timeout=target.busy_timeout_ms / 1000)
     try:
@@ -78,7 +82,7 @@ def migrate(target: LedgerTarget, *, create: bool = False) -> tuple[int, int, tu
     ``SchemaTooNew`` when a newer release migrated the file (this code must not run it).
     """
     if isinstance(target, PostgresTarget):
-        raise _postgres_unsupported("migrate")
+        return asyncio.run(_postgres_migrate(target, create=create))
     before = None if create else status(target)
     if before is not None and before.unknown:
         raise SchemaTooNew(
@@ -95,8 +99,57 @@ def migrate(target: LedgerTarget, *, create: bool = False) -> tuple[int, int, tu
     return start, to, applied
 
 
-def _postgres_unsupported(what: str) -> Unsupported:
-    return Unsupported(
-        f"{what}: PostgreSQL ledgers are not supported yet (the PostgreSQL store is being "
-        "built, issue 11); use an sqlite:/// ledger"
+async def _postgres_status(target: PostgresTarget) -> SchemaStatus:
+    from ..stores.postgresql._migrate import applied_versions
+    from ..stores.postgresql._migrate import load_migrations as pg_migrations
+
+    async with _postgres(target) as (conn, where):
+        done = await applied_versions(conn, where=where)
+    known = {m.version for m in pg_migrations()}
+    return SchemaStatus(
+        current=max(done, default=0),
+        target=max(known, default=0),
+        pending=tuple(sorted(known - done)),
+        unknown=tuple(sorted(done - known)),
     )
+
+
+async def _postgres_migrate(
+    target: PostgresTarget, *, create: bool
+) -> tuple[int, int, tuple[int, ...]]:
+    # The store's own migration step (the advisory lock, the refusal of an empty or
+    # foreign database without --create, of a newer schema): what a gateway's start runs.
+    from ..stores.postgresql._migrate import apply_migrations
+    from ..stores.postgresql._migrate import load_migrations as pg_migrations
+
+    async with _postgres(target) as (conn, where):
+        applied = tuple(await apply_migrations(conn, create=create, where=where))
+    to = max(m.version for m in pg_migrations())
+    return (applied[0] - 1 if applied else to), to, applied
+
+
+@contextlib.asynccontextmanager
+async def _postgres(target: PostgresTarget) -> AsyncIterator[tuple[Any, str]]:
+    """One connection to the ledger's database, and its URL without the password; any
+    failure to reach or read it is a ``StoreError`` (exit 1), never a traceback."""
+    try:
+        import asyncpg
+    except ImportError:
+        raise StoreError(
+            "PostgreSQL ledgers need asyncpg: pip install 'metering_middleware[postgresql]'"
+        ) from None
+    from ..stores.postgresql import parse_url
+
+    options = parse_url(target.url)
+    try:
+        conn = await asyncpg.connect(
+            options.dsn, timeout=options.connect_timeout, command_timeout=options.command_timeout
+        )
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        raise StoreError(f"cannot connect to ledger {options.where}: {exc}") from None
+    try:
+        yield conn, options.where
+    except asyncpg.PostgresError as exc:
+        raise StoreError(f"ledger {options.where}: {exc}") from None
+    finally:
+        await conn.close()

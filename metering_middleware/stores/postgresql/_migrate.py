@@ -29,6 +29,7 @@ __all__ = [
     "MIGRATION_LOCK",
     "Conn",
     "Migration",
+    "applied_versions",
     "apply_migrations",
     "ledger_birth",
     "load_migrations",
@@ -118,6 +119,16 @@ async def apply_migrations(
             )
             applied.append(migration.version)
     return applied
+
+
+async def applied_versions(conn: Conn, *, where: str) -> set[int]:
+    """The versions applied to the ledger, read without writing (``metering migrate
+    --check``): ``LedgerMissing`` for an empty database, ``NotALedger`` for another's."""
+    if not await conn.fetchval(_HAS_VERSIONS):
+        if await conn.fetchval(_HAS_TABLES):
+            raise NotALedger(f"{where} is not a ledger (no schema_migrations table)")
+        raise LedgerMissing(f"no ledger in {where} (an empty database)")
+    return {int(r[0]) for r in await conn.fetch("SELECT version FROM schema_migrations")}
 
 
 async def ledger_birth(conn: Conn) -> datetime | None:
