@@ -80,9 +80,11 @@ class Migration:
     sql: str
 
 
-def load_migrations() -> tuple[Migration, ...]:
-    """The packaged migrations in version order; versions must run 1, 2, 3, ..."""
-    folder = resources.files("metering_middleware.ledger") / "migrations"
+def load_migrations(package: str = "metering_middleware.ledger") -> tuple[Migration, ...]:
+    """The migrations packaged in ``package``'s ``migrations/`` folder (the SQLite ledger's
+    by default; each store backend has its own), in version order; versions must run
+    1, 2, 3, ..."""
+    folder = resources.files(package) / "migrations"
     found: list[Migration] = []
     for entry in folder.iterdir():
         match = _NAME.match(entry.name)

@@ -14,16 +14,14 @@ SQLite: a store remembers it and refuses a database that is another ledger.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ...ledger.migrate import LedgerMissing, NotALedger, SchemaTooNew
+from ...ledger.migrate import LedgerMissing, Migration, NotALedger, SchemaTooNew
+from ...ledger.migrate import load_migrations as _load_migrations
 
 __all__ = [
     "MIGRATION_LOCK",
@@ -38,7 +36,6 @@ __all__ = [
 #: A connection of its own or one lent by a pool.
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 #: The advisory lock key of schema migrations (an arbitrary constant, 'mmledger' in hex).
 MIGRATION_LOCK = 0x6D6D_6C65_6467_6572
 
@@ -55,26 +52,9 @@ _HAS_TABLES = (
 _BIRTH = "SELECT applied_at FROM schema_migrations WHERE version = 1"
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
 def load_migrations() -> tuple[Migration, ...]:
-    """The packaged migrations in version order; versions must run 1, 2, 3, ..."""
-    folder = resources.files("metering_middleware.stores.postgresql") / "migrations"
-    found: list[Migration] = []
-    for entry in folder.iterdir():
-        match = _NAME.match(entry.name)
-        if match is not None:
-            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
-    found.sort(key=lambda m: m.version)
-    versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"PostgreSQL migrations must be numbered 1..n, got {versions}")
-    return tuple(found)
+    """The PostgreSQL store's packaged migrations, in version order (numbered 1..n)."""
+    return _load_migrations("metering_middleware.stores.postgresql")
 
 
 async def apply_migrations(
