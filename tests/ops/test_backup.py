@@ -15,8 +15,9 @@ import pytest
 
 from metering_middleware.ledger import SqliteStore
 from metering_middleware.ledger.migrate import load_migrations, migrate_file
+from tests.support.postgres import PostgresCluster
 
-from .conftest import PG_BIN, PgCluster, cli, ledger_at
+from .conftest import cli, ledger_at
 
 LATEST = len(load_migrations())
 WRITER = Path(__file__).with_name("writer_child.py")
@@ -244,18 +245,17 @@ def test_verify_tells_a_sound_backup_from_a_damaged_one(
 
 
 def test_postgresql_backup_is_a_pg_dump_archive_without_the_password_in_argv(
-    pg_cluster: PgCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    pg_cluster: PostgresCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pg_cluster.psql("postgres", "DROP DATABASE IF EXISTS ops_ledger")
-    pg_cluster.psql("postgres", "CREATE DATABASE ops_ledger")
+    ledger = pg_cluster.new_database("ops_ledger")
     pg_cluster.psql(
-        "ops_ledger",
         "CREATE TABLE calls (id text PRIMARY KEY, amount numeric NOT NULL);"
         "INSERT INTO calls SELECT 'r' || g, g * 0.0016 FROM generate_series(1, 1000) g",
+        ledger,
     )
     dest = tmp_path / "ledger.dump"
 
-    run = cli(capsys, "backup", str(dest), "--db", pg_cluster.url("ops_ledger"), "--format", "json")
+    run = cli(capsys, "backup", str(dest), "--db", pg_cluster.url(ledger), "--format", "json")
 
     assert run.code == 0, run.err
     assert json.loads(run.out) == [{"table": "public.calls", "rows": None}]
@@ -263,25 +263,23 @@ def test_postgresql_backup_is_a_pg_dump_archive_without_the_password_in_argv(
     assert dest.read_bytes()[:5] == b"PGDMP"
     assert cli(capsys, "backup", "--verify", str(dest)).code == 0
     # Restored into a new database, it holds every row, amounts exact.
-    pg_cluster.psql("postgres", "DROP DATABASE IF EXISTS ops_restored")
-    pg_cluster.psql("postgres", "CREATE DATABASE ops_restored")
+    restored = pg_cluster.new_database("ops_restored")
     subprocess.run(
-        [str(PG_BIN / "pg_restore"), "--no-password", "-d", "ops_restored", str(dest)],
+        [str(pg_cluster.bin_dir / "pg_restore"), "--no-password", "-d", restored, str(dest)],
         env={
             **os.environ,
-            "PGHOST": str(pg_cluster.socket_dir),
+            "PGHOST": str(pg_cluster.directory),
             "PGPORT": str(pg_cluster.port),
-            "PGUSER": "postgres",
-            "PGPASSWORD": pg_cluster.password,
+            "PGUSER": pg_cluster.user,
         },
         check=True,
         capture_output=True,
     )
-    assert pg_cluster.psql("ops_restored", "SELECT count(*), sum(amount) FROM calls").strip() == (
+    assert pg_cluster.psql("SELECT count(*), sum(amount) FROM calls", restored).strip() == (
         "1000|800.8000"  # 500500 x 0.0016, exact
     )
 
-    again = cli(capsys, "backup", str(dest), "--db", pg_cluster.url("ops_ledger"))
+    again = cli(capsys, "backup", str(dest), "--db", pg_cluster.url(ledger))
     assert again.code == 2  # exists
 
     wrong = cli(
@@ -289,7 +287,7 @@ def test_postgresql_backup_is_a_pg_dump_archive_without_the_password_in_argv(
         "backup",
         str(tmp_path / "w.dump"),
         "--db",
-        pg_cluster.url("ops_ledger", password="not-the-password"),
+        pg_cluster.url(ledger, password="not-the-password"),
     )
     assert wrong.code == 1
     assert "password authentication failed" in wrong.err and wrong.err.count("\n") == 1
@@ -299,7 +297,7 @@ def test_postgresql_backup_is_a_pg_dump_archive_without_the_password_in_argv(
 
 
 def test_pg_dump_gets_no_password_in_its_arguments_or_environment(
-    pg_cluster: PgCluster,
+    pg_cluster: PostgresCluster,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -308,12 +306,13 @@ def test_pg_dump_gets_no_password_in_its_arguments_or_environment(
     # arguments and environment), then runs the real one.
     shim = tmp_path / "bin"
     shim.mkdir()
+    real = str(pg_cluster.bin_dir / "pg_dump")
     seen = tmp_path / "seen.json"
     (shim / "pg_dump").write_text(
         f"#!{sys.executable}\n"
         "import json, os, sys\n"
         f"json.dump({{'argv': sys.argv, 'env': dict(os.environ)}}, open({str(seen)!r}, 'w'))\n"
-        f"os.execv({str(PG_BIN / 'pg_dump')!r}, [{str(PG_BIN / 'pg_dump')!r}, *sys.argv[1:]])\n"
+        f"os.execv({real!r}, [{real!r}, *sys.argv[1:]])\n"
     )
     (shim / "pg_dump").chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from metering_middleware.ledger.migrate import load_migrations
+from tests.support.postgres import PostgresCluster
 
-from .conftest import PgCluster, cli, ledger_at, versions
+from .conftest import cli, ledger_at, versions
 
 LATEST = len(load_migrations())
 
@@ -152,16 +153,14 @@ def test_bad_ledger_urls_are_bad_usage(
 
 
 def test_postgresql_migrate_check_create_and_rerun(
-    pg_cluster: PgCluster, capsys: pytest.CaptureFixture[str]
+    pg_cluster: PostgresCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """On PostgreSQL: an empty database is no ledger (exit 1) until --create; --check
     reads without writing; a second migrate applies nothing; the password is never shown."""
     from metering_middleware.ledger.urls import redact_url
     from metering_middleware.stores.postgresql._migrate import load_migrations as pg_migrations
 
-    pg_cluster.psql("postgres", "DROP DATABASE IF EXISTS ops_migrate")
-    pg_cluster.psql("postgres", "CREATE DATABASE ops_migrate")
-    pg_url = pg_cluster.url("ops_migrate")
+    pg_url = pg_cluster.url(pg_cluster.new_database("ops_migrate"))
     top = max(m.version for m in pg_migrations())
     run = cli(capsys, "migrate", "--check", "--db", pg_url)
     assert run.code == 1 and "no ledger in" in run.err and run.err.count("\n") == 1

@@ -4,9 +4,10 @@ One cluster per test session (``pg_cluster``), a fresh database per test (``pg_u
 so tests never see each other's rows. The binaries come from PATH or
 ``/usr/lib/postgresql/<version>/bin``. initdb refuses to run as root, so when the tests
 run as root the cluster is made and run by the ``postgres`` user (``runuser``), which
-is given the folder. The server listens on 127.0.0.1 on a free port (trust
-authentication: nobody else is on the loopback of a test machine) and on a unix socket
-in its folder.
+is given the folder. The server listens on 127.0.0.1 on a free port with password
+authentication (``scram-sha-256``, a random password per session: ``url()`` carries it,
+so the pg_dump tests can check it never leaks and that a wrong one is refused) and on a
+unix socket in its folder with trust authentication (``psql`` here, nobody else).
 
 Without the binaries a test that needs the cluster fails when ``CI`` is set (CI must
 run every backend) and is skipped otherwise (a laptop without PostgreSQL).
@@ -64,6 +65,7 @@ class PostgresCluster:
         self.bin_dir = bin_dir
         self.port = _free_port()
         self.user = "postgres"
+        self.password = "pg-" + os.urandom(8).hex()
         # As root, run every server binary as the postgres user (initdb refuses root).
         self._as: list[str] = []
         if os.geteuid() == 0:
@@ -81,17 +83,26 @@ class PostgresCluster:
         )
 
     def init(self) -> None:
-        self._run(
-            str(self.bin_dir / "initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            self.user,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C.UTF-8",
-            "--no-sync",
-        )
+        pwfile = self.directory / "pwfile"
+        pwfile.write_text(self.password + "\n", encoding="utf-8")
+        if self._as:
+            shutil.chown(pwfile, "postgres")
+        try:
+            self._run(
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                self.user,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            )
+        finally:
+            pwfile.unlink()
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write(
                 "\n# test cluster\n"
@@ -146,15 +157,18 @@ class PostgresCluster:
             check=False,
         )
 
-    def url(self, database: str) -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, *, password: str | None = None) -> str:
+        """A TCP URL with the cluster's password (or ``password``, to be refused)."""
+        secret = self.password if password is None else password
+        return f"postgresql://{self.user}:{secret}@127.0.0.1:{self.port}/{database}"
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run ``sql`` with psql; ``RuntimeError`` with psql's message if it fails."""
         result = self._run(
             str(self.bin_dir / "psql"),
+            "-X",
             "-h",
-            "127.0.0.1",
+            str(self.directory),  # the unix socket: trust, no password to hand over
             "-p",
             str(self.port),
             "-U",
