@@ -29,6 +29,7 @@ from .ops import (
     backup,
     migrate,
     prune_ledger_file,
+    prune_postgres,
     resolve,
     safe_url,
     status,
@@ -202,10 +203,12 @@ def _prune(args: argparse.Namespace, url: str) -> list[dict[str, Any]]:
         except argparse.ArgumentTypeError as exc:
             raise _Exit(2, f"{COUNTER_DAYS_ENV}: {exc}") from None
     target = resolve(url)
-    if isinstance(target, PostgresTarget):
-        raise _Exit(1, "prune: PostgreSQL ledgers are not supported yet; use an sqlite:/// ledger")
     policy = RetentionPolicy(counter_days=days, batch=args.batch)
-    report = prune_ledger_file(target.path, SystemClock().now(), policy, dry_run=args.dry_run)
+    now = SystemClock().now()
+    if isinstance(target, PostgresTarget):
+        report = asyncio.run(prune_postgres(target, now, policy, dry_run=args.dry_run))
+    else:
+        report = prune_ledger_file(target.path, now, policy, dry_run=args.dry_run)
     action = "would delete" if report.dry_run else "deleted"
     zone: tzinfo = args.tz
     cutoff = report.counter_cutoff

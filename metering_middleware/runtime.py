@@ -46,6 +46,7 @@ from .notices.delivery import DeliveryStats, WebhookSender
 from .notices.recorder import NoticeRecorder
 from .ops.journal_lock import JournalLock
 from .ops.retention import BackgroundRetention, RetentionPolicy
+from .ops.targets import PostgresTarget
 from .rating import Month, RatingStore, SqliteRatingStore
 from .settler import DURATION_BUCKETS, BackgroundSettler
 from .signing import SignatureVerifier
@@ -110,16 +111,21 @@ def _retention(
                 "counter_retention_days: set retention_interval too (how often it is applied)"
             )
         return None
+    ledger: str | PostgresTarget = ledger_file
     if not ledger_file:
-        # Nothing of memory:// outlives the process; other stores have no retention yet.
-        # Only an explicit counter setting that cannot be applied is an error.
-        if config.counter_retention_days:
-            raise ConfigError("counter_retention_days: retention needs an SQLite ledger file")
-        # (Never the URL in a log line: a PostgreSQL one may hold a password.)
-        log.info("retention_interval: this ledger is not an SQLite file: no retention")
-        return None
+        if _not_on(config):  # PostgreSQL: its own connection per pass (ops/pg_retention.py)
+            ledger = PostgresTarget(config.ledger_url)
+        else:
+            # Nothing of memory:// outlives the process; only an explicit counter setting
+            # that cannot be applied is an error.
+            if config.counter_retention_days:
+                raise ConfigError(
+                    "counter_retention_days: retention needs an SQLite or PostgreSQL ledger"
+                )
+            log.info("retention_interval: this ledger keeps nothing: no retention")
+            return None
     policy = RetentionPolicy(config.counter_retention_days, config.retention_batch)
-    return BackgroundRetention(ledger_file, policy, clock, interval=config.retention_interval)
+    return BackgroundRetention(ledger, policy, clock, interval=config.retention_interval)
 
 
 def _by_kind(stats: DeliveryStats, result: str) -> Callable[[], dict[tuple[str, ...], float]]:

@@ -5,6 +5,7 @@ background retention task are thin faces over these functions (docs/operations.m
 """
 
 from .backup import BackupError, BackupExists, BackupRefused, BackupReport, backup, verify
+from .pg_retention import prune_postgres
 from .retention import (
     BackgroundRetention,
     PruneReport,
@@ -34,6 +35,7 @@ __all__ = [
     "counter_cutoff",
     "migrate",
     "prune_ledger_file",
+    "prune_postgres",
     "resolve",
     "safe_url",
     "status",

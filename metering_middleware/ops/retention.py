@@ -47,6 +47,7 @@ from ..ledger.codec import format_time
 from ..ledger.migrate import connect_existing
 from ..ledger.store import StoreError
 from ..rating.months import Month
+from .targets import PostgresTarget
 
 __all__ = [
     "BackgroundRetention",
@@ -200,7 +201,11 @@ class RetentionStats:
 
 
 class BackgroundRetention:
-    """One retention pass over ``ledger_file`` every ``interval`` seconds, in a thread.
+    """One retention pass over ``ledger`` every ``interval`` seconds.
+
+    ``ledger``: an SQLite ledger file's path (a pass runs in a worker thread) or a
+    :class:`~.targets.PostgresTarget` (a pass is asyncpg on the loop, on a connection
+    of its own: :mod:`.pg_retention`).
 
     The first pass is due at ``start()``; then one every ``interval`` (the clock's
     monotonic reading). :meth:`tick` runs a pass if one is due, :meth:`run_now` one
@@ -213,10 +218,10 @@ class BackgroundRetention:
         "_clock",
         "_done",
         "_interval",
+        "_ledger",
         "_lock",
         "_next",
         "_pass",
-        "_path",
         "_policy",
         "_task",
         "_wake",
@@ -225,7 +230,7 @@ class BackgroundRetention:
 
     def __init__(
         self,
-        ledger_file: str | os.PathLike[str],
+        ledger: str | os.PathLike[str] | PostgresTarget,
         policy: RetentionPolicy,
         clock: Clock,
         *,
@@ -233,7 +238,7 @@ class BackgroundRetention:
     ) -> None:
         if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
             raise ValueError("retention_interval: must be a positive number of seconds")
-        self._path = Path(ledger_file)
+        self._ledger = ledger if isinstance(ledger, PostgresTarget) else Path(ledger)
         self._policy = policy
         self._clock = clock
         self._interval = float(interval)
@@ -278,9 +283,7 @@ class BackgroundRetention:
     async def run_now(self) -> PruneReport | None:
         """One pass now (after the one under way); None if it failed (logged)."""
         async with self._lock:
-            self._pass = asyncio.ensure_future(
-                asyncio.to_thread(prune_ledger_file, self._path, self._clock.now(), self._policy)
-            )
+            self._pass = asyncio.ensure_future(self._one_pass(self._clock.now()))
             report: PruneReport | None = None
             try:
                 # Shielded: a cancelled caller (stop) leaves the thread's pass to finish.
@@ -303,6 +306,14 @@ class BackgroundRetention:
         async with self._done:
             self._done.notify_all()
         return report
+
+    async def _one_pass(self, now: datetime) -> PruneReport:
+        ledger = self._ledger
+        if isinstance(ledger, PostgresTarget):
+            from .pg_retention import prune_postgres  # asyncpg only when it is used
+
+            return await prune_postgres(ledger, now, self._policy)
+        return await asyncio.to_thread(prune_ledger_file, ledger, now, self._policy)
 
     async def wait_for_passes(self, count: int) -> None:
         """Until ``count`` passes have run or failed (tests; no time involved)."""

@@ -19,11 +19,8 @@ applies, under the same advisory lock; :func:`status` only reads ``schema_migrat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from ..ledger.migrate import (
     SchemaTooNew,
@@ -32,6 +29,7 @@ from ..ledger.migrate import (
     migrate_file,
 )
 from ..ledger.store import StoreError
+from ._pgconn import postgres
 from .targets import LedgerTarget, PostgresTarget
 
 __all__ = ["SchemaStatus", "migrate", "status"]
@@ -103,7 +101,7 @@ async def _postgres_status(target: PostgresTarget) -> SchemaStatus:
     from ..stores.postgresql._migrate import applied_versions
     from ..stores.postgresql._migrate import load_migrations as pg_migrations
 
-    async with _postgres(target) as (conn, where):
+    async with postgres(target) as (conn, where):
         done = await applied_versions(conn, where=where)
     known = {m.version for m in pg_migrations()}
     return SchemaStatus(
@@ -122,34 +120,7 @@ async def _postgres_migrate(
     from ..stores.postgresql._migrate import apply_migrations
     from ..stores.postgresql._migrate import load_migrations as pg_migrations
 
-    async with _postgres(target) as (conn, where):
+    async with postgres(target) as (conn, where):
         applied = tuple(await apply_migrations(conn, create=create, where=where))
     to = max(m.version for m in pg_migrations())
     return (applied[0] - 1 if applied else to), to, applied
-
-
-@contextlib.asynccontextmanager
-async def _postgres(target: PostgresTarget) -> AsyncIterator[tuple[Any, str]]:
-    """One connection to the ledger's database, and its URL without the password; any
-    failure to reach or read it is a ``StoreError`` (exit 1), never a traceback."""
-    try:
-        import asyncpg
-    except ImportError:
-        raise StoreError(
-            "PostgreSQL ledgers need asyncpg: pip install 'metering_middleware[postgresql]'"
-        ) from None
-    from ..stores.postgresql import parse_url
-
-    options = parse_url(target.url)
-    try:
-        conn = await asyncpg.connect(
-            options.dsn, timeout=options.connect_timeout, command_timeout=options.command_timeout
-        )
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        raise StoreError(f"cannot connect to ledger {options.where}: {exc}") from None
-    try:
-        yield conn, options.where
-    except asyncpg.PostgresError as exc:
-        raise StoreError(f"ledger {options.where}: {exc}") from None
-    finally:
-        await conn.close()

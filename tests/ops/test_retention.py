@@ -265,7 +265,7 @@ def test_retention_settings_are_checked(tmp_path: Path) -> None:
             MeteringConfig().with_env({f"METERING_{name}": raw})
     with pytest.raises(ConfigError, match="set retention_interval too"):
         MeteringRuntime(_runtime_config(db, counter_retention_days=30))
-    with pytest.raises(ConfigError, match="needs an SQLite ledger"):
+    with pytest.raises(ConfigError, match="needs an SQLite or PostgreSQL ledger"):
         MeteringRuntime(
             MeteringConfig(
                 ledger_url="memory://",
@@ -352,7 +352,7 @@ def test_prune_keeps_counters_unless_told(
         ([], "soon", 2, "METERING_COUNTER_RETENTION_DAYS"),
         (["--db", "foo://x"], None, 2, "unsupported ledger URL"),
         (["--db", "memory://"], None, 2, "memory://"),
-        (["--db", "postgresql://u:pw@127.0.0.1/l"], None, 1, "not supported yet"),
+        (["--db", "postgresql://u:pw@127.0.0.1:1/l"], None, 1, "cannot connect to ledger"),
         (["--db", "missing.db"], None, 1, "no ledger file"),
     ],
 )
