@@ -37,7 +37,7 @@ from .ledger import LedgerStore, StoreError
 from .ledger.journal import Journal
 from .ledger.urls import open_store, redact_url
 from .ledger.writer import LedgerWriter
-from .limiter import DeferredNonceStore, Limiter, LimiterSettings, open_limiter
+from .limiter import DeferredNonceStore, Limiter, LimiterSettings, MemoryLimiter, open_limiter
 from .limiter.base import DecisionCounts
 from .limiter.budget import checked_budgets
 from .metrics import MeteringMetrics
@@ -45,6 +45,7 @@ from .nonces import MemoryNonceStore, NonceStore
 from .notices.delivery import DeliveryStats, WebhookSender
 from .notices.recorder import NoticeRecorder
 from .ops.journal_lock import JournalLock
+from .ops.pg_limiter_lock import PostgresLimiterLock
 from .ops.retention import BackgroundRetention, RetentionPolicy
 from .ops.targets import PostgresTarget
 from .rating import Month, RatingStore, SqliteRatingStore
@@ -189,6 +190,8 @@ class MeteringRuntime:
         )
         local_nonces = nonces or MemoryNonceStore(self.clock)
         self.limiter: DurableNonceLimiter | None = None
+        #: One memory:// limiter per PostgreSQL ledger (ops/pg_limiter_lock.py).
+        self._limiter_lock: PostgresLimiterLock | None = None
         self._decisions: DecisionCounts | None = None
         ledger_file = _ledger_file(config)
         if config.enforce_qps:
@@ -210,6 +213,9 @@ class MeteringRuntime:
                     key=lambda named: named[1],
                 ),
             )
+            if limiter is None and isinstance(backend, MemoryLimiter) and _not_on(config):
+                # No file beside a PostgreSQL ledger to lock: a session advisory lock.
+                self._limiter_lock = PostgresLimiterLock(config.ledger_url)
             counts = getattr(backend, "decisions", None)
             self._decisions = counts if isinstance(counts, DecisionCounts) else None
             # Every nonce the limiter claims is kept in the ledger too (a restart, or a
@@ -467,6 +473,8 @@ class MeteringRuntime:
         except BaseException:
             if self.limiter is not None and not self._started:
                 await self.limiter.close()  # a refused start keeps no lock on the ledger
+                if self._limiter_lock is not None:
+                    await self._limiter_lock.release()
             raise
 
     async def _start(self) -> None:
@@ -487,6 +495,12 @@ class MeteringRuntime:
                     # holds the ledger's lock) must stop the start before the writer runs.
                     await self.limiter.start()
                 await self.store.open()
+                if self._limiter_lock is not None:  # after the open: the ledger exists
+                    try:
+                        await self._limiter_lock.acquire()
+                    except BaseException:
+                        await self.store.close()
+                        raise
             except BaseException:
                 await self._release_journal()
                 raise
@@ -557,6 +571,8 @@ class MeteringRuntime:
             if self.limiter is not None:
                 await self.limiter.join()
                 await self.limiter.close()
+                if self._limiter_lock is not None:
+                    await self._limiter_lock.release()
             # The writer flushes everything pending (or journals it) before the store closes.
             try:
                 await self.writer.stop()
