@@ -29,11 +29,10 @@ import socket
 from typing import Any
 
 from ..ledger.store import StoreError
-from ..limiter import LimiterError
 from ._pgconn import connect
 from .targets import PostgresTarget
 
-__all__ = ["PostgresLimiterLock", "limiter_lock_key"]
+__all__ = ["LimiterLockHeld", "PostgresLimiterLock", "limiter_lock_key"]
 
 log = logging.getLogger("metering_middleware.limiter")
 
@@ -45,6 +44,11 @@ _HOLDER = (
     "  SELECT oid FROM pg_database WHERE datname = current_database())"
     " AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 1"
 )
+
+
+class LimiterLockHeld(StoreError):
+    """Another process holds the ledger's ``memory://`` limiter lock (one line: who, and
+    the fix). A ``StoreError``: the gateway's start prints it and exits 1."""
 
 
 def limiter_lock_key(birth: str) -> int:
@@ -72,8 +76,8 @@ class PostgresLimiterLock:
         return conn is not None and not conn.is_closed()
 
     async def acquire(self) -> None:
-        """Take the lock; ``LimiterError`` (one line) when another process holds it,
-        ``StoreError`` when the ledger cannot be reached."""
+        """Take the lock; ``LimiterLockHeld`` (one line) when another process holds it,
+        another ``StoreError`` when the ledger cannot be reached."""
         self._stopping = False
         conn = await self._locked()
         conn.add_termination_listener(self._lost)
@@ -103,7 +107,7 @@ class PostgresLimiterLock:
             key = self._key = limiter_lock_key(birth.isoformat())
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
                 holder = await conn.fetchval(_HOLDER, (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)
-                raise LimiterError(
+                raise LimiterLockHeld(
                     f"another gateway process ({holder or 'unknown'}) already limits calls "
                     f"with memory:// on this ledger ({where}, advisory lock {key}); a second "
                     "one would double every QPS limit: use limiter_url = redis://host:port/db"
@@ -127,7 +131,7 @@ class PostgresLimiterLock:
             await asyncio.sleep(self._retry)
             try:
                 conn = await self._locked()
-            except LimiterError as exc:
+            except LimiterLockHeld as exc:
                 log.error("memory:// limiter: %s", exc)
                 continue
             except StoreError as exc:

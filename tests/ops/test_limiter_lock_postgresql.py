@@ -16,8 +16,7 @@ import asyncpg
 import pytest
 
 from metering_middleware import MeteringConfig, MeteringRuntime
-from metering_middleware.limiter import LimiterError
-from metering_middleware.ops.pg_limiter_lock import PostgresLimiterLock
+from metering_middleware.ops.pg_limiter_lock import LimiterLockHeld, PostgresLimiterLock
 from tests.support.postgres import PostgresCluster
 
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -105,7 +104,7 @@ async def test_a_second_process_on_a_memory_limiters_postgresql_ledger_is_told_t
             try:
                 async with MeteringRuntime(MeteringConfig(ledger_url=url)):
                     break
-            except LimiterError:
+            except LimiterLockHeld:
                 await asyncio.sleep(0.1)
         else:
             pytest.fail("a killed holder's lock was never freed")
@@ -122,7 +121,7 @@ async def test_the_lock_is_per_ledger_and_freed_by_a_clean_stop(
     first = MeteringRuntime(MeteringConfig(ledger_url=url, journal_path=str(tmp_path / "a")))
     async with first:
         second = MeteringRuntime(MeteringConfig(ledger_url=url, journal_path=str(tmp_path / "b")))
-        with pytest.raises(LimiterError, match="use limiter_url = redis://"):
+        with pytest.raises(LimiterLockHeld, match="use limiter_url = redis://"):
             await second.start()
         assert not second.started
         # Another ledger (another database) has a lock of its own.
@@ -157,7 +156,7 @@ async def test_a_holder_whose_connection_is_cut_takes_the_lock_again(
             await asyncio.sleep(0.05)
         assert after is not None and after != before, "the lock was not taken again"
         rival = PostgresLimiterLock(url)
-        with pytest.raises(LimiterError):
+        with pytest.raises(LimiterLockHeld):
             await rival.acquire()
         await lock.release()
         await rival.acquire()  # released: another may take it
