@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from bench.apps import diy_app
+from tests.support.postgres import PostgresCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 METERED = {"trivial+batched", "trivial+strict", "diy+slowapi", "gateway+batched", "gateway+strict"}
@@ -68,3 +69,31 @@ async def test_diy_stack_commits_one_row_per_call_keyed_by_access_key(tmp_path: 
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT access_key_id, action, status FROM calls").fetchall()
     assert rows == [("LTAIdiy1", "DetectFace", 200)] * 3
+
+
+def test_pg_ingest_bench_smoke_commits_every_record_on_both_stores(
+    tmp_path: Path, pg_cluster: PostgresCluster
+) -> None:
+    """``bench/pg_ingest_bench.py --smoke``: four writer processes per run, strict and
+    batched, on one SQLite file and on one PostgreSQL database; the bench itself stops
+    with an error unless the ledger holds every record (checked again here)."""
+    out = tmp_path / "ingest.json"
+    done = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "pg_ingest_bench.py"), "--smoke",
+            "--pg-url", pg_cluster.url("postgres"), "--json", str(out),
+        ],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["processes"] == 4
+    runs = data["runs"]
+    assert set(runs) == {
+        f"{b}+{m}" for b in ("sqlite", "postgresql") for m in ("strict", "batched")
+    }
+    for variant, results in runs.items():
+        (run,) = results
+        assert run["rows"] == 4 * data["records"] and run["records_s"] > 0, variant
+    assert "postgresql / sqlite, strict" in done.stdout
+    assert pg_cluster.password not in done.stdout + done.stderr
