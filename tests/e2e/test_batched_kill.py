@@ -36,6 +36,7 @@ KEY, SECRET = "LTAIbatchedkill00001", "batched-kill-secret-0123456789"
 MARGIN = 0.05  # seconds: submission -> the client's receipt, and a busy loop's late timer
 
 
+
 def _committed(db: Path) -> set[str]:
     with sqlite3.connect(db) as conn:  # reads the WAL the killed process left
         return {r[0] for r in conn.execute("SELECT request_id FROM calls")}

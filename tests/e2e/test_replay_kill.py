@@ -35,6 +35,7 @@ ROOT = str(Path(__file__).resolve().parents[2])
 BODY = b"ImageURL=https%3A%2F%2Fx%2Fpeople.jpg"
 
 
+
 @asynccontextmanager
 async def gateway_process(cfg: dict[str, Any]) -> AsyncIterator[str]:
     """A gateway process for the life of the block, then ``kill -9``: no clean exit."""

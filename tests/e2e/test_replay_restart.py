@@ -34,6 +34,7 @@ from .signed import v3_headers
 BODY = b"ImageURL=https%3A%2F%2Fx%2Fpeople.jpg"
 
 
+
 def charged(db: Path) -> int:
     with sqlite3.connect(db) as conn:
         return int(conn.execute("SELECT count(*) FROM calls").fetchone()[0])
