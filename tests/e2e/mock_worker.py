@@ -37,7 +37,17 @@ def main() -> None:
 
         await mock(scope, receive, noting)
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    # Keep-alive longer than any run: uvicorn's default (5 s) closes an idle connection
+    # while a gateway may be reusing it, and that race (a 502 BadGateway, free) is the
+    # proxy's transport, not what these tests are about.
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_keep_alive=300,
+    )
 
 
 if __name__ == "__main__":
