@@ -61,8 +61,8 @@ from typing import Any, Literal
 
 import aiosqlite
 
-from ..clock import Clock, SystemClock
-from .codec import (
+from ...clock import Clock, SystemClock
+from ...ledger.codec import (
     CallRow,
     CountRow,
     NonceRow,
@@ -77,9 +77,9 @@ from .codec import (
     record_from_row,
     record_to_row,
 )
-from .migrate import ledger_birth, migrate_file, rw_uri
-from .records import CallRecord, ClaimedNonce, OutcomeCount
-from .store import CallSummary, CredentialRow, StoreError
+from ...ledger.migrate import ledger_birth, migrate_file, rw_uri
+from ...ledger.records import CallRecord, ClaimedNonce, OutcomeCount
+from ...ledger.store import CallSummary, CredentialRow, StoreError
 
 __all__ = ["SqliteStore"]
 

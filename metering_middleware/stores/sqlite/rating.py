@@ -5,7 +5,7 @@ serialised by an ``asyncio.Lock``: settlement reads a million rows at a time, an
 aiosqlite's per-row hops would cost more than the reads. WAL lets the gateway keep writing
 while settlement reads. Migrations are the ledger's (``0002_rating.sql``).
 
-The file is the ledger's, with the ledger store's rules (see :mod:`..ledger.sqlite`): only
+The file is the ledger's, with the ledger store's rules (see :mod:`.ledger`): only
 the first ``open()`` may create it (``create=True``; :func:`rating_store_for` never does),
 and every call first checks the path still holds the file that was opened. When it was
 moved, removed or replaced, the call reopens the path without creating, and only if it
@@ -26,18 +26,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ..ledger.codec import format_time, parse_time
-from ..ledger.migrate import connect_existing, ledger_birth, migrate_file
-from ..ledger.sqlite import SqliteStore
-from ..ledger.store import LedgerStore, StoreError
-from . import _money_sql as money_
-from . import _rows as rows_
-from . import _sqlite_ops as ops
-from .balances import AccountSettings, BalanceEntry, BalanceError, EntryKind, Standing
-from .months import Month
-from .plans import QpsSubscription, ResourcePlan
-from .state import DeductionState
-from .store import (
+from ...ledger.codec import format_time, parse_time
+from ...ledger.migrate import connect_existing, ledger_birth, migrate_file
+from ...ledger.store import LedgerStore, StoreError
+from ...rating import _rows as rows_
+from ...rating.balances import AccountSettings, BalanceEntry, BalanceError, EntryKind, Standing
+from ...rating.months import Month
+from ...rating.plans import QpsSubscription, ResourcePlan
+from ...rating.state import DeductionState
+from ...rating.store import (
     AccountProgress,
     Adjustment,
     BillLine,
@@ -48,6 +45,9 @@ from .store import (
     Progress,
     SettlementWrites,
 )
+from . import _money as money_
+from . import _rating_ops as ops
+from .ledger import SqliteStore
 
 __all__ = ["SqliteRatingStore", "rating_store_for"]
 
@@ -315,7 +315,7 @@ class SqliteRatingStore:
         await self._call(ops.durable, ops.transaction, run)
 
     async def account_state(self, account: str) -> str | None:
-        """'enabled', 'disabled' or None (unknown): see ``_money_sql.account_state``."""
+        """'enabled', 'disabled' or None (unknown): see ``_money.account_state``."""
         return await self._call(money_.account_state, account)
 
     async def settle_standing(self, now: datetime) -> None:
