@@ -1,8 +1,10 @@
 """The SQLite rating store: plans and settlement results in the ledger's own file.
 
-Plain ``sqlite3`` in a worker thread (``asyncio.to_thread``), one connection, calls
-serialised by an ``asyncio.Lock``: settlement reads a million rows at a time, and
-aiosqlite's per-row hops would cost more than the reads. WAL lets the gateway keep writing
+Plain ``sqlite3``, one connection owned by one thread of the store's own
+(:class:`._owner.OwnerThread`, as the ledger store's): opening, migrating, the file checks,
+every call and closing run there, never on the event loop; calls are also serialised by
+an ``asyncio.Lock``. Settlement reads a million rows at a time, and aiosqlite's per-row
+hops would cost more than the reads. WAL lets the gateway keep writing
 while settlement reads. Migrations are the ledger's (``0002_rating.sql``).
 
 The file is the ledger's, with the ledger store's rules (see :mod:`.ledger`): only
@@ -47,6 +49,7 @@ from ...rating.store import (
 )
 from . import _money as money_
 from . import _rating_ops as ops
+from ._owner import OwnerThread
 from .ledger import SqliteStore
 
 __all__ = ["SqliteRatingStore", "rating_store_for"]
@@ -72,7 +75,8 @@ class SqliteRatingStore:
         self._path = Path(path)
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._create = create
-        self._conn: sqlite3.Connection | None = None
+        self._worker: OwnerThread | None = None  # from the first open() to close()
+        self._conn: sqlite3.Connection | None = None  # the worker's only
         self._identity: tuple[int, int] | None = None
         self._birth: str | None = None  # the ledger this store belongs to, once opened
         self._opened = False  # between open() and close(), even while the file is away
@@ -100,16 +104,38 @@ class SqliteRatingStore:
 
     async def open(self) -> None:
         async with self._lock:
-            if self._conn is None:
-                await asyncio.to_thread(self._open_sync)
+            fresh = self._worker is None
+            if fresh:
+                self._worker = OwnerThread(f"rating-sqlite:{self._path.name}")
+            assert self._worker is not None
+            try:
+                await self._worker.call(self._open_if_closed)
+            except BaseException:
+                if fresh and not self._opened:  # nothing to keep the thread for
+                    await self._stop()
+                raise
             self._opened = True
 
     async def close(self) -> None:
         async with self._lock:
             self._opened = False
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+            await self._stop()
+
+    async def _stop(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.stop(self._close_sync)
+
+    # -- in the owner thread ---------------------------------------------------------------
+
+    def _open_if_closed(self) -> None:
+        if self._conn is None:
+            self._open_sync()
+
+    def _close_sync(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def _open_sync(self) -> None:
         first = self._birth is None
@@ -166,14 +192,15 @@ class SqliteRatingStore:
 
     async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
         async with self._lock:
-            if not self._opened:
+            worker = self._worker
+            if not self._opened or worker is None:
                 raise StoreError("rating store is not open")
 
             def run() -> _T:
                 return fn(self._current(), *args)
 
             try:
-                return await asyncio.to_thread(run)
+                return await worker.call(run)
             except sqlite3.IntegrityError:
                 raise
             except sqlite3.Error as exc:
