@@ -50,6 +50,7 @@ from typing import Any
 import asyncpg
 
 from ...clock import Clock, SystemClock
+from ...ledger._query import Dialect, Filter, calls_page, pages
 from ...ledger.records import CallRecord, ClaimedNonce, Outcome, OutcomeCount
 from ...ledger.store import CallSummary, CredentialRow, StoreError
 from ._migrate import Conn, apply_migrations, ledger_birth
@@ -358,13 +359,8 @@ class PostgresStore:
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[CallRecord]:
-        where, args = _filters("occurred_at", account, since, until)
-        args.append(None if limit is None else max(limit, 0))
-        rows = await self._fetch(
-            f"SELECT {_CALL_COLUMNS} FROM calls{where} ORDER BY occurred_at, id LIMIT ${len(args)}",
-            *args,
-        )
-        return [_record(r) for r in rows]
+        sql, args = calls_page(_SQL, _CALL_COLUMNS, Filter(account, since, until), None, limit)
+        return [_record(r) for r in await self._fetch(sql, *args)]
 
     async def iter_calls(
         self,
@@ -375,34 +371,14 @@ class PostgresStore:
         limit: int | None = None,
         page: int = 1000,
     ) -> AsyncIterator[list[CallRecord]]:
-        if page < 1:
-            raise ValueError("page must be 1 or more")
-        where, params = _filters("occurred_at", account, since, until)
-        left = -1 if limit is None else max(limit, 0)
-        after: tuple[datetime, str] | None = None
-        while left != 0:
-            size = page if left < 0 else min(page, left)
-            clauses, args = where, list(params)
-            if after is not None:
-                # A row comparison on the index's own key: the next page starts after it.
-                n = len(args)
-                clauses += (" AND " if clauses else " WHERE ") + (
-                    f"(occurred_at, id) > (${n + 1}, ${n + 2})"
-                )
-                args += [after[0], after[1]]
-            args.append(size)
-            rows = await self._fetch(
-                f"SELECT {_CALL_COLUMNS} FROM calls{clauses} ORDER BY occurred_at, id"
-                f" LIMIT ${len(args)}",
-                *args,
-            )
-            if rows:
-                yield [_record(r) for r in rows]
-            if len(rows) < size:
-                return
-            after = (rows[-1][8], rows[-1][0])
-            if left > 0:
-                left -= len(rows)
+        where = Filter(account, since, until)
+
+        async def fetch(after: tuple[Any, Any] | None, size: int) -> list[asyncpg.Record]:
+            sql, args = calls_page(_SQL, _CALL_COLUMNS, where, after, size)
+            return await self._fetch(sql, *args)
+
+        async for rows in pages(fetch, _call_key, _record, limit=limit, page=page):
+            yield rows
 
     async def count_calls(
         self,
@@ -411,7 +387,8 @@ class PostgresStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> int:
-        where, args = _filters("occurred_at", account, since, until)
+        args: list[Any] = []
+        where = Filter(account, since, until).where("occurred_at", _SQL, args)
         rows = await self._fetch(f"SELECT count(*) FROM calls{where}", *args)
         return int(rows[0][0])
 
@@ -422,7 +399,8 @@ class PostgresStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[CallSummary]:
-        where, args = _filters("occurred_at", account, since, until)
+        args: list[Any] = []
+        where = Filter(account, since, until).where("occurred_at", _SQL, args)
         rows = await self._fetch(
             "SELECT account, category, action, item, count(*), min(occurred_at),"
             f" max(occurred_at) FROM calls{where} GROUP BY account, category, action, item"
@@ -449,7 +427,8 @@ class PostgresStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[OutcomeCount]:
-        where, args = _filters("minute", account, since, until)
+        args: list[Any] = []
+        where = Filter(account, since, until).where("minute", _SQL, args)
         rows = await self._fetch(
             "SELECT minute, account, category, action, outcome, detail, count"
             f" FROM outcome_counts{where}"
@@ -470,7 +449,8 @@ class PostgresStore:
         ]
 
     async def list_credentials(self, *, account: str | None = None) -> list[CredentialRow]:
-        where, args = _filters("created_at", account, None, None)
+        args: list[Any] = []
+        where = Filter(account).where("created_at", _SQL, args)
         rows = await self._fetch(
             f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials{where} ORDER BY account, access_key_id",
             *args,
@@ -590,21 +570,12 @@ def _affected(status: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def _filters(
-    time_column: str, account: str | None, since: datetime | None, until: datetime | None
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    args: list[Any] = []
-    if account is not None:
-        args.append(_clean(account))
-        clauses.append(f"account = ${len(args)}")
-    if since is not None:
-        args.append(_utc(since))
-        clauses.append(f"{time_column} >= ${len(args)}")
-    if until is not None:
-        args.append(_utc(until))
-        clauses.append(f"{time_column} < ${len(args)}")
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+def _call_key(r: asyncpg.Record) -> tuple[Any, Any]:
+    return r[8], r[0]  # occurred_at, id as stored: the keyset cursor
+
+
+# $n placeholders, aware datetimes, text without NUL, LIMIT NULL for all, row comparisons.
+_SQL = Dialect(numbered=True, time=_utc, text=_clean, no_limit=None, row_compare=True)
 
 
 async def _close_pool(pool: asyncpg.Pool) -> None:

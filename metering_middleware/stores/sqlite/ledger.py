@@ -65,6 +65,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from ...clock import Clock, SystemClock
+from ...ledger._query import Dialect, Filter, calls_page, pages
 from ...ledger.codec import (
     CallRow,
     CountRow,
@@ -115,6 +116,8 @@ _CALL_COLUMNS = (
     " occurred_at, status, error_code, latency_ms"
 )
 _CREDENTIAL_COLUMNS = "access_key_id, account, secret, enabled, created_at, disabled_at"
+# Times as ISO text, ? placeholders, LIMIT -1 for all; no row comparisons (see _query).
+_SQL = Dialect(numbered=False, time=format_time, text=str, no_limit=-1, row_compare=False)
 _SQLITE_FAILURES = (sqlite3.Error, OSError, ValueError)  # ValueError: bad parameters
 _T = TypeVar("_T")
 
@@ -417,12 +420,8 @@ class SqliteStore:
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[CallRecord]:
-        where, params = _filters("occurred_at", account, since, until)
-        params.append(-1 if limit is None else max(limit, 0))
-        rows = await self._fetch(
-            f"SELECT {_CALL_COLUMNS} FROM calls{where} ORDER BY occurred_at, id LIMIT ?", params
-        )
-        return [record_from_row(row) for row in rows]
+        sql, args = calls_page(_SQL, _CALL_COLUMNS, Filter(account, since, until), None, limit)
+        return [record_from_row(row) for row in await self._fetch(sql, args)]
 
     async def iter_calls(
         self,
@@ -433,32 +432,13 @@ class SqliteStore:
         limit: int | None = None,
         page: int = 1000,
     ) -> AsyncIterator[list[CallRecord]]:
-        if page < 1:
-            raise ValueError("page must be 1 or more")
-        where, params = _filters("occurred_at", account, since, until)
-        left = -1 if limit is None else max(limit, 0)
-        after: tuple[str, str] | None = None
-        while left != 0:
-            size = page if left < 0 else min(page, left)
-            clauses, args = where, list(params)
-            if after is not None:
-                # After the last record read: the range on occurred_at uses the index,
-                # the id breaks ties between records of the same instant.
-                clauses += (" AND " if clauses else " WHERE ") + (
-                    "occurred_at >= ? AND (occurred_at > ? OR id > ?)"
-                )
-                args += [after[0], after[0], after[1]]
-            rows = await self._fetch(
-                f"SELECT {_CALL_COLUMNS} FROM calls{clauses} ORDER BY occurred_at, id LIMIT ?",
-                [*args, size],
-            )
-            if rows:
-                yield [record_from_row(row) for row in rows]
-            if len(rows) < size:
-                return
-            after = (rows[-1][8], rows[-1][0])
-            if left > 0:
-                left -= len(rows)
+        where = Filter(account, since, until)
+
+        async def fetch(after: tuple[Any, Any] | None, size: int) -> list[tuple[Any, ...]]:
+            return await self._fetch(*calls_page(_SQL, _CALL_COLUMNS, where, after, size))
+
+        async for rows in pages(fetch, _call_key, record_from_row, limit=limit, page=page):
+            yield rows
 
     async def count_calls(
         self,
@@ -467,7 +447,8 @@ class SqliteStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> int:
-        where, params = _filters("occurred_at", account, since, until)
+        params: list[Any] = []
+        where = Filter(account, since, until).where("occurred_at", _SQL, params)
         rows = await self._fetch(f"SELECT COUNT(*) FROM calls{where}", params)
         return int(rows[0][0])
 
@@ -478,7 +459,8 @@ class SqliteStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[CallSummary]:
-        where, params = _filters("occurred_at", account, since, until)
+        params: list[Any] = []
+        where = Filter(account, since, until).where("occurred_at", _SQL, params)
         rows = await self._fetch(
             "SELECT account, category, action, item, count(*), min(occurred_at),"
             f" max(occurred_at) FROM calls{where} GROUP BY account, category, action, item"
@@ -494,7 +476,8 @@ class SqliteStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[OutcomeCount]:
-        where, params = _filters("minute", account, since, until)
+        params: list[Any] = []
+        where = Filter(account, since, until).where("minute", _SQL, params)
         rows = await self._fetch(
             "SELECT minute, account, category, action, outcome, detail, count"
             f" FROM outcome_counts{where}"
@@ -504,7 +487,8 @@ class SqliteStore:
         return [count_from_row(row) for row in rows]
 
     async def list_credentials(self, *, account: str | None = None) -> list[CredentialRow]:
-        where, params = _filters("created_at", account, None, None)
+        params: list[Any] = []
+        where = Filter(account).where("created_at", _SQL, params)
         rows = await self._fetch(
             f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials{where} ORDER BY account, access_key_id",
             params,
@@ -565,21 +549,8 @@ def _rollback_quietly(db: sqlite3.Connection, what: str) -> None:
             _log.debug("rollback after a failed %s failed too", what, exc_info=True)
 
 
-def _filters(
-    time_column: str, account: str | None, since: datetime | None, until: datetime | None
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if account is not None:
-        clauses.append("account = ?")
-        params.append(account)
-    if since is not None:
-        clauses.append(f"{time_column} >= ?")
-        params.append(format_time(since))
-    if until is not None:
-        clauses.append(f"{time_column} < ?")
-        params.append(format_time(until))
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+def _call_key(row: tuple[Any, ...]) -> tuple[Any, Any]:
+    return row[8], row[0]  # occurred_at, id as stored: the keyset cursor
 
 
 def _summary_from_row(row: tuple[Any, ...]) -> CallSummary:

@@ -1,0 +1,124 @@
+"""The ledger's reads, said once for every store: filters and the keyset pager.
+
+The memory, SQLite and PostgreSQL stores answer the same questions (``calls``,
+``iter_calls``, ``count_calls``, ``summary``, ``outcome_counts``, ``list_credentials``)
+with the same filter (an account, a half-open time range) and the same order
+(``occurred_at, id``). What truly differs is kept in a :class:`Dialect`: how a parameter
+is written (``?`` or ``$n``), how a time and a text are bound (ISO text or an aware
+``datetime``; PostgreSQL refuses NUL in text), what "no limit" is, and how "after this
+row" is said so that the index is used (a row comparison on PostgreSQL; on SQLite, whose
+planner does not use an index for one, a range on ``occurred_at`` with ``id`` as the
+tie-break).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+__all__ = ["Dialect", "Filter", "calls_page", "pages"]
+
+_Row = TypeVar("_Row")
+_Item = TypeVar("_Item")
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What an SQL store binds differently (see the module docstring)."""
+
+    numbered: bool  # $1, $2 ... (asyncpg) rather than ? (sqlite3)
+    time: Callable[[datetime], Any]
+    text: Callable[[str], Any]
+    no_limit: Any  # the LIMIT value meaning "all rows"
+    row_compare: bool  # (occurred_at, id) > (t, id) uses the index
+
+    def param(self, args: list[Any], value: Any) -> str:
+        """Bind ``value`` (appended to ``args``); the placeholder to write for it."""
+        args.append(value)
+        return f"${len(args)}" if self.numbered else "?"
+
+    def after(self, args: list[Any], occurred_at: Any, record_id: Any) -> str:
+        """The keyset condition: rows after (``occurred_at``, ``record_id``)."""
+        if self.row_compare:
+            t, i = self.param(args, occurred_at), self.param(args, record_id)
+            return f"(occurred_at, id) > ({t}, {i})"
+        # The range on occurred_at uses the index; id breaks ties within one instant.
+        t1, t2 = self.param(args, occurred_at), self.param(args, occurred_at)
+        return f"occurred_at >= {t1} AND (occurred_at > {t2} OR id > {self.param(args, record_id)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """One account (or all), ``since <= time < until`` (either side open)."""
+
+    account: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def matches(self, account: str, when: datetime) -> bool:
+        """For the memory store: does a row of ``account`` at ``when`` pass?"""
+        return (
+            (self.account is None or account == self.account)
+            and (self.since is None or when >= self.since)
+            and (self.until is None or when < self.until)
+        )
+
+    def where(self, time_column: str, dialect: Dialect, args: list[Any]) -> str:
+        """`` WHERE ...`` (or ``""``) on ``time_column``, its values appended to ``args``."""
+        clauses: list[str] = []
+        if self.account is not None:
+            clauses.append(f"account = {dialect.param(args, dialect.text(self.account))}")
+        if self.since is not None:
+            clauses.append(f"{time_column} >= {dialect.param(args, dialect.time(self.since))}")
+        if self.until is not None:
+            clauses.append(f"{time_column} < {dialect.param(args, dialect.time(self.until))}")
+        return " WHERE " + " AND ".join(clauses) if clauses else ""
+
+
+def calls_page(
+    dialect: Dialect,
+    columns: str,
+    where: Filter,
+    after: tuple[Any, Any] | None,
+    size: int | None,
+) -> tuple[str, list[Any]]:
+    """The SELECT of one page of calls in ledger order, after ``after`` (the last
+    row's stored ``occurred_at`` and ``id``), at most ``size`` rows (None: all)."""
+    args: list[Any] = []
+    clauses = where.where("occurred_at", dialect, args)
+    if after is not None:
+        clauses += (" AND " if clauses else " WHERE ") + dialect.after(args, *after)
+    limit = dialect.param(args, dialect.no_limit if size is None else max(size, 0))
+    return f"SELECT {columns} FROM calls{clauses} ORDER BY occurred_at, id LIMIT {limit}", args
+
+
+async def pages(
+    fetch: Callable[[tuple[Any, Any] | None, int], Awaitable[list[_Row]]],
+    key: Callable[[_Row], tuple[Any, Any]],
+    convert: Callable[[_Row], _Item],
+    *,
+    limit: int | None,
+    page: int,
+) -> AsyncIterator[list[_Item]]:
+    """``iter_calls``'s pages: ``fetch(after, size)`` reads the next ``size`` rows after
+    the key of the last row read (None at first), until a short page or ``limit`` rows.
+
+    Each page is its own short read, so a writer commits between pages however many
+    rows there are; rows committed meanwhile after the cursor are read, none twice.
+    """
+    if page < 1:
+        raise ValueError("page must be 1 or more")
+    left = -1 if limit is None else max(limit, 0)
+    after: tuple[Any, Any] | None = None
+    while left != 0:
+        size = page if left < 0 else min(page, left)
+        rows = await fetch(after, size)
+        if rows:
+            yield [convert(row) for row in rows]
+        if len(rows) < size:
+            return
+        after = key(rows[-1])
+        if left > 0:
+            left -= len(rows)
