@@ -44,12 +44,12 @@ import logging
 import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import asyncpg
 
 from ...clock import Clock, SystemClock
+from ...ledger._lifecycle import OpenClose
 from ...ledger._query import Dialect, Filter, calls_page, pages
 from ...ledger.records import CallRecord, ClaimedNonce, Outcome, OutcomeCount
 from ...ledger.store import CallSummary, CredentialRow, StoreError
@@ -111,7 +111,7 @@ _PRUNE_NONCES = (
 )
 
 
-class PostgresStore:
+class PostgresStore(OpenClose):
     """A :class:`~...ledger.store.LedgerStore` on one PostgreSQL database.
 
     ``writes`` counts committed write statements (group commits). Build it from a URL
@@ -149,18 +149,6 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._options.where!r})"
-
-    async def __aenter__(self) -> PostgresStore:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ Behaviour worth knowing before running it in production:
 - **Schema.** :meth:`SqliteStore.open` switches the file to WAL and applies the
   missing migrations in one ``BEGIN IMMEDIATE`` transaction, so several
   processes starting at once on a new file are safe (one applies, the others
-  find it applied). See :mod:`.migrate`.
+  find it applied). See :mod:`metering_middleware.ledger.migrate`.
 - **One transaction per write.** ``write`` inserts records (idempotent by id:
   ``ON CONFLICT(id) DO NOTHING``, which unlike ``INSERT OR IGNORE`` still fails
   on a NOT NULL violation instead of silently dropping the row) and adds the
@@ -25,8 +25,9 @@ Behaviour worth knowing before running it in production:
   path is an error, not a new empty ledger). Nothing after the first open
   ever creates a file.
 - **File identity.** The store remembers the (device, inode) of the file it
-  opened and the ledger's birth stamp (:func:`.migrate.ledger_birth`). Before
-  each operation and in ``check()`` it stats the path again: if the file was
+  opened and the ledger's birth stamp
+  (:func:`~metering_middleware.ledger.migrate.ledger_birth`). Before each operation
+  and in ``check()`` it stats the path again (in the owner thread): if the file was
   removed or replaced (moved away, deleted by hand, a new file in its place),
   the open connection would go on writing into a file nobody will read, so
   every operation raises ``StoreError`` instead, with a message that says
@@ -61,10 +62,10 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from ...clock import Clock, SystemClock
+from ...ledger._lifecycle import OpenClose
 from ...ledger._query import Dialect, Filter, calls_page, pages
 from ...ledger.codec import (
     CallRow,
@@ -122,8 +123,8 @@ _SQLITE_FAILURES = (sqlite3.Error, OSError, ValueError)  # ValueError: bad param
 _T = TypeVar("_T")
 
 
-class SqliteStore:
-    """A :class:`~.store.LedgerStore` on one SQLite file.
+class SqliteStore(OpenClose):
+    """A :class:`~metering_middleware.ledger.store.LedgerStore` on one SQLite file.
 
     ``writes`` counts committed write transactions (tests and metrics use it to
     see group commit at work).
@@ -164,18 +165,6 @@ class SqliteStore:
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self._path)!r}, synchronous={self._synchronous!r})"
-
-    async def __aenter__(self) -> SqliteStore:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- lifecycle -------------------------------------------------------------------------
 

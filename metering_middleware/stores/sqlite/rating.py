@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
+from ...ledger._lifecycle import OpenClose
 from ...ledger.codec import format_time, parse_time
 from ...ledger.migrate import connect_existing, ledger_birth, migrate_file
 from ...ledger.store import LedgerStore, StoreError
@@ -66,8 +66,8 @@ def rating_store_for(ledger: LedgerStore) -> SqliteRatingStore:
     raise ValueError("rating needs an SQLite ledger (sqlite:///path); memory:// keeps no plans")
 
 
-class SqliteRatingStore:
-    """A :class:`~.store.RatingStore` on the ledger's SQLite file."""
+class SqliteRatingStore(OpenClose):
+    """A :class:`~metering_middleware.rating.store.RatingStore` on the ledger's SQLite file."""
 
     def __init__(
         self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000, create: bool = True
@@ -89,18 +89,6 @@ class SqliteRatingStore:
 
     def __repr__(self) -> str:
         return f"SqliteRatingStore({str(self._path)!r})"
-
-    async def __aenter__(self) -> SqliteRatingStore:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def open(self) -> None:
         async with self._lock:
