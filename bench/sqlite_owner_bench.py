@@ -15,7 +15,8 @@ SQL: nonces, records, counts in one ``BEGIN IMMEDIATE`` ... ``COMMIT``) off the 
   ``call_soon_threadsafe`` out), one hand-off per transaction;
 - ``executor``: a one-worker ``ThreadPoolExecutor`` via ``loop.run_in_executor``.
 
-Two measurements per way, each round interleaved (so drift hits all alike), each on a
+Two measurements per way, each round interleaved (so drift hits all alike; the order
+turns each round), each on a
 fresh WAL file in a temp dir:
 
 - **group commit**: ``--commits`` transactions of ``--batch`` records (+ as many nonces
@@ -37,15 +38,16 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+from writer_bench import make_records  # the same records as the writer's bench
 
 from metering_middleware.ledger.codec import count_to_row, nonce_to_row, record_to_row
 from metering_middleware.ledger.migrate import connect_existing, migrate_file, rw_uri
-from metering_middleware.ledger.records import CallRecord, ClaimedNonce, Outcome, OutcomeCount
+from metering_middleware.ledger.records import ClaimedNonce, Outcome, OutcomeCount
 from metering_middleware.stores.sqlite._owner import OwnerThread
 from metering_middleware.stores.sqlite.ledger import (
     _ADD_COUNT,
@@ -59,33 +61,16 @@ T0 = datetime(2026, 1, 15, tzinfo=UTC)
 Rows = tuple[list[Any], list[Any], list[Any]]
 
 
-def batches(commits: int, size: int, start: int) -> list[Rows]:
-    out: list[Rows] = []
+def batches(commits: int, size: int) -> list[Rows]:
+    """``commits`` transactions of ``size`` records, their nonces and one count each."""
     recorded = "2026-01-15T00:00:00.000000Z"
+    records = make_records(commits * size)
+    out: list[Rows] = []
     for c in range(commits):
-        rows, nonces = [], []
-        for j in range(size):
-            i = start + c * size + j
-            record = CallRecord(
-                id=f"01BENCH{i:019d}",
-                request_id=f"req-{i}",
-                account=f"acct-{i % 50}",
-                access_key_id=f"LTAI-{i % 50}",
-                category="facebody",
-                action="DetectFace",
-                version="2019-12-30",
-                item="DetectFace",
-                occurred_at=T0 + timedelta(microseconds=i),
-                status=200,
-                error_code=None,
-                latency_ms=12.5,
-            )
-            rows.append(record_to_row(record, recorded))
-            nonces.append(nonce_to_row(ClaimedNonce("a", f"LTAI-{i % 50}", f"n-{i}", 1e12)))
-        count = OutcomeCount(
-            minute=T0, account="acct-0", category="facebody", action="DetectFace",
-            outcome=Outcome.CHARGED, detail="", count=size,
-        )  # fmt: skip
+        chunk = records[c * size : (c + 1) * size]
+        rows = [record_to_row(r, recorded) for r in chunk]
+        nonces = [nonce_to_row(ClaimedNonce("a", r.access_key_id, r.id, 1e12)) for r in chunk]
+        count = OutcomeCount(T0, "acct-0", "facebody", "DetectFace", Outcome.CHARGED, "", size)
         out.append((rows, [count_to_row(count)], nonces))
     return out
 
@@ -184,15 +169,13 @@ def pct(values: list[float], q: float) -> float:
 
 async def main(args: argparse.Namespace) -> None:
     results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
-    start = 0
     for r in range(args.rounds):
-        for way in WAYS:
+        for way in WAYS[r % len(WAYS) :] + WAYS[: r % len(WAYS)]:  # each way first in turn
             for kind, size in (("group", args.batch), ("strict", 1)):
                 with tempfile.TemporaryDirectory() as tmp:
                     path = Path(tmp) / "ledger.sqlite"
                     migrate_file(path, busy_timeout_ms=2000, synchronous=args.synchronous)
-                    work = batches(args.commits + 1, size, start)
-                    start += (args.commits + 1) * size
+                    work = batches(args.commits + 1, size)
                     out = await measure(way, path, work, args.synchronous)
                 times, cpu = out[:-1], out[-1]
                 wall = sum(times)
