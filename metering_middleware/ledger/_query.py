@@ -18,7 +18,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-__all__ = ["Dialect", "Filter", "calls_page", "pages"]
+__all__ = [
+    "CALL_COLUMNS",
+    "CREDENTIAL_COLUMNS",
+    "Dialect",
+    "Filter",
+    "calls_page",
+    "count_calls_sql",
+    "credentials_sql",
+    "outcome_counts_sql",
+    "pages",
+    "summary_sql",
+]
+
+#: The columns of a call as the codecs read them (``occurred_at`` is [8], ``id`` [0]).
+CALL_COLUMNS = (
+    "id, request_id, account, access_key_id, category, action, version, item,"
+    " occurred_at, status, error_code, latency_ms"
+)
+CREDENTIAL_COLUMNS = "access_key_id, account, secret, enabled, created_at, disabled_at"
 
 _Row = TypeVar("_Row")
 _Item = TypeVar("_Item")
@@ -79,7 +97,6 @@ class Filter:
 
 def calls_page(
     dialect: Dialect,
-    columns: str,
     where: Filter,
     after: tuple[Any, Any] | None,
     size: int | None,
@@ -91,7 +108,41 @@ def calls_page(
     if after is not None:
         clauses += (" AND " if clauses else " WHERE ") + dialect.after(args, *after)
     limit = dialect.param(args, dialect.no_limit if size is None else max(size, 0))
-    return f"SELECT {columns} FROM calls{clauses} ORDER BY occurred_at, id LIMIT {limit}", args
+    sql = f"SELECT {CALL_COLUMNS} FROM calls{clauses} ORDER BY occurred_at, id LIMIT {limit}"
+    return sql, args
+
+
+def count_calls_sql(dialect: Dialect, where: Filter) -> tuple[str, list[Any]]:
+    args: list[Any] = []
+    return f"SELECT count(*) FROM calls{where.where('occurred_at', dialect, args)}", args
+
+
+def summary_sql(dialect: Dialect, where: Filter) -> tuple[str, list[Any]]:
+    """Per account, category, action and item: calls, first and last ``occurred_at``."""
+    args: list[Any] = []
+    sql = (
+        "SELECT account, category, action, item, count(*), min(occurred_at),"
+        f" max(occurred_at) FROM calls{where.where('occurred_at', dialect, args)}"
+        " GROUP BY account, category, action, item ORDER BY account, category, action, item"
+    )
+    return sql, args
+
+
+def outcome_counts_sql(dialect: Dialect, where: Filter) -> tuple[str, list[Any]]:
+    args: list[Any] = []
+    sql = (
+        "SELECT minute, account, category, action, outcome, detail, count"
+        f" FROM outcome_counts{where.where('minute', dialect, args)}"
+        " ORDER BY minute, account, category, action, outcome, detail"
+    )
+    return sql, args
+
+
+def credentials_sql(dialect: Dialect, account: str | None) -> tuple[str, list[Any]]:
+    args: list[Any] = []
+    where = Filter(account).where("created_at", dialect, args)
+    sql = f"SELECT {CREDENTIAL_COLUMNS} FROM credentials{where} ORDER BY account, access_key_id"
+    return sql, args
 
 
 async def pages(

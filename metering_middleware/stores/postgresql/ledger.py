@@ -50,7 +50,17 @@ import asyncpg
 
 from ...clock import Clock, SystemClock
 from ...ledger._lifecycle import OpenClose
-from ...ledger._query import Dialect, Filter, calls_page, pages
+from ...ledger._query import (
+    CREDENTIAL_COLUMNS,
+    Dialect,
+    Filter,
+    calls_page,
+    count_calls_sql,
+    credentials_sql,
+    outcome_counts_sql,
+    pages,
+    summary_sql,
+)
 from ...ledger.records import CallRecord, ClaimedNonce, Outcome, OutcomeCount
 from ...ledger.store import CallSummary, CredentialRow, StoreError
 from ._migrate import Conn, apply_migrations, ledger_birth
@@ -91,11 +101,6 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
             $12::float8[]) AS u ORDER BY 1
 ON CONFLICT (id) DO NOTHING
 """
-_CALL_COLUMNS = (
-    "id, request_id, account, access_key_id, category, action, version, item,"
-    " occurred_at, status, error_code, latency_ms"
-)
-_CREDENTIAL_COLUMNS = "access_key_id, account, secret, enabled, created_at, disabled_at"
 _FIRST_NONCES = (
     "SELECT access_key_id, nonce, account, expires_ms FROM nonces"
     " WHERE expires_ms > $1 ORDER BY access_key_id, nonce LIMIT $2"
@@ -301,7 +306,7 @@ class PostgresStore(OpenClose):
     async def add_credential(self, row: CredentialRow) -> None:
         async def run(conn: Conn) -> None:
             await conn.execute(
-                f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
+                f"INSERT INTO credentials ({CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
                 _clean(row.access_key_id),
                 _clean(row.account),
                 _clean(row.secret),
@@ -347,7 +352,7 @@ class PostgresStore(OpenClose):
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[CallRecord]:
-        sql, args = calls_page(_SQL, _CALL_COLUMNS, Filter(account, since, until), None, limit)
+        sql, args = calls_page(_SQL, Filter(account, since, until), None, limit)
         return [_record(r) for r in await self._fetch(sql, *args)]
 
     async def iter_calls(
@@ -362,7 +367,7 @@ class PostgresStore(OpenClose):
         where = Filter(account, since, until)
 
         async def fetch(after: tuple[Any, Any] | None, size: int) -> list[asyncpg.Record]:
-            sql, args = calls_page(_SQL, _CALL_COLUMNS, where, after, size)
+            sql, args = calls_page(_SQL, where, after, size)
             return await self._fetch(sql, *args)
 
         async for rows in pages(fetch, _call_key, _record, limit=limit, page=page):
@@ -375,9 +380,8 @@ class PostgresStore(OpenClose):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> int:
-        args: list[Any] = []
-        where = Filter(account, since, until).where("occurred_at", _SQL, args)
-        rows = await self._fetch(f"SELECT count(*) FROM calls{where}", *args)
+        sql, args = count_calls_sql(_SQL, Filter(account, since, until))
+        rows = await self._fetch(sql, *args)
         return int(rows[0][0])
 
     async def summary(
@@ -387,14 +391,8 @@ class PostgresStore(OpenClose):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[CallSummary]:
-        args: list[Any] = []
-        where = Filter(account, since, until).where("occurred_at", _SQL, args)
-        rows = await self._fetch(
-            "SELECT account, category, action, item, count(*), min(occurred_at),"
-            f" max(occurred_at) FROM calls{where} GROUP BY account, category, action, item"
-            " ORDER BY account, category, action, item",
-            *args,
-        )
+        sql, args = summary_sql(_SQL, Filter(account, since, until))
+        rows = await self._fetch(sql, *args)
         return [
             CallSummary(
                 account=r[0],
@@ -415,14 +413,8 @@ class PostgresStore(OpenClose):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[OutcomeCount]:
-        args: list[Any] = []
-        where = Filter(account, since, until).where("minute", _SQL, args)
-        rows = await self._fetch(
-            "SELECT minute, account, category, action, outcome, detail, count"
-            f" FROM outcome_counts{where}"
-            " ORDER BY minute, account, category, action, outcome, detail",
-            *args,
-        )
+        sql, args = outcome_counts_sql(_SQL, Filter(account, since, until))
+        rows = await self._fetch(sql, *args)
         return [
             OutcomeCount(
                 minute=_aware(r[0]),
@@ -437,12 +429,8 @@ class PostgresStore(OpenClose):
         ]
 
     async def list_credentials(self, *, account: str | None = None) -> list[CredentialRow]:
-        args: list[Any] = []
-        where = Filter(account).where("created_at", _SQL, args)
-        rows = await self._fetch(
-            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials{where} ORDER BY account, access_key_id",
-            *args,
-        )
+        sql, args = credentials_sql(_SQL, account)
+        rows = await self._fetch(sql, *args)
         return [
             CredentialRow(
                 access_key_id=r[0],

@@ -66,7 +66,17 @@ from typing import Any, Literal, TypeVar
 
 from ...clock import Clock, SystemClock
 from ...ledger._lifecycle import OpenClose
-from ...ledger._query import Dialect, Filter, calls_page, pages
+from ...ledger._query import (
+    CREDENTIAL_COLUMNS,
+    Dialect,
+    Filter,
+    calls_page,
+    count_calls_sql,
+    credentials_sql,
+    outcome_counts_sql,
+    pages,
+    summary_sql,
+)
 from ...ledger.codec import (
     CallRow,
     CountRow,
@@ -112,11 +122,6 @@ _PRUNE_NONCES = (
     "DELETE FROM nonces WHERE seq IN"
     " (SELECT seq FROM nonces WHERE expires_ms <= ? ORDER BY expires_ms LIMIT ?)"
 )
-_CALL_COLUMNS = (
-    "id, request_id, account, access_key_id, category, action, version, item,"
-    " occurred_at, status, error_code, latency_ms"
-)
-_CREDENTIAL_COLUMNS = "access_key_id, account, secret, enabled, created_at, disabled_at"
 # Times as ISO text, ? placeholders, LIMIT -1 for all; no row comparisons (see _query).
 _SQL = Dialect(numbered=False, time=format_time, text=str, no_limit=-1, row_compare=False)
 _SQLITE_FAILURES = (sqlite3.Error, OSError, ValueError)  # ValueError: bad parameters
@@ -352,7 +357,7 @@ class SqliteStore(OpenClose):
             try:
                 await self._call(
                     self._execute_sync,
-                    f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                     credential_to_row(row),
                 )
             except sqlite3.IntegrityError as exc:
@@ -409,7 +414,7 @@ class SqliteStore(OpenClose):
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[CallRecord]:
-        sql, args = calls_page(_SQL, _CALL_COLUMNS, Filter(account, since, until), None, limit)
+        sql, args = calls_page(_SQL, Filter(account, since, until), None, limit)
         return [record_from_row(row) for row in await self._fetch(sql, args)]
 
     async def iter_calls(
@@ -424,7 +429,7 @@ class SqliteStore(OpenClose):
         where = Filter(account, since, until)
 
         async def fetch(after: tuple[Any, Any] | None, size: int) -> list[tuple[Any, ...]]:
-            return await self._fetch(*calls_page(_SQL, _CALL_COLUMNS, where, after, size))
+            return await self._fetch(*calls_page(_SQL, where, after, size))
 
         async for rows in pages(fetch, _call_key, record_from_row, limit=limit, page=page):
             yield rows
@@ -436,9 +441,7 @@ class SqliteStore(OpenClose):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> int:
-        params: list[Any] = []
-        where = Filter(account, since, until).where("occurred_at", _SQL, params)
-        rows = await self._fetch(f"SELECT COUNT(*) FROM calls{where}", params)
+        rows = await self._fetch(*count_calls_sql(_SQL, Filter(account, since, until)))
         return int(rows[0][0])
 
     async def summary(
@@ -448,14 +451,7 @@ class SqliteStore(OpenClose):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[CallSummary]:
-        params: list[Any] = []
-        where = Filter(account, since, until).where("occurred_at", _SQL, params)
-        rows = await self._fetch(
-            "SELECT account, category, action, item, count(*), min(occurred_at),"
-            f" max(occurred_at) FROM calls{where} GROUP BY account, category, action, item"
-            " ORDER BY account, category, action, item",
-            params,
-        )
+        rows = await self._fetch(*summary_sql(_SQL, Filter(account, since, until)))
         return [_summary_from_row(row) for row in rows]
 
     async def outcome_counts(
@@ -465,23 +461,11 @@ class SqliteStore(OpenClose):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[OutcomeCount]:
-        params: list[Any] = []
-        where = Filter(account, since, until).where("minute", _SQL, params)
-        rows = await self._fetch(
-            "SELECT minute, account, category, action, outcome, detail, count"
-            f" FROM outcome_counts{where}"
-            " ORDER BY minute, account, category, action, outcome, detail",
-            params,
-        )
+        rows = await self._fetch(*outcome_counts_sql(_SQL, Filter(account, since, until)))
         return [count_from_row(row) for row in rows]
 
     async def list_credentials(self, *, account: str | None = None) -> list[CredentialRow]:
-        params: list[Any] = []
-        where = Filter(account).where("created_at", _SQL, params)
-        rows = await self._fetch(
-            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials{where} ORDER BY account, access_key_id",
-            params,
-        )
+        rows = await self._fetch(*credentials_sql(_SQL, account))
         return [credential_from_row(row) for row in rows]
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
