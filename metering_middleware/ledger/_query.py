@@ -5,10 +5,10 @@ The memory, SQLite and PostgreSQL stores answer the same questions (``calls``,
 with the same filter (an account, a half-open time range) and the same order
 (``occurred_at, id``). What truly differs is kept in a :class:`Dialect`: how a parameter
 is written (``?`` or ``$n``), how a time and a text are bound (ISO text or an aware
-``datetime``; PostgreSQL refuses NUL in text), what "no limit" is, and how "after this
-row" is said so that the index is used (a row comparison on PostgreSQL; on SQLite, whose
-planner does not use an index for one, a range on ``occurred_at`` with ``id`` as the
-tie-break).
+``datetime``; PostgreSQL refuses NUL in text) and what "no limit" is. "After this row"
+is a row comparison, ``(occurred_at, id) > (t, id)``, on both (SQLite has row values
+since 3.15; its plan is the same index search on ``occurred_at`` as for the spelled-out
+range with ``id`` as the tie-break that its store used before).
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ class Dialect:
     time: Callable[[datetime], Any]
     text: Callable[[str], Any]
     no_limit: Any  # the LIMIT value meaning "all rows"
-    row_compare: bool  # (occurred_at, id) > (t, id) uses the index
 
     def param(self, args: list[Any], value: Any) -> str:
         """Bind ``value`` (appended to ``args``); the placeholder to write for it."""
@@ -59,12 +58,8 @@ class Dialect:
 
     def after(self, args: list[Any], occurred_at: Any, record_id: Any) -> str:
         """The keyset condition: rows after (``occurred_at``, ``record_id``)."""
-        if self.row_compare:
-            t, i = self.param(args, occurred_at), self.param(args, record_id)
-            return f"(occurred_at, id) > ({t}, {i})"
-        # The range on occurred_at uses the index; id breaks ties within one instant.
-        t1, t2 = self.param(args, occurred_at), self.param(args, occurred_at)
-        return f"occurred_at >= {t1} AND (occurred_at > {t2} OR id > {self.param(args, record_id)})"
+        t, i = self.param(args, occurred_at), self.param(args, record_id)
+        return f"(occurred_at, id) > ({t}, {i})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -550,8 +550,8 @@ def _call_key(r: asyncpg.Record) -> tuple[Any, Any]:
     return r[8], r[0]  # occurred_at, id as stored: the keyset cursor
 
 
-# $n placeholders, aware datetimes, text without NUL, LIMIT NULL for all, row comparisons.
-_SQL = Dialect(numbered=True, time=_utc, text=_clean, no_limit=None, row_compare=True)
+# $n placeholders, aware datetimes, text without NUL, LIMIT NULL for all.
+_SQL = Dialect(numbered=True, time=_utc, text=_clean, no_limit=None)
 
 
 async def _close_pool(pool: asyncpg.Pool) -> None:

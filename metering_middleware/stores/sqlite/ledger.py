@@ -122,8 +122,8 @@ _PRUNE_NONCES = (
     "DELETE FROM nonces WHERE seq IN"
     " (SELECT seq FROM nonces WHERE expires_ms <= ? ORDER BY expires_ms LIMIT ?)"
 )
-# Times as ISO text, ? placeholders, LIMIT -1 for all; no row comparisons (see _query).
-_SQL = Dialect(numbered=False, time=format_time, text=str, no_limit=-1, row_compare=False)
+# Times as ISO text, ? placeholders, LIMIT -1 for all (see _query).
+_SQL = Dialect(numbered=False, time=format_time, text=str, no_limit=-1)
 _SQLITE_FAILURES = (sqlite3.Error, OSError, ValueError)  # ValueError: bad parameters
 _T = TypeVar("_T")
 
