@@ -40,7 +40,7 @@ from metering_middleware.ledger import (
 )
 from metering_middleware.ledger.codec import format_time, record_to_row
 from metering_middleware.ledger.migrate import migrate_file
-from metering_middleware.ledger.sqlite import _INSERT_CALL
+from metering_middleware.stores.sqlite.ledger import _INSERT_CALL
 
 SUBMITTERS = 64
 

@@ -33,7 +33,7 @@ from .config import ConfigError, MeteringConfig
 from .ledger import LedgerStore
 from .limiter.budget import UpstreamBudgets
 from .rating.plans import QpsSubscription
-from .rating.sqlite_store import rating_store_for
+from .stores.sqlite.rating import rating_store_for
 
 __all__ = [
     "LIMITS_COLUMNS",

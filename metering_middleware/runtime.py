@@ -409,7 +409,7 @@ class MeteringRuntime:
             metrics.gauge(
                 "metering_journal_bytes",
                 "Bytes in the fallback journal (records waiting for the ledger store).",
-                lambda: float(journal.size()),
+                lambda: float(journal.bytes),  # kept by the journal: no stat on the loop
             )
             metrics.gauge(
                 "metering_journal_records",

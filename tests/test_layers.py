@@ -58,6 +58,10 @@ def _copy(tmp_path: Path) -> Path:
         ("limiter/__init__.py", "import example_gateway", "never imports the example gateway"),
         ("runtime.py", "import fastapi", "FastAPI and Jinja2"),
         ("tracing.py", "import opentelemetry.trace", "never imports OpenTelemetry"),
+        # The stores sit on floor 2; the ledger's backends stay clear of it.
+        ("ledger/journal.py", "from ..stores.sqlite import rating", "Each floor imports only"),
+        ("stores/sqlite/ledger.py", "from ...rating import months", "The ledger's backends"),
+        ("stores/postgresql/ledger.py", "from ...notices import Notice", "The ledger's backends"),
     ],
 )
 def test_a_forbidden_import_is_found(tmp_path: Path, module: str, line: str, broken: str) -> None:

@@ -27,9 +27,9 @@ from ..config import ConfigError
 from ..credentials import CredentialManager, SecretBox
 from ..ledger import LedgerStore
 from ..ledger.migrate import connect_existing
-from ..ledger.sqlite import SqliteStore
 from ..ledger.urls import open_store
-from ..rating.sqlite_store import SqliteRatingStore
+from ..stores.sqlite.ledger import SqliteStore
+from ..stores.sqlite.rating import SqliteRatingStore
 from .tokens import AdminTokens
 
 if TYPE_CHECKING:

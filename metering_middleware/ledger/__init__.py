@@ -1,10 +1,10 @@
 """The durable ledger of chargeable calls: records, stores, the journal and the writer."""
 
+from ..stores.sqlite.ledger import SqliteStore
 from .ids import RecordIdFactory, new_record_id, record_id_time
 from .journal import Journal
 from .memory import MemoryStore
 from .records import CallRecord, ClaimedNonce, Outcome, OutcomeCount
-from .sqlite import SqliteStore
 from .store import CallSummary, CredentialRow, LedgerStore, StoreError
 from .urls import open_store
 from .writer import LedgerUnavailable, LedgerWriter, WriterStats

@@ -61,7 +61,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 class Journal:
     """JSON-lines journal at ``path`` (created on the first append)."""
 
-    __slots__ = ("_path", "records", "replayed_to")
+    __slots__ = ("_path", "bytes", "records", "replayed_to")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = Path(path)
@@ -70,6 +70,9 @@ class Journal:
         #: Records this process appended since the journal was last emptied (a metric:
         #: records waiting for the store; a journal left by a crash is not counted).
         self.records = 0
+        #: Bytes in the file as this process last saw them (:meth:`measure`, then each
+        #: append and truncate): the metric, read on the event loop without a ``stat``.
+        self.bytes = 0
 
     @property
     def path(self) -> Path:
@@ -86,7 +89,7 @@ class Journal:
     ) -> None:
         """Append one batch and fsync it; raise ``OSError`` if it is not durable."""
         if records or counts or nonces:
-            await asyncio.to_thread(self._append_sync, records, counts, nonces)
+            self.bytes = await asyncio.to_thread(self._append_sync, records, counts, nonces)
             self.records += len(records)
 
     async def replay_nonces(self, now: float, start: int = 0) -> list[ClaimedNonce]:
@@ -134,10 +137,16 @@ class Journal:
     async def truncate(self) -> None:
         """Empty the journal (after the store has taken everything in it)."""
         await asyncio.to_thread(self._truncate_sync)
-        self.records = 0
+        self.records = self.bytes = 0
+
+    async def measure(self) -> int:
+        """Bytes in the journal now, read off the event loop (and kept in ``bytes``)."""
+        self.bytes = await asyncio.to_thread(self.size)
+        return self.bytes
 
     def size(self) -> int:
-        """Bytes in the journal (0 when there is no file); cheap, for metrics."""
+        """Bytes in the journal (0 when there is no file): a ``stat``, so blocking; on
+        the event loop use :meth:`measure` or ``bytes``."""
         try:
             return self._path.stat().st_size
         except FileNotFoundError:
@@ -150,7 +159,8 @@ class Journal:
         records: Sequence[CallRecord],
         counts: Sequence[OutcomeCount],
         nonces: Sequence[ClaimedNonce] = (),
-    ) -> None:
+    ) -> int:
+        """Append and fsync; the file's size after it."""
         lines = [_dumps({"n": nonce_to_json(n)}) for n in nonces]
         lines.extend(_dumps({"r": record_to_json(r)}) for r in records)
         lines.extend(_dumps({"c": count_to_json(c)}) for c in counts)
@@ -179,6 +189,7 @@ class Journal:
             os.close(fd)
         if created:
             fsync_directory(self._path.parent)
+        return size + len(data)
 
     def _replay_nonces_sync(self, now: float, start: int) -> list[ClaimedNonce]:
         nonces: list[ClaimedNonce] = []

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 
+from ._query import Filter, pages
 from .codec import CountKey, count_key, format_time, parse_time
 from .records import CallRecord, ClaimedNonce, OutcomeCount
 from .store import CallSummary, CredentialRow
@@ -119,14 +120,7 @@ class MemoryStore:
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[CallRecord]:
-        since, until = _bound(since), _bound(until)
-        found = [
-            r
-            for r in self._calls.values()
-            if _matches(r.account, r.occurred_at, account, since, until)
-        ]
-        found.sort(key=lambda r: (r.occurred_at, r.id))
-        return found if limit is None else found[: max(limit, 0)]
+        return self._select(_filter(account, since, until), None, limit)
 
     async def iter_calls(
         self,
@@ -137,11 +131,26 @@ class MemoryStore:
         limit: int | None = None,
         page: int = 1000,
     ) -> AsyncIterator[list[CallRecord]]:
-        if page < 1:
-            raise ValueError("page must be 1 or more")
-        found = await self.calls(account=account, since=since, until=until, limit=limit)
-        for i in range(0, len(found), page):  # everything is in memory here anyway
-            yield found[i : i + page]
+        where = _filter(account, since, until)
+
+        async def fetch(after: tuple[datetime, str] | None, size: int) -> list[CallRecord]:
+            return self._select(where, after, size)
+
+        async for rows in pages(fetch, _call_key, _same, limit=limit, page=page):
+            yield rows
+
+    def _select(
+        self, where: Filter, after: tuple[datetime, str] | None, size: int | None
+    ) -> list[CallRecord]:
+        """What ``_query.calls_page`` selects, from the dictionary."""
+        found = [
+            r
+            for r in self._calls.values()
+            if where.matches(r.account, r.occurred_at)
+            and (after is None or (r.occurred_at, r.id) > after)
+        ]
+        found.sort(key=_call_key)
+        return found if size is None else found[: max(size, 0)]
 
     async def count_calls(
         self,
@@ -159,10 +168,10 @@ class MemoryStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[CallSummary]:
-        since, until = _bound(since), _bound(until)
+        where = _filter(account, since, until)
         groups: dict[tuple[str, str, str, str], list[datetime]] = {}
         for r in self._calls.values():
-            if _matches(r.account, r.occurred_at, account, since, until):
+            if where.matches(r.account, r.occurred_at):
                 key = (r.account, r.category, r.action, r.item)
                 groups.setdefault(key, []).append(r.occurred_at)
         return [
@@ -177,11 +186,11 @@ class MemoryStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[OutcomeCount]:
-        since, until = _bound(since), _bound(until)
+        where = _filter(account, since, until)
         return [
             OutcomeCount(*key, count=n)
             for key, n in sorted(self._counts.items())
-            if _matches(key[1], key[0], account, since, until)
+            if where.matches(key[1], key[0])
         ]
 
     async def add_credential(self, row: CredentialRow) -> None:
@@ -220,19 +229,18 @@ def _stored_epoch(seconds: float) -> float:
     return round(seconds * 1000) / 1000
 
 
-def _bound(when: datetime | None) -> datetime | None:
-    return None if when is None else _stored(when)
-
-
-def _matches(
-    row_account: str,
-    when: datetime,
-    account: str | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> bool:
-    return (
-        (account is None or row_account == account)
-        and (since is None or when >= since)
-        and (until is None or when < until)
+def _filter(account: str | None, since: datetime | None, until: datetime | None) -> Filter:
+    """The shared filter, its bounds as storage would compare them."""
+    return Filter(
+        account,
+        None if since is None else _stored(since),
+        None if until is None else _stored(until),
     )
+
+
+def _call_key(r: CallRecord) -> tuple[datetime, str]:
+    return r.occurred_at, r.id
+
+
+def _same(r: CallRecord) -> CallRecord:
+    return r

@@ -50,6 +50,7 @@ __all__ = [
     "ledger_birth",
     "load_migrations",
     "migrate_file",
+    "pending",
     "rw_uri",
     "split_statements",
 ]
@@ -95,6 +96,22 @@ def load_migrations(package: str = "metering_middleware.ledger") -> tuple[Migrat
     if versions != list(range(1, len(found) + 1)):
         raise RuntimeError(f"ledger migrations must be numbered 1..n without gaps, got {versions}")
     return tuple(found)
+
+
+def pending(
+    migrations: tuple[Migration, ...], done: set[int], *, where: str | None = None
+) -> list[Migration]:
+    """The migrations not in ``done`` (the versions applied), in version order: the plan
+    of every store's apply step; ``SchemaTooNew`` when ``done`` holds a version this code
+    does not know (``where`` names the database in the message)."""
+    known = {m.version for m in migrations}
+    if done - known:
+        schema = "ledger schema" if where is None else f"ledger schema in {where}"
+        raise SchemaTooNew(
+            f"{schema} has version {max(done)}, newer than this code "
+            f"knows ({max(known, default=0)}): upgrade metering_middleware"
+        )
+    return [m for m in migrations if m.version not in done]
 
 
 def split_statements(sql: str) -> list[str]:
@@ -144,16 +161,8 @@ def apply_migrations(
             " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
         )
         done = {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
-        known = {m.version for m in migrations}
-        if done - known:
-            raise SchemaTooNew(
-                f"ledger schema has version {max(done)}, newer than this code knows "
-                f"({max(known, default=0)}): upgrade metering_middleware"
-            )
         applied: list[int] = []
-        for migration in migrations:
-            if migration.version in done:
-                continue
+        for migration in pending(migrations, done):
             for statement in split_statements(migration.sql):
                 conn.execute(statement)
             conn.execute(
@@ -163,7 +172,7 @@ def apply_migrations(
             applied.append(migration.version)
         if applied:
             # PRAGMA takes no parameters; the value is an int we produced.
-            conn.execute(f"PRAGMA user_version = {max(known)}")
+            conn.execute(f"PRAGMA user_version = {max(m.version for m in migrations)}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -12,7 +12,7 @@ SQLite URLs take options as query parameters: ``?synchronous=NORMAL`` and
 ``?busy_timeout_ms=500``. The store is returned unopened: ``await store.open()``.
 ``create=False`` makes that open refuse a missing SQLite file (``LedgerMissing``)
 instead of creating a new ledger: for every use that reads or adds to a ledger
-that should already be there (see :class:`~.sqlite.SqliteStore`).
+that should already be there (see :class:`~metering_middleware.stores.sqlite.ledger.SqliteStore`).
 
 PostgreSQL URLs are libpq-style (``?sslmode=...``, ``?host=/run/postgresql`` for a
 socket) plus ``pool_min``, ``pool_max``, ``connect_timeout`` and ``command_timeout``
@@ -26,8 +26,8 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from ..stores.sqlite.ledger import SqliteStore
 from .memory import MemoryStore
-from .sqlite import SqliteStore
 from .store import LedgerStore
 
 __all__ = ["open_store", "redact_url"]
@@ -58,7 +58,7 @@ def open_store(url: str, *, create: bool = True) -> LedgerStore:
 
 def _postgresql(url: str, create: bool) -> LedgerStore:
     try:
-        from ..stores.postgresql import PostgresStore
+        from ..stores.postgresql.ledger import PostgresStore
     except ImportError as exc:  # the optional extra is not installed
         raise ValueError(
             "postgresql:// ledgers need asyncpg: pip install 'metering_middleware[postgresql]'"

@@ -247,7 +247,7 @@ class LedgerWriter:
         self._loop = asyncio.get_running_loop()
         self._state = _RUNNING
         self._prune_at = self._clock.monotonic()
-        if self._journal is not None and self._journal.size() > 0:
+        if self._journal is not None and await self._journal.measure() > 0:
             self._sink.journal_dirty = True
             await self._sink.recover()
         self._task = self._loop.create_task(self._run(), name="ledger-writer")

@@ -16,7 +16,7 @@ from .._cli_args import add_command
 from .._output import render
 from ..ledger import LedgerStore
 from ..ledger.migrate import connect_existing
-from ..ledger.sqlite import SqliteStore
+from ..stores.sqlite.ledger import SqliteStore
 from .model import NoticeKind
 from .outbox import OutboxRow, list_notices
 

@@ -18,7 +18,7 @@ What is due is read in one read transaction, then recorded in a short write tran
 (see :func:`detect_in_file`): two processes detecting at once (the gateway's settler and
 ``metering settle``) are serialised by SQLite for the writes, and each notice's id makes it
 happen once however often a pass runs. Overdue,
-suspended and restored are recorded by settlement itself (``rating/_money_sql.py``).
+suspended and restored are recorded by settlement itself (``stores/sqlite/_money.py``).
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from os import PathLike
 
 from ..ledger.codec import format_time, parse_time
 from ..ledger.migrate import connect_existing
-from ..rating._money_sql import read_balances  # the one reading of balances (totals + tail)
 from ..rating.money import exact_sum
 from ..rating.months import billing_month
 from ..rating.plans import LOW_BALANCE_SHARE
+from ..stores.sqlite._money import read_balances  # the one reading of balances (totals + tail)
 from .model import Notice, NoticeKind, cap_notice
 from .records import record_notice
 

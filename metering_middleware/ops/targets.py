@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..ledger.sqlite import SqliteStore
 from ..ledger.urls import open_store, redact_url
+from ..stores.sqlite.ledger import SqliteStore
 
 __all__ = ["BadLedgerUrl", "LedgerTarget", "PostgresTarget", "SqliteTarget", "resolve", "safe_url"]
 

@@ -1,10 +1,12 @@
 """Rating: the pure core (billing months, plans, pay-as-you-go pricing, deduction) and,
 built on it, plans kept beside the ledger, settlement and bills.
 
-The core modules do no I/O; ``store``/``sqlite_store`` keep plans and settlement results,
-``settlement`` runs passes over the ledger, ``bills``/``export`` present the results.
+The core modules do no I/O; ``store`` is what keeps plans and settlement results (SQLite's
+in ``stores.sqlite.rating``), ``settlement`` runs passes over the ledger, ``bills``/``export``
+present the results.
 """
 
+from ..stores.sqlite.rating import SqliteRatingStore, rating_store_for
 from .balances import (
     MAX_AMOUNT,
     AccountSettings,
@@ -63,7 +65,6 @@ from .settlement import (
     rerate,
     settle,
 )
-from .sqlite_store import SqliteRatingStore, rating_store_for
 from .state import DeductionState, PositionKey
 from .store import (
     AccountProgress,

@@ -20,13 +20,13 @@ from ..catalog import Catalog, default_catalog, load_catalog
 from ..clock import SystemClock
 from ..ledger import LedgerStore
 from ..notices.detectors import detect_notices
+from ..stores.sqlite.rating import SqliteRatingStore, rating_store_for
 from .bills import build_bill
 from .export import render_bill
 from .months import Month, parse_month
 from .plans import QpsSubscription
 from .purchases import PlanView, buy_qps_subscription, buy_resource_plan, list_plans, show_plan
 from .settlement import SettleProgress, SettleReport, rerate, settle
-from .sqlite_store import SqliteRatingStore, rating_store_for
 
 __all__ = ["CATALOG_ENV", "RATING_COLUMNS", "add_rating_commands"]
 

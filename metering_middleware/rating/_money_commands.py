@@ -16,6 +16,7 @@ from typing import Any
 
 from .._cli_args import add_command, add_commands, positive_int
 from ..ledger import LedgerStore
+from ..stores.sqlite.rating import SqliteRatingStore, rating_store_for
 from ._commands import PLAN_COLUMNS, _catalog, _plan_row
 from .balances import (
     BalanceEntry,
@@ -38,7 +39,6 @@ from .cash import (
 from .plans import ResourcePlan
 from .purchases import PlanView
 from .renewals import RefundQuote, quote_refund, refund, renew_plan
-from .sqlite_store import SqliteRatingStore, rating_store_for
 
 __all__ = ["MONEY_COLUMNS", "add_money_commands"]
 

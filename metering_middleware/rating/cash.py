@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from ..clock import Clock, SystemClock
 from ..ledger.ids import new_record_id
+from ..stores.sqlite.rating import SqliteRatingStore
 from .balances import (
     AccountSettings,
     BalanceEntry,
@@ -23,7 +24,6 @@ from .balances import (
     limit_amount,
     topup_amount,
 )
-from .sqlite_store import SqliteRatingStore
 
 __all__ = [
     "BalanceView",

@@ -16,9 +16,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from ..ledger.codec import parse_time
-from . import _money_sql as money_
+from ..stores.sqlite import _money as money_
+from ..stores.sqlite._rating_ops import PROGRESS
 from . import _rows as rows_
-from ._sqlite_ops import PROGRESS
 from .balances import Standing
 from .money import exact_sum
 from .months import Month

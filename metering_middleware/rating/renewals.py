@@ -21,6 +21,7 @@ from decimal import Decimal
 
 from ..catalog import Catalog
 from ..clock import Clock, SystemClock
+from ..stores.sqlite.rating import SqliteRatingStore
 from .balances import BalanceError
 from .errors import PlanError
 from .money import exact_mul, exact_sum
@@ -29,7 +30,6 @@ from .plans import QpsSubscription
 from .purchases import buy_qps_subscription, buy_resource_plan
 from .results import SourceKind
 from .settlement import settle
-from .sqlite_store import SqliteRatingStore
 from .store import Plan
 
 __all__ = ["REFUND_WINDOW", "RefundQuote", "UsedItem", "quote_refund", "refund", "renew_plan"]

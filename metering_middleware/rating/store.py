@@ -1,7 +1,8 @@
 """What rating needs from storage: plans, settlement marks, checkpoints, lines, a lock.
 
-SQLite implements it now (:mod:`.sqlite_store`, the ledger's own file); the shapes are
-semantic rather than SQL so a PostgreSQL store can follow. Two notes for such a store:
+SQLite implements it now (:mod:`metering_middleware.stores.sqlite.rating`, the ledger's own
+file); the shapes are semantic rather than SQL so a PostgreSQL store can follow. Two notes
+for such a store:
 
 - settlement reads the ledger by ``seq`` (insertion order) and bounds every read by the
   ``seq`` it saw at the start of a pass. That is exact on SQLite, where a lower ``seq`` can

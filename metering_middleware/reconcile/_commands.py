@@ -22,8 +22,8 @@ from .._output import render
 from ..catalog import Catalog, default_catalog, load_catalog
 from ..clock import BEIJING
 from ..ledger import LedgerStore
-from ..ledger.sqlite import SqliteStore
 from ..rating import Month, parse_month
+from ..stores.sqlite.ledger import SqliteStore
 from ._compare import Difference
 from ._export import Granularity
 from ._items import read_item_map

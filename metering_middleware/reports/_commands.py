@@ -22,9 +22,9 @@ from .._output import render
 from ..catalog import Catalog, default_catalog, load_catalog
 from ..clock import SystemClock
 from ..ledger import LedgerStore
-from ..ledger.sqlite import SqliteStore
 from ..rating.errors import MonthError
 from ..rating.months import Month, billing_month, parse_month
+from ..stores.sqlite.ledger import SqliteStore
 from .accounts import MAX_PAGE, account_overview, accounts, plan_balances
 from .monthly import month_deduction
 from .preview import month_preview

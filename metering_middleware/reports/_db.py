@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from ..ledger.migrate import connect_existing
 from ..ledger.store import StoreError
-from ..rating.sqlite_store import SqliteRatingStore
+from ..stores.sqlite.rating import SqliteRatingStore
 
 __all__ = ["Ledger", "LedgerPath", "open_ledger", "read"]
 

@@ -53,9 +53,9 @@ from ..rating.money import exact_sum
 from ..rating.months import Month
 from ..rating.pricing import month_total
 from ..rating.results import DeductionResult, SourceKind
-from ..rating.sqlite_store import SqliteRatingStore
 from ..rating.state import DeductionState
 from ..rating.store import AccountProgress, BillLine, PlanBook, Progress
+from ..stores.sqlite.rating import SqliteRatingStore
 from ._accounts import require_account
 from ._db import LedgerPath, open_ledger
 from .monthly import month_of

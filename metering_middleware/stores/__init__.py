@@ -1,1 +1,1 @@
-"""Storage backends, one package per database (PostgreSQL in :mod:`.postgresql`)."""
+"""Storage backends, one package per database: :mod:`.sqlite` and :mod:`.postgresql`."""

@@ -27,9 +27,9 @@ from ..errors import (
     error_body,
 )
 from ..ledger import StoreError, new_record_id
-from ..ledger.sqlite import SqliteStore
 from ..reports import ReportError
 from ..runtime import MeteringRuntime
+from ..stores.sqlite.ledger import SqliteStore
 from ._auth import LimitRefusal, TenantAuthenticator
 from ._errors import METHOD_NOT_ALLOWED
 from ._params import read_params

@@ -28,13 +28,13 @@ from metering_middleware.admin.tokens import AdminTokens
 from metering_middleware.catalog import default_catalog
 from metering_middleware.clock import ManualClock
 from metering_middleware.credentials import CredentialManager, SecretBox
-from metering_middleware.ledger.sqlite import SqliteStore
 from metering_middleware.rating import (
     SqliteRatingStore,
     buy_qps_subscription,
     buy_resource_plan,
     top_up,
 )
+from metering_middleware.stores.sqlite.ledger import SqliteStore
 from tests.e2e.conftest import add_account
 from tests.support.catalogs import roomy_catalog
 from tests.support.servers import run_server

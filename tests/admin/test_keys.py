@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from metering_middleware.credentials import CredentialManager
-from metering_middleware.ledger.sqlite import SqliteStore
+from metering_middleware.stores.sqlite.ledger import SqliteStore
 
 from .conftest import Admin, auth
 from .samples import samples

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from metering_middleware.catalog import default_catalog
 from metering_middleware.ledger.records import CallRecord, Outcome, OutcomeCount
-from metering_middleware.ledger.sqlite import SqliteStore
 from metering_middleware.rating import SqliteRatingStore, settle
+from metering_middleware.stores.sqlite.ledger import SqliteStore
 
 from .conftest import START, Admin, auth
 

@@ -15,7 +15,6 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "export",
         "purchases",
         "settlement",
-        "sqlite_store",
         "store",
     }
     modules |= {"money_reads"}  # read by the request path's money view (one transaction)

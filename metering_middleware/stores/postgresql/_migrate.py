@@ -15,12 +15,12 @@ SQLite: a store remembers it and refuses a database that is another ledger.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ...ledger.migrate import LedgerMissing, Migration, NotALedger, SchemaTooNew
+from ...ledger.migrate import LedgerMissing, Migration, NotALedger, pending
 from ...ledger.migrate import load_migrations as _load_migrations
 
 __all__ = [
@@ -76,21 +76,11 @@ async def apply_migrations(
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         if not await conn.fetchval(_HAS_VERSIONS):
             if not create:
-                if await conn.fetchval(_HAS_TABLES):
-                    raise NotALedger(f"{where} is not a ledger (no schema_migrations table)")
-                raise LedgerMissing(f"no ledger in {where} (an empty database)")
+                await _refuse(conn, where)
             await conn.execute(_CREATE_VERSIONS)
         done = {int(r[0]) for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        known = {m.version for m in migrations}
-        if done - known:
-            raise SchemaTooNew(
-                f"ledger schema in {where} has version {max(done)}, newer than this code "
-                f"knows ({max(known, default=0)}): upgrade metering_middleware"
-            )
         applied: list[int] = []
-        for migration in migrations:
-            if migration.version in done:
-                continue
+        for migration in pending(migrations, done, where=where):
             await conn.execute(migration.sql)  # simple protocol: a script of statements
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
@@ -105,10 +95,15 @@ async def applied_versions(conn: Conn, *, where: str) -> set[int]:
     """The versions applied to the ledger, read without writing (``metering migrate
     --check``): ``LedgerMissing`` for an empty database, ``NotALedger`` for another's."""
     if not await conn.fetchval(_HAS_VERSIONS):
-        if await conn.fetchval(_HAS_TABLES):
-            raise NotALedger(f"{where} is not a ledger (no schema_migrations table)")
-        raise LedgerMissing(f"no ledger in {where} (an empty database)")
+        await _refuse(conn, where)
     return {int(r[0]) for r in await conn.fetch("SELECT version FROM schema_migrations")}
+
+
+async def _refuse(conn: Conn, where: str) -> NoReturn:
+    """A database without ``schema_migrations``: empty, or somebody else's."""
+    if await conn.fetchval(_HAS_TABLES):
+        raise NotALedger(f"{where} is not a ledger (no schema_migrations table)")
+    raise LedgerMissing(f"no ledger in {where} (an empty database)")
 
 
 async def ledger_birth(conn: Conn) -> datetime | None:

@@ -44,12 +44,23 @@ import logging
 import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import asyncpg
 
 from ...clock import Clock, SystemClock
+from ...ledger._lifecycle import OpenClose
+from ...ledger._query import (
+    CREDENTIAL_COLUMNS,
+    Dialect,
+    Filter,
+    calls_page,
+    count_calls_sql,
+    credentials_sql,
+    outcome_counts_sql,
+    pages,
+    summary_sql,
+)
 from ...ledger.records import CallRecord, ClaimedNonce, Outcome, OutcomeCount
 from ...ledger.store import CallSummary, CredentialRow, StoreError
 from ._migrate import Conn, apply_migrations, ledger_birth
@@ -90,11 +101,6 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
             $12::float8[]) AS u ORDER BY 1
 ON CONFLICT (id) DO NOTHING
 """
-_CALL_COLUMNS = (
-    "id, request_id, account, access_key_id, category, action, version, item,"
-    " occurred_at, status, error_code, latency_ms"
-)
-_CREDENTIAL_COLUMNS = "access_key_id, account, secret, enabled, created_at, disabled_at"
 _FIRST_NONCES = (
     "SELECT access_key_id, nonce, account, expires_ms FROM nonces"
     " WHERE expires_ms > $1 ORDER BY access_key_id, nonce LIMIT $2"
@@ -110,7 +116,7 @@ _PRUNE_NONCES = (
 )
 
 
-class PostgresStore:
+class PostgresStore(OpenClose):
     """A :class:`~...ledger.store.LedgerStore` on one PostgreSQL database.
 
     ``writes`` counts committed write statements (group commits). Build it from a URL
@@ -148,18 +154,6 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._options.where!r})"
-
-    async def __aenter__(self) -> PostgresStore:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -312,7 +306,7 @@ class PostgresStore:
     async def add_credential(self, row: CredentialRow) -> None:
         async def run(conn: Conn) -> None:
             await conn.execute(
-                f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
+                f"INSERT INTO credentials ({CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
                 _clean(row.access_key_id),
                 _clean(row.account),
                 _clean(row.secret),
@@ -358,13 +352,8 @@ class PostgresStore:
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[CallRecord]:
-        where, args = _filters("occurred_at", account, since, until)
-        args.append(None if limit is None else max(limit, 0))
-        rows = await self._fetch(
-            f"SELECT {_CALL_COLUMNS} FROM calls{where} ORDER BY occurred_at, id LIMIT ${len(args)}",
-            *args,
-        )
-        return [_record(r) for r in rows]
+        sql, args = calls_page(_SQL, Filter(account, since, until), None, limit)
+        return [_record(r) for r in await self._fetch(sql, *args)]
 
     async def iter_calls(
         self,
@@ -375,34 +364,14 @@ class PostgresStore:
         limit: int | None = None,
         page: int = 1000,
     ) -> AsyncIterator[list[CallRecord]]:
-        if page < 1:
-            raise ValueError("page must be 1 or more")
-        where, params = _filters("occurred_at", account, since, until)
-        left = -1 if limit is None else max(limit, 0)
-        after: tuple[datetime, str] | None = None
-        while left != 0:
-            size = page if left < 0 else min(page, left)
-            clauses, args = where, list(params)
-            if after is not None:
-                # A row comparison on the index's own key: the next page starts after it.
-                n = len(args)
-                clauses += (" AND " if clauses else " WHERE ") + (
-                    f"(occurred_at, id) > (${n + 1}, ${n + 2})"
-                )
-                args += [after[0], after[1]]
-            args.append(size)
-            rows = await self._fetch(
-                f"SELECT {_CALL_COLUMNS} FROM calls{clauses} ORDER BY occurred_at, id"
-                f" LIMIT ${len(args)}",
-                *args,
-            )
-            if rows:
-                yield [_record(r) for r in rows]
-            if len(rows) < size:
-                return
-            after = (rows[-1][8], rows[-1][0])
-            if left > 0:
-                left -= len(rows)
+        where = Filter(account, since, until)
+
+        async def fetch(after: tuple[Any, Any] | None, size: int) -> list[asyncpg.Record]:
+            sql, args = calls_page(_SQL, where, after, size)
+            return await self._fetch(sql, *args)
+
+        async for rows in pages(fetch, _call_key, _record, limit=limit, page=page):
+            yield rows
 
     async def count_calls(
         self,
@@ -411,8 +380,8 @@ class PostgresStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> int:
-        where, args = _filters("occurred_at", account, since, until)
-        rows = await self._fetch(f"SELECT count(*) FROM calls{where}", *args)
+        sql, args = count_calls_sql(_SQL, Filter(account, since, until))
+        rows = await self._fetch(sql, *args)
         return int(rows[0][0])
 
     async def summary(
@@ -422,13 +391,8 @@ class PostgresStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[CallSummary]:
-        where, args = _filters("occurred_at", account, since, until)
-        rows = await self._fetch(
-            "SELECT account, category, action, item, count(*), min(occurred_at),"
-            f" max(occurred_at) FROM calls{where} GROUP BY account, category, action, item"
-            " ORDER BY account, category, action, item",
-            *args,
-        )
+        sql, args = summary_sql(_SQL, Filter(account, since, until))
+        rows = await self._fetch(sql, *args)
         return [
             CallSummary(
                 account=r[0],
@@ -449,13 +413,8 @@ class PostgresStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[OutcomeCount]:
-        where, args = _filters("minute", account, since, until)
-        rows = await self._fetch(
-            "SELECT minute, account, category, action, outcome, detail, count"
-            f" FROM outcome_counts{where}"
-            " ORDER BY minute, account, category, action, outcome, detail",
-            *args,
-        )
+        sql, args = outcome_counts_sql(_SQL, Filter(account, since, until))
+        rows = await self._fetch(sql, *args)
         return [
             OutcomeCount(
                 minute=_aware(r[0]),
@@ -470,11 +429,8 @@ class PostgresStore:
         ]
 
     async def list_credentials(self, *, account: str | None = None) -> list[CredentialRow]:
-        where, args = _filters("created_at", account, None, None)
-        rows = await self._fetch(
-            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials{where} ORDER BY account, access_key_id",
-            *args,
-        )
+        sql, args = credentials_sql(_SQL, account)
+        rows = await self._fetch(sql, *args)
         return [
             CredentialRow(
                 access_key_id=r[0],
@@ -590,21 +546,12 @@ def _affected(status: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def _filters(
-    time_column: str, account: str | None, since: datetime | None, until: datetime | None
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    args: list[Any] = []
-    if account is not None:
-        args.append(_clean(account))
-        clauses.append(f"account = ${len(args)}")
-    if since is not None:
-        args.append(_utc(since))
-        clauses.append(f"{time_column} >= ${len(args)}")
-    if until is not None:
-        args.append(_utc(until))
-        clauses.append(f"{time_column} < ${len(args)}")
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+def _call_key(r: asyncpg.Record) -> tuple[Any, Any]:
+    return r[8], r[0]  # occurred_at, id as stored: the keyset cursor
+
+
+# $n placeholders, aware datetimes, text without NUL, LIMIT NULL for all.
+_SQL = Dialect(numbered=True, time=_utc, text=_clean, no_limit=None)
 
 
 async def _close_pool(pool: asyncpg.Pool) -> None:

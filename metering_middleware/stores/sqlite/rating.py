@@ -1,11 +1,13 @@
 """The SQLite rating store: plans and settlement results in the ledger's own file.
 
-Plain ``sqlite3`` in a worker thread (``asyncio.to_thread``), one connection, calls
-serialised by an ``asyncio.Lock``: settlement reads a million rows at a time, and
-aiosqlite's per-row hops would cost more than the reads. WAL lets the gateway keep writing
+Plain ``sqlite3``, one connection owned by one thread of the store's own
+(:class:`._owner.OwnerThread`, as the ledger store's): opening, migrating, the file checks,
+every call and closing run there, never on the event loop; calls are also serialised by
+an ``asyncio.Lock``. Settlement reads a million rows at a time, and aiosqlite's per-row
+hops would cost more than the reads. WAL lets the gateway keep writing
 while settlement reads. Migrations are the ledger's (``0002_rating.sql``).
 
-The file is the ledger's, with the ledger store's rules (see :mod:`..ledger.sqlite`): only
+The file is the ledger's, with the ledger store's rules (see :mod:`.ledger`): only
 the first ``open()`` may create it (``create=True``; :func:`rating_store_for` never does),
 and every call first checks the path still holds the file that was opened. When it was
 moved, removed or replaced, the call reopens the path without creating, and only if it
@@ -23,21 +25,18 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
-from ..ledger.codec import format_time, parse_time
-from ..ledger.migrate import connect_existing, ledger_birth, migrate_file
-from ..ledger.sqlite import SqliteStore
-from ..ledger.store import LedgerStore, StoreError
-from . import _money_sql as money_
-from . import _rows as rows_
-from . import _sqlite_ops as ops
-from .balances import AccountSettings, BalanceEntry, BalanceError, EntryKind, Standing
-from .months import Month
-from .plans import QpsSubscription, ResourcePlan
-from .state import DeductionState
-from .store import (
+from ...ledger._lifecycle import OpenClose
+from ...ledger.codec import format_time, parse_time
+from ...ledger.migrate import connect_existing, ledger_birth, migrate_file
+from ...ledger.store import LedgerStore, StoreError
+from ...rating import _rows as rows_
+from ...rating.balances import AccountSettings, BalanceEntry, BalanceError, EntryKind, Standing
+from ...rating.months import Month
+from ...rating.plans import QpsSubscription, ResourcePlan
+from ...rating.state import DeductionState
+from ...rating.store import (
     AccountProgress,
     Adjustment,
     BillLine,
@@ -48,6 +47,10 @@ from .store import (
     Progress,
     SettlementWrites,
 )
+from . import _money as money_
+from . import _rating_ops as ops
+from ._owner import OwnerThread
+from .ledger import SqliteStore
 
 __all__ = ["SqliteRatingStore", "rating_store_for"]
 
@@ -63,8 +66,8 @@ def rating_store_for(ledger: LedgerStore) -> SqliteRatingStore:
     raise ValueError("rating needs an SQLite ledger (sqlite:///path); memory:// keeps no plans")
 
 
-class SqliteRatingStore:
-    """A :class:`~.store.RatingStore` on the ledger's SQLite file."""
+class SqliteRatingStore(OpenClose):
+    """A :class:`~metering_middleware.rating.store.RatingStore` on the ledger's SQLite file."""
 
     def __init__(
         self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000, create: bool = True
@@ -72,7 +75,8 @@ class SqliteRatingStore:
         self._path = Path(path)
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._create = create
-        self._conn: sqlite3.Connection | None = None
+        self._worker: OwnerThread | None = None  # from the first open() to close()
+        self._conn: sqlite3.Connection | None = None  # the worker's only
         self._identity: tuple[int, int] | None = None
         self._birth: str | None = None  # the ledger this store belongs to, once opened
         self._opened = False  # between open() and close(), even while the file is away
@@ -86,30 +90,40 @@ class SqliteRatingStore:
     def __repr__(self) -> str:
         return f"SqliteRatingStore({str(self._path)!r})"
 
-    async def __aenter__(self) -> SqliteRatingStore:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     async def open(self) -> None:
         async with self._lock:
-            if self._conn is None:
-                await asyncio.to_thread(self._open_sync)
+            fresh = self._worker is None
+            if fresh:
+                self._worker = OwnerThread(f"rating-sqlite:{self._path.name}")
+            assert self._worker is not None
+            try:
+                await self._worker.call(self._open_if_closed)
+            except BaseException:
+                if fresh and not self._opened:  # nothing to keep the thread for
+                    await self._stop()
+                raise
             self._opened = True
 
     async def close(self) -> None:
         async with self._lock:
             self._opened = False
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+            await self._stop()
+
+    async def _stop(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.stop(self._close_sync)
+
+    # -- in the owner thread ---------------------------------------------------------------
+
+    def _open_if_closed(self) -> None:
+        if self._conn is None:
+            self._open_sync()
+
+    def _close_sync(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def _open_sync(self) -> None:
         first = self._birth is None
@@ -166,14 +180,15 @@ class SqliteRatingStore:
 
     async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
         async with self._lock:
-            if not self._opened:
+            worker = self._worker
+            if not self._opened or worker is None:
                 raise StoreError("rating store is not open")
 
             def run() -> _T:
                 return fn(self._current(), *args)
 
             try:
-                return await asyncio.to_thread(run)
+                return await worker.call(run)
             except sqlite3.IntegrityError:
                 raise
             except sqlite3.Error as exc:
@@ -315,7 +330,7 @@ class SqliteRatingStore:
         await self._call(ops.durable, ops.transaction, run)
 
     async def account_state(self, account: str) -> str | None:
-        """'enabled', 'disabled' or None (unknown): see ``_money_sql.account_state``."""
+        """'enabled', 'disabled' or None (unknown): see ``_money.account_state``."""
         return await self._call(money_.account_state, account)
 
     async def settle_standing(self, now: datetime) -> None:

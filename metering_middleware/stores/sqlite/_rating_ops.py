@@ -9,11 +9,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from ..ledger.codec import format_time, parse_time
-from . import _money_sql as money_
-from . import _rows as rows_
-from .money import exact_sum
-from .store import CallBatch, LockLost, SettlementWrites
+from ...ledger.codec import format_time, parse_time
+from ...rating import _rows as rows_
+from ...rating.money import exact_sum
+from ...rating.store import CallBatch, LockLost, SettlementWrites
+from . import _money as money_
 
 __all__: list[str] = []
 

@@ -1,4 +1,4 @@
-"""The SQLite ledger store (aiosqlite, WAL).
+"""The SQLite ledger store (WAL), its connection owned by one thread of its own.
 
 Behaviour worth knowing before running it in production:
 
@@ -8,7 +8,7 @@ Behaviour worth knowing before running it in production:
 - **Schema.** :meth:`SqliteStore.open` switches the file to WAL and applies the
   missing migrations in one ``BEGIN IMMEDIATE`` transaction, so several
   processes starting at once on a new file are safe (one applies, the others
-  find it applied). See :mod:`.migrate`.
+  find it applied). See :mod:`metering_middleware.ledger.migrate`.
 - **One transaction per write.** ``write`` inserts records (idempotent by id:
   ``ON CONFLICT(id) DO NOTHING``, which unlike ``INSERT OR IGNORE`` still fails
   on a NOT NULL violation instead of silently dropping the row) and adds the
@@ -25,8 +25,9 @@ Behaviour worth knowing before running it in production:
   path is an error, not a new empty ledger). Nothing after the first open
   ever creates a file.
 - **File identity.** The store remembers the (device, inode) of the file it
-  opened and the ledger's birth stamp (:func:`.migrate.ledger_birth`). Before
-  each operation and in ``check()`` it stats the path again: if the file was
+  opened and the ledger's birth stamp
+  (:func:`~metering_middleware.ledger.migrate.ledger_birth`). Before each operation
+  and in ``check()`` it stats the path again (in the owner thread): if the file was
   removed or replaced (moved away, deleted by hand, a new file in its place),
   the open connection would go on writing into a file nobody will read, so
   every operation raises ``StoreError`` instead, with a message that says
@@ -39,8 +40,13 @@ Behaviour worth knowing before running it in production:
   the real file is back; then the journal is replayed into it. Records
   committed to the old file stay in the old file (wherever it was moved);
   nothing is copied between files.
-- **Concurrency.** One connection per store; operations are serialised by an
-  ``asyncio.Lock`` so a reader never runs inside the writer's transaction.
+- **Concurrency.** One connection per store, owned by one thread
+  (:class:`._owner.OwnerThread`) that does all of the store's database and file work:
+  opening and migrating, the file-identity ``stat`` before each operation, every
+  transaction and read, checkpoints, closing. Nothing of it runs on the event loop. A
+  whole transaction is one hand-off to that thread (measured against aiosqlite in
+  ``bench/sqlite_owner_bench.py``: see ``_owner.py``). Operations are also serialised by
+  an ``asyncio.Lock``, so open/close/reopen never interleave with them.
   WAL lets other processes (the CLI) read while the gateway writes. A write
   waits at most ``busy_timeout_ms`` for another process's write lock before
   failing with ``StoreError``.
@@ -53,16 +59,25 @@ import logging
 import math
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-import aiosqlite
-
-from ..clock import Clock, SystemClock
-from .codec import (
+from ...clock import Clock, SystemClock
+from ...ledger._lifecycle import OpenClose
+from ...ledger._query import (
+    CREDENTIAL_COLUMNS,
+    Dialect,
+    Filter,
+    calls_page,
+    count_calls_sql,
+    credentials_sql,
+    outcome_counts_sql,
+    pages,
+    summary_sql,
+)
+from ...ledger.codec import (
     CallRow,
     CountRow,
     NonceRow,
@@ -77,9 +92,10 @@ from .codec import (
     record_from_row,
     record_to_row,
 )
-from .migrate import ledger_birth, migrate_file, rw_uri
-from .records import CallRecord, ClaimedNonce, OutcomeCount
-from .store import CallSummary, CredentialRow, StoreError
+from ...ledger.migrate import ledger_birth, migrate_file, rw_uri
+from ...ledger.records import CallRecord, ClaimedNonce, OutcomeCount
+from ...ledger.store import CallSummary, CredentialRow, StoreError
+from ._owner import OwnerThread
 
 __all__ = ["SqliteStore"]
 
@@ -106,16 +122,14 @@ _PRUNE_NONCES = (
     "DELETE FROM nonces WHERE seq IN"
     " (SELECT seq FROM nonces WHERE expires_ms <= ? ORDER BY expires_ms LIMIT ?)"
 )
-_CALL_COLUMNS = (
-    "id, request_id, account, access_key_id, category, action, version, item,"
-    " occurred_at, status, error_code, latency_ms"
-)
-_CREDENTIAL_COLUMNS = "access_key_id, account, secret, enabled, created_at, disabled_at"
-_SQLITE_FAILURES = (sqlite3.Error, OSError, ValueError)  # ValueError: aiosqlite "closed"
+# Times as ISO text, ? placeholders, LIMIT -1 for all (see _query).
+_SQL = Dialect(numbered=False, time=format_time, text=str, no_limit=-1)
+_SQLITE_FAILURES = (sqlite3.Error, OSError, ValueError)  # ValueError: bad parameters
+_T = TypeVar("_T")
 
 
-class SqliteStore:
-    """A :class:`~.store.LedgerStore` on one SQLite file.
+class SqliteStore(OpenClose):
+    """A :class:`~metering_middleware.ledger.store.LedgerStore` on one SQLite file.
 
     ``writes`` counts committed write transactions (tests and metrics use it to
     see group commit at work).
@@ -138,7 +152,9 @@ class SqliteStore:
         self._synchronous = synchronous
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._clock: Clock = clock or SystemClock()
-        self._conn: aiosqlite.Connection | None = None
+        self._owner: OwnerThread | None = None  # from the first open() to close()
+        # Touched by the owner thread only:
+        self._db: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._create = create
         self._birth: str | None = None  # the ledger this store belongs to, once opened
@@ -155,87 +171,101 @@ class SqliteStore:
     def __repr__(self) -> str:
         return f"SqliteStore({str(self._path)!r}, synchronous={self._synchronous!r})"
 
-    async def __aenter__(self) -> SqliteStore:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
         async with self._lock:
-            await self._open()
+            fresh = self._owner is None
+            if fresh:
+                self._owner = OwnerThread(f"ledger-sqlite:{self._path.name}")
+            try:
+                applied = await self._call(self._open_sync)
+            except BaseException:
+                if fresh and not self._opened:  # nothing to keep the thread for
+                    await self._stop()
+                raise
+            if applied is not None:
+                self.applied_migrations = applied
             self._opened = True
 
     async def close(self) -> None:
         async with self._lock:
             self._opened = False
-            await self._close()
+            await self._stop()
 
     async def reopen(self) -> None:
         """Close and open the path again: never creating, and only the same ledger."""
         async with self._lock:
-            await self._close()
+            if self._owner is None:
+                self._owner = OwnerThread(f"ledger-sqlite:{self._path.name}")
+            await self._call(self._close_sync)
             self._opened = True
-            await self._open()
+            applied = await self._call(self._open_sync)
+            self.applied_migrations = applied or ()
 
     async def check(self) -> None:
         async with self._lock:
-            conn = self._connection()
             try:
-                await conn.execute("SELECT 1 FROM schema_migrations LIMIT 1")
+                await self._call(self._check_sync)
             except _SQLITE_FAILURES as exc:
                 raise StoreError(f"ledger store unreachable: {exc}") from exc
 
-    async def _open(self) -> None:
-        if self._conn is not None:
-            return
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` in the owner thread; callers hold ``self._lock``."""
+        owner = self._owner
+        if owner is None:
+            raise StoreError("ledger store is not open")
+        return await owner.call(fn, *args)
+
+    async def _stop(self) -> None:
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            await owner.stop(self._close_sync)
+
+    # -- in the owner thread ---------------------------------------------------------------
+
+    def _open_sync(self) -> tuple[int, ...] | None:
+        """Open (and migrate) the file; the versions applied, None if it was open."""
+        if self._db is not None:
+            return None
         # Only the first open may create the file: once this store has held a ledger, a
         # missing file is that ledger gone (moved, deleted), not a ledger to start.
         first = self._birth is None
-        applied = await asyncio.to_thread(
-            migrate_file,
+        applied = migrate_file(
             self._path,
             busy_timeout_ms=self._busy_timeout_ms,
             synchronous=self._synchronous,
             create=first and self._create,
         )
-        conn: aiosqlite.Connection | None = None
+        db: sqlite3.Connection | None = None
         try:
             # Autocommit mode: transactions are explicit BEGIN IMMEDIATE ... COMMIT. The
             # rw URI: should the file vanish after the migration, this fails, not creates.
-            conn = await aiosqlite.connect(rw_uri(self._path), uri=True, isolation_level=None)
-            await conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            read_birth: Callable[..., Awaitable[str | None]] = conn._execute
-            birth = await read_birth(ledger_birth, conn._conn)
+            # check_same_thread stays on: only the owner thread may use it.
+            db = sqlite3.connect(rw_uri(self._path), uri=True, isolation_level=None)
+            db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            db.execute(f"PRAGMA synchronous = {self._synchronous}")
+            birth = ledger_birth(db)
             stat = os.stat(self._path)
         except _SQLITE_FAILURES as exc:
-            if conn is not None:
-                await _close_quietly(conn)
+            if db is not None:
+                _close_quietly(db)
             raise StoreError(f"cannot open ledger file {str(self._path)!r}: {exc}") from exc
         if not first and birth != self._birth:
-            await _close_quietly(conn)
+            _close_quietly(db)
             raise StoreError(
                 f"ledger file {str(self._path)!r} is a different ledger (created {birth}, "
                 f"not {self._birth}): not writing into it; put the real ledger file back"
             )
-        self._conn = conn
+        self._db = db
         self._identity = (stat.st_dev, stat.st_ino)
         self._birth = birth
-        self.applied_migrations = tuple(applied)
+        return tuple(applied)
 
-    async def _close(self) -> None:
-        conn, moved = self._conn, self._file_changed()
-        self._conn = self._identity = None
-        if conn is None:
+    def _close_sync(self) -> None:
+        db, moved = self._db, self._file_changed()
+        self._db = self._identity = None
+        if db is None:
             return
         if moved:
             # SQLite does not checkpoint on close when the file was moved or deleted, and
@@ -244,10 +274,13 @@ class SqliteStore:
             # Checkpointing through the open connection puts them into the old file (where
             # it went, if it still exists) and empties the WAL.
             try:
-                await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except _SQLITE_FAILURES:
                 _log.warning("could not checkpoint the moved ledger file", exc_info=True)
-        await _close_quietly(conn)
+        _close_quietly(db)
+
+    def _check_sync(self) -> None:
+        self._connection().execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchall()
 
     def _file_changed(self) -> bool:
         return self._file_problem() is not None
@@ -264,17 +297,35 @@ class SqliteStore:
             return f"ledger file {str(self._path)!r} was replaced by another file"
         return None
 
-    def _connection(self) -> aiosqlite.Connection:
+    def _connection(self) -> sqlite3.Connection:
         """The open connection, after checking the file is still the one we opened."""
-        conn = self._conn
-        if conn is None or self._identity is None:
+        db = self._db
+        if db is None or self._identity is None:
             if self._opened and self._birth is not None:  # the real file is not back yet
                 raise StoreError(self._file_problem() or "ledger file is not open")
             raise StoreError("ledger store is not open")
         problem = self._file_problem()
         if problem is not None:
             raise StoreError(problem)
-        return conn
+        return db
+
+    def _write_sync(
+        self, rows: list[CallRow], count_rows: list[CountRow], nonce_rows: list[NonceRow]
+    ) -> None:
+        _write_transaction(self._connection(), rows, count_rows, nonce_rows)
+
+    def _prune_sync(self, cutoff_ms: int, limit: int) -> int:
+        return _prune_transaction(self._connection(), cutoff_ms, limit)
+
+    def _execute_sync(self, sql: str, params: Sequence[Any]) -> int:
+        cursor = self._connection().execute(sql, params)
+        try:
+            return cursor.rowcount
+        finally:
+            cursor.close()
+
+    def _fetch_sync(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._connection().execute(sql, params).fetchall()
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -291,25 +342,22 @@ class SqliteStore:
         count_rows = [count_to_row(c) for c in counts]
         nonce_rows = [nonce_to_row(n) for n in nonces]
         async with self._lock:
-            conn = self._connection()
             try:
-                # The whole transaction in one trip to the connection's thread: each
-                # aiosqlite call is a thread hand-off (queue, wake-up, call_soon_threadsafe)
-                # that cost more CPU than the inserts themselves (4 trips -> 1 saved
-                # ~100-150 µs of CPU per commit). ``_execute`` is aiosqlite's own
-                # "run this in my thread" (private, but stable since its first releases).
-                run: Callable[..., Awaitable[None]] = conn._execute
-                await run(_write_transaction, conn._conn, rows, count_rows, nonce_rows)
+                # The whole transaction in one hand-off to the owner thread: each hand-off
+                # (queue, wake-up, call_soon_threadsafe) costs more CPU than the inserts of
+                # a small batch (one per statement, as aiosqlite's API does, cost ~100-150
+                # µs more per commit).
+                await self._call(self._write_sync, rows, count_rows, nonce_rows)
             except _SQLITE_FAILURES as exc:
                 raise StoreError(f"ledger write failed: {exc}") from exc
             self.writes += 1
 
     async def add_credential(self, row: CredentialRow) -> None:
         async with self._lock:
-            conn = self._connection()
             try:
-                await conn.execute(
-                    f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                await self._call(
+                    self._execute_sync,
+                    f"INSERT INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                     credential_to_row(row),
                 )
             except sqlite3.IntegrityError as exc:
@@ -328,21 +376,16 @@ class SqliteStore:
         )
         params = (1 if enabled else 0, 1 if enabled else 0, format_time(when), access_key_id)
         async with self._lock:
-            conn = self._connection()
             try:
-                cursor = await conn.execute(sql, params)
-                changed = cursor.rowcount
-                await cursor.close()
+                changed = await self._call(self._execute_sync, sql, params)
             except _SQLITE_FAILURES as exc:
                 raise StoreError(f"cannot update credential: {exc}") from exc
         return changed > 0
 
     async def prune_nonces(self, now: float, limit: int) -> int:
         async with self._lock:
-            conn = self._connection()
             try:
-                run: Callable[..., Awaitable[int]] = conn._execute
-                return await run(_prune_transaction, conn._conn, math.floor(now * 1000), limit)
+                return await self._call(self._prune_sync, math.floor(now * 1000), limit)
             except _SQLITE_FAILURES as exc:
                 raise StoreError(f"cannot prune nonces: {exc}") from exc
 
@@ -371,12 +414,8 @@ class SqliteStore:
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[CallRecord]:
-        where, params = _filters("occurred_at", account, since, until)
-        params.append(-1 if limit is None else max(limit, 0))
-        rows = await self._fetch(
-            f"SELECT {_CALL_COLUMNS} FROM calls{where} ORDER BY occurred_at, id LIMIT ?", params
-        )
-        return [record_from_row(row) for row in rows]
+        sql, args = calls_page(_SQL, Filter(account, since, until), None, limit)
+        return [record_from_row(row) for row in await self._fetch(sql, args)]
 
     async def iter_calls(
         self,
@@ -387,32 +426,13 @@ class SqliteStore:
         limit: int | None = None,
         page: int = 1000,
     ) -> AsyncIterator[list[CallRecord]]:
-        if page < 1:
-            raise ValueError("page must be 1 or more")
-        where, params = _filters("occurred_at", account, since, until)
-        left = -1 if limit is None else max(limit, 0)
-        after: tuple[str, str] | None = None
-        while left != 0:
-            size = page if left < 0 else min(page, left)
-            clauses, args = where, list(params)
-            if after is not None:
-                # After the last record read: the range on occurred_at uses the index,
-                # the id breaks ties between records of the same instant.
-                clauses += (" AND " if clauses else " WHERE ") + (
-                    "occurred_at >= ? AND (occurred_at > ? OR id > ?)"
-                )
-                args += [after[0], after[0], after[1]]
-            rows = await self._fetch(
-                f"SELECT {_CALL_COLUMNS} FROM calls{clauses} ORDER BY occurred_at, id LIMIT ?",
-                [*args, size],
-            )
-            if rows:
-                yield [record_from_row(row) for row in rows]
-            if len(rows) < size:
-                return
-            after = (rows[-1][8], rows[-1][0])
-            if left > 0:
-                left -= len(rows)
+        where = Filter(account, since, until)
+
+        async def fetch(after: tuple[Any, Any] | None, size: int) -> list[tuple[Any, ...]]:
+            return await self._fetch(*calls_page(_SQL, where, after, size))
+
+        async for rows in pages(fetch, _call_key, record_from_row, limit=limit, page=page):
+            yield rows
 
     async def count_calls(
         self,
@@ -421,8 +441,7 @@ class SqliteStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> int:
-        where, params = _filters("occurred_at", account, since, until)
-        rows = await self._fetch(f"SELECT COUNT(*) FROM calls{where}", params)
+        rows = await self._fetch(*count_calls_sql(_SQL, Filter(account, since, until)))
         return int(rows[0][0])
 
     async def summary(
@@ -432,13 +451,7 @@ class SqliteStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[CallSummary]:
-        where, params = _filters("occurred_at", account, since, until)
-        rows = await self._fetch(
-            "SELECT account, category, action, item, count(*), min(occurred_at),"
-            f" max(occurred_at) FROM calls{where} GROUP BY account, category, action, item"
-            " ORDER BY account, category, action, item",
-            params,
-        )
+        rows = await self._fetch(*summary_sql(_SQL, Filter(account, since, until)))
         return [_summary_from_row(row) for row in rows]
 
     async def outcome_counts(
@@ -448,31 +461,19 @@ class SqliteStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[OutcomeCount]:
-        where, params = _filters("minute", account, since, until)
-        rows = await self._fetch(
-            "SELECT minute, account, category, action, outcome, detail, count"
-            f" FROM outcome_counts{where}"
-            " ORDER BY minute, account, category, action, outcome, detail",
-            params,
-        )
+        rows = await self._fetch(*outcome_counts_sql(_SQL, Filter(account, since, until)))
         return [count_from_row(row) for row in rows]
 
     async def list_credentials(self, *, account: str | None = None) -> list[CredentialRow]:
-        where, params = _filters("created_at", account, None, None)
-        rows = await self._fetch(
-            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials{where} ORDER BY account, access_key_id",
-            params,
-        )
+        rows = await self._fetch(*credentials_sql(_SQL, account))
         return [credential_from_row(row) for row in rows]
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         async with self._lock:
-            conn = self._connection()
             try:
-                rows = await conn.execute_fetchall(sql, params)
+                return await self._call(self._fetch_sync, sql, params)
             except _SQLITE_FAILURES as exc:
                 raise StoreError(f"ledger read failed: {exc}") from exc
-        return [tuple(row) for row in rows]
 
 
 def _write_transaction(
@@ -521,21 +522,8 @@ def _rollback_quietly(db: sqlite3.Connection, what: str) -> None:
             _log.debug("rollback after a failed %s failed too", what, exc_info=True)
 
 
-def _filters(
-    time_column: str, account: str | None, since: datetime | None, until: datetime | None
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if account is not None:
-        clauses.append("account = ?")
-        params.append(account)
-    if since is not None:
-        clauses.append(f"{time_column} >= ?")
-        params.append(format_time(since))
-    if until is not None:
-        clauses.append(f"{time_column} < ?")
-        params.append(format_time(until))
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+def _call_key(row: tuple[Any, ...]) -> tuple[Any, Any]:
+    return row[8], row[0]  # occurred_at, id as stored: the keyset cursor
 
 
 def _summary_from_row(row: tuple[Any, ...]) -> CallSummary:
@@ -550,8 +538,8 @@ def _summary_from_row(row: tuple[Any, ...]) -> CallSummary:
     )
 
 
-async def _close_quietly(conn: aiosqlite.Connection) -> None:
+def _close_quietly(db: sqlite3.Connection) -> None:
     try:
-        await conn.close()
+        db.close()
     except _SQLITE_FAILURES:
         _log.warning("closing the ledger connection failed", exc_info=True)

@@ -13,14 +13,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from ..ledger.codec import format_time, parse_time
-from ..notices import Notice, NoticeKind, record_notice
-from . import _rows as rows_
-from .balances import AccountSettings, BalanceEntry, BalanceError, EntryKind, Standing
-from .money import exact_sum
-from .months import Month, parse_month
-from .pricing import month_total
-from .store import SettlementWrites
+from ...ledger.codec import format_time, parse_time
+from ...notices import Notice, NoticeKind, record_notice
+from ...rating import _rows as rows_
+from ...rating.balances import AccountSettings, BalanceEntry, BalanceError, EntryKind, Standing
+from ...rating.money import exact_sum
+from ...rating.months import Month, parse_month
+from ...rating.pricing import month_total
+from ...rating.store import SettlementWrites
 
 __all__: list[str] = []
 
