@@ -32,6 +32,7 @@ from .errors import DeductionError, MonthError, PlanError, RatingError
 from .export import BILL_COLUMNS, EXTRA_COLUMNS, bill_document, export_rows, render_bill
 from .money import CHARGED_PLACES, RECORDED_PLACES, exact_mul, exact_sum, round_down
 from .months import Month, add_months, billing_month, format_month, parse_month
+from .open import MoneyRatingStore, rating_store_for, rating_store_for_url
 from .plans import (
     DEFAULT_VALIDITY_MONTHS,
     LOW_BALANCE_SHARE,
@@ -63,7 +64,7 @@ from .settlement import (
     rerate,
     settle,
 )
-from .sqlite_store import SqliteRatingStore, rating_store_for
+from .sqlite_store import SqliteRatingStore
 from .state import DeductionState, PositionKey
 from .store import (
     AccountProgress,
@@ -111,6 +112,7 @@ __all__ = [
     "Line",
     "LockLost",
     "MoneyMarks",
+    "MoneyRatingStore",
     "Month",
     "MonthError",
     "MonthTotal",
@@ -164,6 +166,7 @@ __all__ = [
     "price_run",
     "quote_refund",
     "rating_store_for",
+    "rating_store_for_url",
     "refund",
     "refund_plan",
     "release_account",

@@ -35,10 +35,10 @@ from .cash import (
     set_monthly_cap,
     top_up,
 )
+from .open import MoneyRatingStore, rating_store_for
 from .plans import ResourcePlan
 from .purchases import PlanView
 from .renewals import RefundQuote, quote_refund, refund, renew_plan
-from .sqlite_store import SqliteRatingStore, rating_store_for
 
 __all__ = ["MONEY_COLUMNS", "add_money_commands"]
 
@@ -66,7 +66,7 @@ def _limit(what: str) -> Callable[[str], Decimal | None]:
 
 
 @asynccontextmanager
-async def _rating(store: LedgerStore) -> AsyncIterator[SqliteRatingStore]:
+async def _rating(store: LedgerStore) -> AsyncIterator[MoneyRatingStore]:
     async with rating_store_for(store) as ratings:
         yield ratings
 

@@ -10,10 +10,11 @@ from typing import Any
 
 from metering_middleware.catalog import Catalog
 from metering_middleware.clock import ManualClock
-from metering_middleware.ledger import CallRecord, SqliteStore
+from metering_middleware.ledger import CallRecord, LedgerStore, SqliteStore
 from metering_middleware.rating import (
     Bill,
     BillLine,
+    MoneyRatingStore,
     Month,
     SettleProgress,
     SettleReport,
@@ -31,14 +32,31 @@ class Harness:
 
     ``recorded_at`` (a record's arrival) is the clock's time when it is written, as in
     the gateway; settlement runs at the clock's time too.
+
+    ``path`` is an SQLite file, or a ``postgresql://`` URL (the ``ledger`` fixture gives
+    either): the same test body runs on both backends.
     """
 
-    def __init__(self, path: Path, catalog: Catalog, start: datetime) -> None:
-        self.path = path
+    def __init__(self, path: Path | str, catalog: Catalog, start: datetime) -> None:
         self.catalog = catalog
         self.clock = ManualClock(start)
-        self.ledger = SqliteStore(path, clock=self.clock, synchronous="NORMAL")
-        self.rating = SqliteRatingStore(path)
+        self.ledger: LedgerStore
+        self.rating: MoneyRatingStore
+        if isinstance(path, str) and path.startswith("postgresql://"):
+            from metering_middleware.stores.postgresql import PostgresStore
+            from metering_middleware.stores.postgresql.rating import PostgresRatingStore
+
+            self.url = path
+            self.ledger = PostgresStore.from_url(path, clock=self.clock)
+            self.rating = PostgresRatingStore.from_url(path)
+        else:
+            self.path = Path(path)
+            self.ledger = SqliteStore(path, clock=self.clock, synchronous="NORMAL")
+            self.rating = SqliteRatingStore(path)
+
+    @property
+    def postgresql(self) -> bool:
+        return not hasattr(self, "path")
 
     async def __aenter__(self) -> Harness:
         await self.ledger.open()
