@@ -101,6 +101,8 @@ _T = TypeVar("_T")
 SETTLE_LOCK = 0x6D6D_7365  # 'mmse': one settler at a time (session lock)
 WRITE_LOCK = 0x6D6D_7772  # 'mmwr': rating and money writers, one at a time (transaction)
 _PROGRESS = "settle"
+#: What a session whose server end went away may raise (asyncpg's internal state error too).
+_LOST: tuple[type[BaseException], ...] = (*_FAILURES, asyncpg.InternalClientError)
 _CHUNK = 50_000
 
 _CALL_COLUMNS = "seq, id, account, item, occurred_at"
@@ -463,7 +465,7 @@ class PostgresRatingStore:
             return False
         try:
             return bool(await conn.fetchval(_HOLDS, SETTLE_LOCK))
-        except _FAILURES:
+        except _LOST:
             return False
 
     async def _drop_lock(self) -> None:
@@ -643,7 +645,7 @@ class PostgresRatingStore:
                     await _commit(conn, writes)
             except LockLost:
                 raise
-            except _FAILURES as exc:
+            except _LOST as exc:
                 if conn.is_closed():  # the session, and with it the lock, is gone
                     await self._drop_lock()
                 raise StoreError(f"settlement commit failed: {exc}") from exc
@@ -744,7 +746,7 @@ def _add(a: Decimal, b: Decimal) -> Decimal:
 async def _close(conn: asyncpg.Connection[Any]) -> None:
     try:
         await asyncio.wait_for(conn.close(), timeout=5.0)
-    except _FAILURES:
+    except _LOST:
         conn.terminate()
 
 
