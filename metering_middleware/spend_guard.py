@@ -51,7 +51,14 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from .catalog import BillableItem, Catalog, PriceSchedule
 from .clock import Clock, SystemClock
 from .errors import ApiError, ErrorKind
-from .money_view import NOBODY, AccountSnapshot, MoneySnapshot, MoneyView, month_index
+from .money_view import (
+    NOBODY,
+    AccountSnapshot,
+    MoneySnapshot,
+    MoneyStore,
+    MoneyView,
+    month_index,
+)
 from .rating.months import Month
 
 __all__ = [
@@ -406,6 +413,7 @@ class SpendGuard:
         arrearage: ErrorKind,
         spend_cap: ErrorKind,
         on_cap_reached: Callable[[str, Month, Decimal, Decimal], None] | None = None,
+        money_store: MoneyStore | None = None,
     ) -> None:
         self._clock = clock
         # The system clock's own reading, not a method around it (a frame per call).
@@ -441,6 +449,7 @@ class SpendGuard:
             prepare=self._prepare,
             on_snapshot=self._settled,
             on_window=self._close_windows,
+            store=money_store,
         )
         self._month_of(self.view.snapshot)
 

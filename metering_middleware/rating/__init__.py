@@ -32,7 +32,12 @@ from .errors import DeductionError, MonthError, PlanError, RatingError
 from .export import BILL_COLUMNS, EXTRA_COLUMNS, bill_document, export_rows, render_bill
 from .money import CHARGED_PLACES, RECORDED_PLACES, exact_mul, exact_sum, round_down
 from .months import Month, add_months, billing_month, format_month, parse_month
-from .open import MoneyRatingStore, rating_store_for, rating_store_for_url
+from .open import (
+    MoneyRatingStore,
+    rating_store_for,
+    rating_store_for_url,
+    rating_stores_beside,
+)
 from .plans import (
     DEFAULT_VALIDITY_MONTHS,
     LOW_BALANCE_SHARE,
@@ -167,6 +172,7 @@ __all__ = [
     "quote_refund",
     "rating_store_for",
     "rating_store_for_url",
+    "rating_stores_beside",
     "refund",
     "refund_plan",
     "release_account",

@@ -9,7 +9,7 @@ settings. Neither ever creates a ledger: the ledger store decided that.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
@@ -21,7 +21,7 @@ from .balances import AccountSettings, BalanceEntry, EntryKind, Standing
 from .sqlite_store import SqliteRatingStore
 from .store import RatingStore
 
-__all__ = ["MoneyRatingStore", "rating_store_for", "rating_store_for_url"]
+__all__ = ["MoneyRatingStore", "rating_store_for", "rating_store_for_url", "rating_stores_beside"]
 
 
 class MoneyRatingStore(RatingStore, Protocol):
@@ -91,3 +91,17 @@ def rating_store_for_url(url: str) -> MoneyRatingStore:
     from ..ledger.urls import open_store
 
     return rating_store_for(open_store(url, create=False))
+
+
+def rating_stores_beside(ledger: LedgerStore) -> Callable[[], MoneyRatingStore] | None:
+    """For a ledger whose rating store is not a local file (PostgreSQL): a maker of
+    (unopened) rating stores beside it, one per loop that needs one (the gateway's serving
+    loop, each settlement pass's own). None for SQLite (the runtime uses the file's path)
+    and for ledgers that keep no plans."""
+    if isinstance(ledger, SqliteStore):
+        return None
+    try:
+        rating_store_for(ledger)
+    except ValueError:
+        return None
+    return lambda: rating_store_for(ledger)

@@ -58,7 +58,7 @@ import asyncio
 import sys
 from array import array
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -72,6 +72,8 @@ from ...ledger.records import CallRecord
 from ...ledger.store import StoreError
 from ...rating import _rows as rows_
 from ...rating.balances import AccountSettings, BalanceEntry, BalanceError, EntryKind, Standing
+from ...rating.money import exact_sum
+from ...rating.money_reads import AccountMoney, MoneyMarks, MoneyReading
 from ...rating.months import Month
 from ...rating.plans import PlanKind, QpsSubscription, ResourcePlan
 from ...rating.results import Source, SourceKind
@@ -419,6 +421,21 @@ class PostgresRatingStore:
     async def settle_standing(self, now: datetime) -> None:
         await self._write(lambda conn: money_.update_standing(conn, None, now, settled=True))
 
+    async def read_money(
+        self, month: Month, known: MoneyMarks | None = None
+    ) -> MoneyReading | None:
+        """What the request path's money view is built from, in one snapshot
+        (``rating.money_reads.read_money``'s reading); None when the marks equal ``known``."""
+
+        async def run(conn: Conn) -> MoneyReading | None:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                marks = await _money_marks(conn, month)
+                if marks == known:
+                    return None
+                return await _read_money(conn, month, marks)
+
+        return await self._read(run)
+
     # -- the lock --------------------------------------------------------------------------
 
     async def acquire_lock(self, owner: str, now: datetime, ttl: timedelta) -> bool:
@@ -736,6 +753,80 @@ async def _commit(conn: Conn, writes: SettlementWrites) -> None:
         # In the same transaction: the entries follow the lines exactly, once.
         await money_.post_settled(conn, writes)
         await money_.update_standing(conn, None, writes.money.posted_at, settled=True)
+
+
+async def _money_marks(conn: Conn, month: Month) -> MoneyMarks:
+    """Cheap marks: rows of the money reading only change with one of them."""
+    r = await conn.fetchrow(
+        "SELECT (SELECT coalesce(max(seq), 0) FROM balance_entries),"
+        " (SELECT row(seen, horizon, updated_at)::text FROM rating_progress WHERE name = $1),"
+        " (SELECT row(count(*), max(updated_at))::text FROM rating_accounts),"
+        " (SELECT row(count(*), max(updated_at))::text FROM account_standing),"
+        " (SELECT row(count(*), max(updated_at))::text FROM account_settings),"
+        " (SELECT coalesce(max(seq), 0) FROM rating_plans),"
+        " (SELECT coalesce(max(seq), 0) FROM rating_refunds)",
+        _PROGRESS,
+    )
+    assert r is not None
+    return (*tuple(r), str(month))
+
+
+async def _read_money(conn: Conn, month: Month, marks: MoneyMarks) -> MoneyReading:
+    balances = await money_.read_balances(conn)
+    standings = await money_.standings(conn)
+    caps = {a: s.monthly_cap for a, s in (await money_.settings(conn)).items()}
+    progress = await conn.fetchrow(
+        "SELECT seen, horizon FROM rating_progress WHERE name = $1", _PROGRESS
+    )
+    global_seen = -1 if progress is None else int(progress[0])
+    global_horizon = None if progress is None else progress[1]
+    horizons: dict[str, datetime | None] = {}
+    remaining: dict[str, Mapping[str, Decimal]] = {}
+    for account, seen, horizon, state in await conn.fetch(
+        "SELECT account, seen, horizon, state FROM rating_accounts"
+    ):
+        # The account's own marks win when its last pass saw at least as far (bills' rule).
+        horizons[account] = horizon if int(seen) >= global_seen else global_horizon
+        remaining[account] = rows_.state_from_text(state).remaining
+    spend: dict[str, list[Decimal]] = {}
+    calls: dict[str, dict[str, int]] = {}
+    for account, item, n, amount in await conn.fetch(
+        "SELECT account, item, calls, amount FROM rating_lines"
+        " WHERE billed_month = $1 AND kind = 'payg'",
+        str(month),
+    ):
+        spend.setdefault(account, []).append(amount)
+        per_item = calls.setdefault(account, {})
+        per_item[item] = per_item.get(item, 0) + int(n)
+    book = [
+        _plan_from_row(r)
+        for r in await conn.fetch(
+            f"SELECT {_PLAN_COLUMNS} FROM rating_plans p"
+            " LEFT JOIN rating_refunds r ON r.plan_id = p.id ORDER BY p.seq"
+        )
+    ]
+    names = set(balances) | set(standings) | set(caps) | set(horizons) | set(spend)
+    names.update(p.account for p in book)
+    accounts = {
+        name: AccountMoney(
+            account=name,
+            balance=balances.get(name, Decimal(0)),
+            standing=standings.get(name),
+            monthly_cap=caps.get(name),
+            horizon=horizons.get(name, global_horizon),
+            month_spend=exact_sum(spend.get(name, ())),
+            payg_calls=calls.get(name, {}),
+            remaining=remaining.get(name, {}),
+        )
+        for name in names
+    }
+    return MoneyReading(
+        marks=marks,
+        month=month,
+        accounts=accounts,
+        plans=tuple(p for p in book if isinstance(p, ResourcePlan)),
+        subscriptions=tuple(p for p in book if isinstance(p, QpsSubscription)),
+    )
 
 
 def _add(a: Decimal, b: Decimal) -> Decimal:
