@@ -72,15 +72,19 @@ async def test_the_pass_bound_waits_for_an_uncommitted_lower_seq(pg_url: str) ->
             bound = asyncio.ensure_future(h.rating.max_seq())
             await _wait_until_waiting_on_a_lock(watcher, "LOCK TABLE calls")
             assert not bound.done()  # it waits for the writer instead of skipping seq 1
+            # Meanwhile the gateway's writes go on: the waiting bound lets them through
+            # between its short tries instead of queueing them behind its lock request.
+            await h.arrive(calls_between(CATALOG, 1, T, timedelta(seconds=1), prefix="more"))
+            assert not bound.done()
             await tx.commit()
             seen = await bound
             batch = await h.rating.read_new(0, seen, utc(2027, 1, 1))
         finally:
             await writer.close()
             await watcher.close()
-    assert seen == 2
-    assert sorted(batch.seqs) == [1, 2]
-    assert sorted(r.id for r in batch.records) == ["fast00000000", "slow"]
+    assert seen == 3
+    assert sorted(batch.seqs) == [1, 2, 3]
+    assert sorted(r.id for r in batch.records) == ["fast00000000", "more00000000", "slow"]
 
 
 async def test_the_pass_bound_never_skips_a_record_while_writers_race(pg_url: str) -> None:

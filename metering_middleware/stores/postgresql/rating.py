@@ -24,9 +24,12 @@ committed or will never exist (rolled back). Inserts that start after the lock a
 given higher values, provided the sequence hands values out one at a time
 (``CACHE 1``, the default; a session-cached sequence would let a later insert take a
 lower value, so ``open()`` refuses one). Writers stall only for that tiny transaction
-(a few ms); the lock waits at most ``command_timeout`` (then ``StoreError``: the pass is
-retried). ``tests/rating/test_pg_rating.py`` holds an uncommitted lower seq beside a
-committed higher one and checks the bound waits for it, then includes it. A snapshot
+(a few ms): the lock waits at most 200 ms a try, since new inserts queue behind a waiting
+lock request, and tries again up to ``command_timeout`` (then ``StoreError``: the pass is
+retried). The role that settles needs a privilege ``LOCK ... IN SHARE MODE`` asks for
+(the ledger's owner has them). ``tests/rating/test_pg_rating.py`` holds an uncommitted
+lower seq beside a committed higher one and checks the bound waits for it, then
+includes it. A snapshot
 bound (``pg_snapshot_xmin``) was the alternative; it needs the inserting transaction's
 xid on every row (a column and its index written by every ingest) to be exact, where
 this costs ingest nothing.
@@ -106,6 +109,9 @@ _PROGRESS = "settle"
 #: What a session whose server end went away may raise (asyncpg's internal state error too).
 _LOST: tuple[type[BaseException], ...] = (*_FAILURES, asyncpg.InternalClientError)
 _CHUNK = 50_000
+#: How long one try of the pass bound's lock waits (ms), and the pause between tries (s).
+_LOCK_TRY_MS = 200
+_LOCK_PAUSE = 0.05
 
 _CALL_COLUMNS = "seq, id, account, item, occurred_at"
 _PLAN_COLUMNS = (
@@ -493,16 +499,27 @@ class PostgresRatingStore:
     # -- the ledger, as settlement reads it ------------------------------------------------
 
     async def max_seq(self) -> int:
-        """The pass bound: exact, see the module docstring."""
-        wait_ms = max(1, round(self._options.command_timeout * 1000))
+        """The pass bound: exact, see the module docstring.
+
+        While the SHARE lock waits for inserts in flight, new inserts queue behind it: each
+        try waits at most ``_LOCK_TRY`` (so the gateway's writes stall no longer than
+        that), then lets the queue through and tries again, up to ``command_timeout``."""
+        deadline = asyncio.get_running_loop().time() + self._options.command_timeout
 
         async def run(conn: Conn) -> int:
             async with conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = {wait_ms}")
+                await conn.execute(f"SET LOCAL lock_timeout = {_LOCK_TRY_MS}")
                 await conn.execute("LOCK TABLE calls IN SHARE MODE")
                 return int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM calls"))
 
-        return await self._read(run)
+        while True:
+            try:
+                return await self._read(run)
+            except StoreError as exc:
+                waited = isinstance(exc.__cause__, asyncpg.LockNotAvailableError)
+                if not waited or asyncio.get_running_loop().time() >= deadline:
+                    raise
+            await asyncio.sleep(_LOCK_PAUSE)
 
     async def first_occurred(self, *, account: str | None = None) -> datetime | None:
         async def run(conn: Conn) -> datetime | None:
