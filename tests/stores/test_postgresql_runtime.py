@@ -23,6 +23,7 @@ from metering_middleware.clock import ManualClock
 from metering_middleware.credentials import CredentialManager, SecretBox
 from metering_middleware.errors import ApiError
 from metering_middleware.ledger import CallRecord
+from metering_middleware.rating import buy_qps_subscription
 from metering_middleware.rating.cash import top_up
 from metering_middleware.stores.postgresql import PostgresStore
 from metering_middleware.stores.postgresql.rating import PostgresRatingStore
@@ -49,6 +50,15 @@ async def test_the_runtime_runs_on_postgresql(pg_url: str, tmp_path: Path) -> No
     assert isinstance(runtime.rating_store, PostgresRatingStore)
     async with runtime:
         assert await runtime.ready()
+        before = await runtime.entitlements.qps("acme", "facebody", "DetectFace")
+        await buy_qps_subscription(
+            runtime.rating_store, default_catalog(), account="acme", category="facebody",
+            action="DetectFace", qps=25, ordered_at=datetime.now(UTC), price_paid="0",
+            require_funds=False,
+        )  # fmt: skip
+        await runtime.entitlements.refresh()
+        assert await runtime.entitlements.qps("acme", "facebody", "DetectFace") == 25
+    assert before != 25  # the catalog's default before the purchase
 
 
 async def test_the_runtime_settles_and_guards_balances_on_postgresql(
