@@ -303,7 +303,7 @@ class MeteringRuntime:
                     SPEND_CAP_EXCEEDED, code=config.spend_cap_code, status=config.spend_cap_status
                 ),
                 on_cap_reached=on_cap_reached or self._cap_notice,
-                money_store=None if pg_ratings is None else _money_store(pg_ratings()),
+                money_store=None if pg_ratings is None else _money_store(self._shared(pg_ratings)),
             )
         self.entitlements = EntitlementView(
             entitlements or NoPlans(),
@@ -347,6 +347,13 @@ class MeteringRuntime:
         self._json_logs = False
         #: OpenTelemetry, when the application configured it (decided at start; tracing.py).
         self.tracing: Tracing | None = None
+
+    def _shared(self, make: Callable[[], RatingStore]) -> RatingStore:
+        """The serving loop's rating store (entitlements and the money view share one: a
+        PostgreSQL pool fewer per process); made here when entitlements made none."""
+        if self.rating_store is None or isinstance(self.rating_store, SqliteRatingStore):
+            return make()
+        return self.rating_store
 
     def _register_metrics(self) -> None:
         """Settlement, journal, limiter and webhook series (docs/metrics.md): counts kept
@@ -566,10 +573,10 @@ class MeteringRuntime:
             finally:
                 await self._release_journal()
             await self.store.close()
+            if self.guard is not None:
+                await self.guard.view.close()  # first: it may share the rating store
             if self.rating_store is not None:
                 await self.rating_store.close()
-            if self.guard is not None:
-                await self.guard.view.close()
             log.info("metering stopped: ledger flushed")
 
     async def _release_journal(self) -> None:

@@ -71,7 +71,6 @@ async def test_the_runtime_settles_and_guards_balances_on_postgresql(
         journal_path=str(tmp_path / "j"),
         settle_interval=3600.0,  # passes run here by hand (settle_now)
         enforce_balance=True,
-        enforce_qps=False,
     )
     catalog = default_catalog()
     plate = catalog.by_item()["ocr.RecognizeLicensePlate"]
@@ -79,6 +78,8 @@ async def test_the_runtime_settles_and_guards_balances_on_postgresql(
     ledger = PostgresStore.from_url(pg_url, clock=clock)
     runtime = MeteringRuntime(config, clock=clock, store=ledger)
     assert runtime.settler is not None and runtime.guard is not None
+    # Entitlements and the money view read through one rating store (one pool).
+    assert runtime.guard.view._store is runtime.rating_store
     async with runtime:
         await CredentialManager(runtime.store, SecretBox(None), clock).add("acct", None)
         calls = [
