@@ -248,7 +248,8 @@ class MeteringRuntime:
         if config.settle_interval:
             if not ledger_file and pg_ratings is None:
                 raise ConfigError(
-                    "settle_interval: settlement needs an SQLite or PostgreSQL ledger"
+                    "settle_interval: settlement needs an SQLite ledger (sqlite:///path) or a "
+                    "PostgreSQL one (postgresql://); memory:// keeps no plans"
                 )
             self.settler = BackgroundSettler(
                 ledger_file,
@@ -289,7 +290,10 @@ class MeteringRuntime:
         self.guard: SpendGuard | None = None
         if config.enforce_balance:
             if not ledger_file and pg_ratings is None:
-                raise ConfigError("enforce_balance: balances need an SQLite or PostgreSQL ledger")
+                raise ConfigError(
+                    "enforce_balance: balances need an SQLite ledger (sqlite:///path) or a "
+                    "PostgreSQL one (postgresql://); memory:// keeps none"
+                )
             self.guard = SpendGuard(
                 ledger_file,
                 catalog,
