@@ -12,10 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.postgres import PostgresCluster
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_pg_settle_bench_smoke(pg_url: str, tmp_path: Path) -> None:
+def test_pg_settle_bench_smoke(pg_cluster: PostgresCluster, tmp_path: Path) -> None:
+    name = pg_cluster.new_database("bench")
+    pg_url = pg_cluster.url(name)
     out = tmp_path / "pg.json"
     done = subprocess.run(
         [
@@ -35,6 +39,7 @@ def test_pg_settle_bench_smoke(pg_url: str, tmp_path: Path) -> None:
         timeout=180,
         cwd=ROOT,
     )
+    pg_cluster.psql(f'DROP DATABASE "{name}" WITH (FORCE)')
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert (result["records"], result["settled"]) == (2000, 2000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +27,6 @@ from metering_middleware.rating import (
 from metering_middleware.rating.cash import top_up
 from metering_middleware.stores.postgresql import PostgresStore
 from metering_middleware.stores.postgresql.rating import PostgresRatingStore
-from tests.support.postgres import PostgresCluster
 
 from .helpers import DETECT, PLATE, calls_between, utc
 from .settle_support import LAG, Harness, summary
@@ -55,10 +55,10 @@ async def _wait_until_waiting_on_a_lock(conn: asyncpg.Connection[Any], query: st
     raise AssertionError(f"no session waited on a lock running {query!r}")
 
 
-async def test_the_pass_bound_waits_for_an_uncommitted_lower_seq(pg_url: str) -> None:
-    async with Harness(pg_url, CATALOG, T) as h:
-        writer = await asyncpg.connect(pg_url)
-        watcher = await asyncpg.connect(pg_url)
+async def test_the_pass_bound_waits_for_an_uncommitted_lower_seq(pg_ledger: str) -> None:
+    async with Harness(pg_ledger, CATALOG, T) as h:
+        writer = await asyncpg.connect(pg_ledger)
+        watcher = await asyncpg.connect(pg_ledger)
         try:
             # A writer holds seq 1, uncommitted; seq 2 commits after it and is visible.
             tx = writer.transaction()
@@ -87,11 +87,11 @@ async def test_the_pass_bound_waits_for_an_uncommitted_lower_seq(pg_url: str) ->
     assert sorted(r.id for r in batch.records) == ["fast00000000", "more00000000", "slow"]
 
 
-async def test_the_pass_bound_never_skips_a_record_while_writers_race(pg_url: str) -> None:
+async def test_the_pass_bound_never_skips_a_record_while_writers_race(pg_ledger: str) -> None:
     """Concurrent writers on several sessions, passes bounded by ``max_seq`` in between:
     every record lands in exactly one pass's ``seq`` range."""
-    async with Harness(pg_url, CATALOG, T) as h:
-        pool = await asyncpg.create_pool(pg_url, min_size=4, max_size=4)
+    async with Harness(pg_ledger, CATALOG, T) as h:
+        pool = await asyncpg.create_pool(pg_ledger, min_size=4, max_size=4)
         stop = asyncio.Event()
 
         async def write(n: int) -> int:
@@ -121,10 +121,10 @@ async def test_the_pass_bound_never_skips_a_record_while_writers_race(pg_url: st
     assert sorted(read) == list(range(1, 601))  # each once, none skipped
 
 
-async def test_the_lock_is_one_session_s_and_goes_with_it(pg_url: str) -> None:
+async def test_the_lock_is_one_session_s_and_goes_with_it(pg_ledger: str) -> None:
     ttl = timedelta(minutes=5)
-    async with PostgresStore.from_url(pg_url), PostgresRatingStore.from_url(pg_url) as a:
-        b = PostgresRatingStore.from_url(pg_url)
+    async with PostgresStore.from_url(pg_ledger), PostgresRatingStore.from_url(pg_ledger) as a:
+        b = PostgresRatingStore.from_url(pg_ledger)
         await b.open()
         try:
             assert await a.acquire_lock("a", T, ttl)
@@ -140,7 +140,7 @@ async def test_the_lock_is_one_session_s_and_goes_with_it(pg_url: str) -> None:
             await b.close()  # closing drops the lock with the session
         assert await a.acquire_lock("a", T, ttl)
         # A session that was lost loses the lock for good: no silent re-take by its owner.
-        killer = await asyncpg.connect(pg_url)
+        killer = await asyncpg.connect(pg_ledger)
         try:
             await killer.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -192,8 +192,10 @@ async def _result(h: Harness) -> tuple[Any, ...]:
     )
 
 
-async def test_two_settlers_started_at_once_give_one_result(pg_cluster: PostgresCluster) -> None:
-    together, alone = (pg_cluster.url(pg_cluster.new_database()) for _ in range(2))
+async def test_two_settlers_started_at_once_give_one_result(
+    pg_databases: Callable[[], str],
+) -> None:
+    together, alone = pg_databases(), pg_databases()
     async with Harness(alone, CATALOG, T) as h:
         await _prepare(h)
         await h.settle()
@@ -213,22 +215,22 @@ async def test_two_settlers_started_at_once_give_one_result(pg_cluster: Postgres
     assert sum(line[5] for line in lines) == 700
 
 
-async def test_rating_store_for_a_postgresql_ledger(pg_url: str) -> None:
-    ledger = PostgresStore.from_url(pg_url)
+async def test_rating_store_for_a_postgresql_ledger(pg_ledger: str) -> None:
+    ledger = PostgresStore.from_url(pg_ledger)
     assert isinstance(rating_store_for(ledger), PostgresRatingStore)
     with pytest.raises(StoreError, match="empty database"):
-        await rating_store_for_url(pg_url).open()  # never creates a ledger
-    async with ledger, rating_store_for_url(pg_url) as store:
+        await rating_store_for_url(pg_ledger).open()  # never creates a ledger
+    async with ledger, rating_store_for_url(pg_ledger) as store:
         assert await store.max_seq() == 0
         assert "password" not in repr(store)
 
 
-async def test_a_session_cached_sequence_is_refused(pg_url: str) -> None:
-    async with PostgresStore.from_url(pg_url):
-        conn = await asyncpg.connect(pg_url)
+async def test_a_session_cached_sequence_is_refused(pg_ledger: str) -> None:
+    async with PostgresStore.from_url(pg_ledger):
+        conn = await asyncpg.connect(pg_ledger)
         try:
             await conn.execute("ALTER TABLE calls ALTER COLUMN seq SET CACHE 20")
         finally:
             await conn.close()
         with pytest.raises(StoreError, match="CACHE 1"):
-            await PostgresRatingStore.from_url(pg_url).open()
+            await PostgresRatingStore.from_url(pg_ledger).open()

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from metering_middleware.ledger import SqliteStore
 from metering_middleware.rating import SqliteRatingStore, settle
 from metering_middleware.stores.postgresql import PostgresStore
 from metering_middleware.stores.postgresql.rating import PostgresRatingStore
-from tests.support.postgres import PostgresCluster
 
 from .helpers import calls_between
 
@@ -110,10 +110,10 @@ async def _pg_entries(url: str) -> list[tuple[str, str, str, str | None]]:
 
 
 def test_a_killed_settler_on_postgresql_loses_its_lock_at_once_and_posts_nothing_twice(
-    pg_cluster: PostgresCluster,
+    pg_databases: Callable[[], str],
 ) -> None:
     start = datetime(2026, 1, 5, tzinfo=UTC)
-    ledger, twin = (pg_cluster.url(pg_cluster.new_database()) for _ in range(2))
+    ledger, twin = pg_databases(), pg_databases()
     for url in (ledger, twin):
         asyncio.run(_fill_pg(url, start, 16))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
