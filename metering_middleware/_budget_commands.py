@@ -32,8 +32,8 @@ from .clock import SystemClock
 from .config import ConfigError, MeteringConfig
 from .ledger import LedgerStore
 from .limiter.budget import UpstreamBudgets
+from .rating.open import rating_store_for
 from .rating.plans import QpsSubscription
-from .stores.sqlite.rating import rating_store_for
 
 __all__ = [
     "LIMITS_COLUMNS",

@@ -135,8 +135,9 @@ class MeteringConfig:
         "sqlite:///metering-ledger.sqlite",
         check=non_empty("a ledger URL"),
         doc="`sqlite:///relative.sqlite`, `sqlite:////absolute.sqlite` (options "
-        "`?synchronous=NORMAL`, `?busy_timeout_ms=2000`), `postgresql://user@host/db` (the "
-        "ledger and credentials only so far: [docs/postgresql.md](docs/postgresql.md)), "
+        "`?synchronous=NORMAL`, `?busy_timeout_ms=2000`), `postgresql://user@host/db` ("
+        "ledger, credentials, plans, settlement and balances; not notices, reports or the "
+        "admin API yet: [docs/postgresql.md](docs/postgresql.md)), "
         "`memory://` (tests)",
     )
     mode: Mode = setting(

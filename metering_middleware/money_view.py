@@ -25,7 +25,7 @@ from datetime import datetime
 from decimal import Decimal
 from operator import attrgetter
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from .clock import Clock
 from .ledger.migrate import connect_existing
@@ -38,6 +38,7 @@ __all__ = [
     "NOBODY",
     "AccountSnapshot",
     "MoneySnapshot",
+    "MoneyStore",
     "MoneyView",
     "PlanSlot",
     "month_index",
@@ -46,6 +47,21 @@ __all__ = [
 log = logging.getLogger("metering_middleware")
 
 _ORDER = attrgetter("order_key")
+
+
+@runtime_checkable
+class MoneyStore(Protocol):
+    """A store that reads the money view's inputs itself (PostgreSQL's rating store)."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def read_money(
+        self, month: Month, known: MoneyMarks | None = None
+    ) -> MoneyReading | None: ...
+
+
 _Prepared = TypeVar("_Prepared")
 
 
@@ -193,6 +209,8 @@ class MoneyView(Generic[_Prepared]):
         "_path",
         "_prepare",
         "_reload",
+        "_store",
+        "_store_open",
         "fresh_from",
         "full_loads",
         "loads",
@@ -210,8 +228,12 @@ class MoneyView(Generic[_Prepared]):
         on_snapshot: Callable[[MoneySnapshot, _Prepared | None], None] | None = None,
         on_loaded: Callable[[], None] | None = None,
         on_window: Callable[[], None] | None = None,
+        store: MoneyStore | None = None,
     ) -> None:
         self._path = Path(ledger_file)
+        #: Read instead of the SQLite file (PostgreSQL's rating store); opened on first use.
+        self._store = store
+        self._store_open = False
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
         self._marks: MoneyMarks | None = None
@@ -252,6 +274,9 @@ class MoneyView(Generic[_Prepared]):
 
     async def close(self) -> None:
         await self._reload.join()
+        if self._store is not None and self._store_open:
+            self._store_open = False
+            await self._store.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.to_thread(conn.close)
@@ -270,6 +295,12 @@ class MoneyView(Generic[_Prepared]):
             conn, self._conn = self._conn, None
             conn.close()
             raise
+        return self._indexed(reading)
+
+    def _indexed(
+        self, reading: MoneyReading | None
+    ) -> tuple[MoneyMarks, MoneySnapshot, _Prepared | None] | None:
+        """In the worker thread: index and prepare what was read."""
         if reading is None:
             return None
         snapshot = index(reading)
@@ -284,7 +315,16 @@ class MoneyView(Generic[_Prepared]):
             self._on_window()  # the spend guard closes what it opened in the old window
         month = Month.of(self._clock.now())
         try:
-            read = await asyncio.to_thread(self._read, month, self._marks)
+            if self._store is None:
+                read = await asyncio.to_thread(self._read, month, self._marks)
+            else:
+                # An asyncio store reads on this loop without blocking it; the indexing
+                # (CPU) still runs in a worker thread.
+                if not self._store_open:
+                    await self._store.open()
+                    self._store_open = True
+                reading = await self._store.read_money(month, self._marks)
+                read = await asyncio.to_thread(self._indexed, reading)
         finally:
             if self._on_loaded is not None:
                 self._on_loaded()  # the spend guard's bookkeeping, once per refresh

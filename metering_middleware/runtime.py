@@ -41,6 +41,7 @@ from .limiter import DeferredNonceStore, Limiter, LimiterSettings, MemoryLimiter
 from .limiter.base import DecisionCounts
 from .limiter.budget import checked_budgets
 from .metrics import MeteringMetrics
+from .money_view import MoneyStore
 from .nonces import MemoryNonceStore, NonceStore
 from .notices.delivery import DeliveryStats, WebhookSender
 from .notices.recorder import NoticeRecorder
@@ -48,7 +49,7 @@ from .ops.journal_lock import JournalLock
 from .ops.pg_limiter_lock import PostgresLimiterLock
 from .ops.retention import BackgroundRetention, RetentionPolicy
 from .ops.targets import PostgresTarget
-from .rating import Month, RatingStore, SqliteRatingStore
+from .rating import Month, RatingStore, SqliteRatingStore, rating_stores_beside
 from .settler import DURATION_BUCKETS, BackgroundSettler
 from .signing import SignatureVerifier
 from .spend_guard import SpendGuard
@@ -127,6 +128,13 @@ def _retention(
             return None
     policy = RetentionPolicy(config.counter_retention_days, config.retention_batch)
     return BackgroundRetention(ledger, policy, clock, interval=config.retention_interval)
+
+
+def _money_store(store: RatingStore) -> MoneyStore:
+    """The PostgreSQL rating store reads the money view's inputs itself."""
+    if not isinstance(store, MoneyStore):
+        raise ConfigError("enforce_balance: this ledger's rating store keeps no balances")
+    return store
 
 
 def _by_kind(stats: DeliveryStats, result: str) -> Callable[[], dict[tuple[str, ...], float]]:
@@ -236,28 +244,31 @@ class MeteringRuntime:
         self.verifier = SignatureVerifier(
             verifier_nonces, self.clock, window_seconds=config.signature_window
         )
-        # Plans live beside an SQLite ledger; other ledgers (memory://, PostgreSQL for
-        # now) sell none: QPS is the catalog's defaults (docs/postgresql.md).
-        if _not_on(config):
+        if _not_on(config) and not self.journal:
             log.warning(
-                "ledger on PostgreSQL: no plans (QPS entitlements are the catalog's defaults)%s",
-                ""
-                if self.journal
-                else "; no journal_path: calls are refused while the "
-                "server is unreachable (set one journal_path per process)",
+                "ledger on PostgreSQL without journal_path: calls are refused while the "
+                "server is unreachable (set one journal_path per process)"
             )
+        # Plans live beside the ledger: in its SQLite file, or its PostgreSQL database (a
+        # rating store per loop: pools are bound to one). memory:// sells none.
+        pg_ratings = rating_stores_beside(self.store)
         self.rating_store: RatingStore | None = None
-        if entitlements is None and config.enforce_qps and ledger_file:
-            self.rating_store = SqliteRatingStore(ledger_file)
+        if entitlements is None and config.enforce_qps and (ledger_file or pg_ratings):
+            self.rating_store = pg_ratings() if pg_ratings else SqliteRatingStore(ledger_file)
             entitlements = RatingStoreEntitlements(self.rating_store)
         self.settler: BackgroundSettler | None = None
         if config.settle_interval:
-            if not ledger_file:
+            if not ledger_file and pg_ratings is None:
                 raise ConfigError(
-                    "settle_interval: settlement needs an SQLite ledger file" + _not_on(config)
+                    "settle_interval: settlement needs an SQLite ledger (sqlite:///path) or a "
+                    "PostgreSQL one (postgresql://); memory:// keeps no plans"
                 )
             self.settler = BackgroundSettler(
-                ledger_file, catalog, self.clock, interval=config.settle_interval
+                ledger_file,
+                catalog,
+                self.clock,
+                interval=config.settle_interval,
+                open_store=pg_ratings,
             )
         #: Expired nonces and old counters pruned in the background (docs/operations.md).
         self.retention = _retention(config, ledger_file, self.clock)
@@ -290,9 +301,10 @@ class MeteringRuntime:
         #: Standing check, spend guard and caps (``enforce_balance``); None when off.
         self.guard: SpendGuard | None = None
         if config.enforce_balance:
-            if not ledger_file:
+            if not ledger_file and pg_ratings is None:
                 raise ConfigError(
-                    "enforce_balance: balances need an SQLite ledger file" + _not_on(config)
+                    "enforce_balance: balances need an SQLite ledger (sqlite:///path) or a "
+                    "PostgreSQL one (postgresql://); memory:// keeps none"
                 )
             self.guard = SpendGuard(
                 ledger_file,
@@ -307,6 +319,7 @@ class MeteringRuntime:
                     SPEND_CAP_EXCEEDED, code=config.spend_cap_code, status=config.spend_cap_status
                 ),
                 on_cap_reached=on_cap_reached or self._cap_notice,
+                money_store=None if pg_ratings is None else _money_store(self._shared(pg_ratings)),
             )
         self.entitlements = EntitlementView(
             entitlements or NoPlans(),
@@ -350,6 +363,13 @@ class MeteringRuntime:
         self._json_logs = False
         #: OpenTelemetry, when the application configured it (decided at start; tracing.py).
         self.tracing: Tracing | None = None
+
+    def _shared(self, make: Callable[[], RatingStore]) -> RatingStore:
+        """The serving loop's rating store (entitlements and the money view share one: a
+        PostgreSQL pool fewer per process); made here when entitlements made none."""
+        if self.rating_store is None or isinstance(self.rating_store, SqliteRatingStore):
+            return make()
+        return self.rating_store
 
     def _register_metrics(self) -> None:
         """Settlement, journal, limiter and webhook series (docs/metrics.md): counts kept
@@ -579,10 +599,10 @@ class MeteringRuntime:
             finally:
                 await self._release_journal()
             await self.store.close()
+            if self.guard is not None:
+                await self.guard.view.close()  # first: it may share the rating store
             if self.rating_store is not None:
                 await self.rating_store.close()
-            if self.guard is not None:
-                await self.guard.view.close()
             log.info("metering stopped: ledger flushed")
 
     async def _release_journal(self) -> None:

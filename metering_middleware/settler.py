@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,7 +28,15 @@ from .catalog import Catalog
 from .clock import Clock
 from .logs import fields
 from .notices.detectors import detect_in_file
-from .rating import DEFAULT_GRACE, DEFAULT_LAG, SettleBusy, SettleReport, SqliteRatingStore, settle
+from .rating import (
+    DEFAULT_GRACE,
+    DEFAULT_LAG,
+    RatingStore,
+    SettleBusy,
+    SettleReport,
+    SqliteRatingStore,
+    settle,
+)
 
 __all__ = ["DURATION_BUCKETS", "BackgroundSettler", "SettlerStats"]
 
@@ -58,7 +67,10 @@ class SettlerStats:
 
 
 class BackgroundSettler:
-    """Settles the SQLite ledger at ``ledger_file`` every ``interval`` seconds."""
+    """Settles the ledger every ``interval`` seconds: the SQLite file at ``ledger_file``,
+    or the rating store ``open_store`` makes (one per pass, on the pass's own loop: e.g.
+    PostgreSQL's, whose pools are bound to one loop). Notice detection reads the SQLite
+    file; it does not run on other stores yet (docs/postgresql.md)."""
 
     __slots__ = (
         "_catalog",
@@ -67,6 +79,7 @@ class BackgroundSettler:
         "_interval",
         "_lag",
         "_lock",
+        "_open_store",
         "_pass",
         "_path",
         "_task",
@@ -82,10 +95,14 @@ class BackgroundSettler:
         interval: float,
         lag: timedelta = DEFAULT_LAG,
         grace: timedelta = DEFAULT_GRACE,
+        open_store: Callable[[], RatingStore] | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("settle_interval must be positive")
+        if not ledger_file and open_store is None:
+            raise ValueError("a settler needs a ledger file or a rating store")
         self._path = ledger_file
+        self._open_store = open_store
         self._catalog = catalog
         self._clock = clock
         self._interval = interval
@@ -131,26 +148,33 @@ class BackgroundSettler:
     async def _one_pass(self) -> SettleReport | None:
         started = self._clock.monotonic()
         try:
-            async with SqliteRatingStore(self._path, create=False) as store:
+            store = (
+                SqliteRatingStore(self._path, create=False)
+                if self._open_store is None
+                else self._open_store()
+            )
+            await store.open()
+            try:
+                report = await settle(
+                    store, self._catalog, self._clock, lag=self._lag, grace=self._grace
+                )
+            except SettleBusy:
+                self.stats.busy += 1
+                log.debug(
+                    "settlement pass skipped: another settler holds the lock",
+                    extra=fields("settlement.run", outcome="busy"),
+                )
+                # The other settler's horizon, so this process's lag metric is true.
                 try:
-                    report = await settle(
-                        store, self._catalog, self._clock, lag=self._lag, grace=self._grace
-                    )
-                except SettleBusy:
-                    self.stats.busy += 1
-                    log.debug(
-                        "settlement pass skipped: another settler holds the lock",
-                        extra=fields("settlement.run", outcome="busy"),
-                    )
-                    # The other settler's horizon, so this process's lag metric is true.
-                    try:
-                        marks = await store.progress()
-                    except Exception:  # only a metric: the pass was skipped all the same
-                        log.debug("could not read the settled horizon", exc_info=True)
-                        return None
-                    if marks is not None:
-                        self.stats.horizon = marks.horizon
+                    marks = await store.progress()
+                except Exception:  # only a metric: the pass was skipped all the same
+                    log.debug("could not read the settled horizon", exc_info=True)
                     return None
+                if marks is not None:
+                    self.stats.horizon = marks.horizon
+                return None
+            finally:
+                await store.close()
         except Exception:  # a pass that fails is retried next interval; calls go on
             self.stats.failures += 1
             self.stats.observe(self._clock.monotonic() - started)
@@ -165,6 +189,8 @@ class BackgroundSettler:
         if report.horizon is not None:
             self.stats.horizon = report.horizon
         _log_pass(report, self._clock.monotonic() - started)
+        if not self._path:  # notices are read from, and recorded in, the SQLite file
+            return report
         try:
             # What the pass's results call for (plan points low, expiring, balance low,
             # cap reached); each notice's id makes it happen once however often this runs.

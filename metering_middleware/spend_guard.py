@@ -45,13 +45,21 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from .catalog import BillableItem, Catalog, PriceSchedule
 from .clock import Clock, SystemClock
 from .errors import ApiError, ErrorKind
-from .money_view import NOBODY, AccountSnapshot, MoneySnapshot, MoneyView, month_index
+from .money_view import (
+    NOBODY,
+    AccountSnapshot,
+    MoneySnapshot,
+    MoneyStore,
+    MoneyView,
+    month_index,
+)
+from .rating.balances import SUSPEND_AFTER
 from .rating.months import Month
 
 __all__ = [
@@ -69,9 +77,8 @@ __all__ = [
 
 log = logging.getLogger("metering_middleware")
 
-#: Overdue this long, an account is suspended (billing rules section 6; the same span as
-#: settlement's, which writes the suspension the guard already applies).
-SUSPEND_AFTER = timedelta(hours=24)
+#: Overdue this long, an account is suspended (billing rules section 6): settlement's own
+#: span (``rating.balances``), which writes the suspension the guard already applies.
 _SUSPEND_SECONDS = SUSPEND_AFTER.total_seconds()
 
 OVERDUE_REASON = "overdue"
@@ -406,6 +413,7 @@ class SpendGuard:
         arrearage: ErrorKind,
         spend_cap: ErrorKind,
         on_cap_reached: Callable[[str, Month, Decimal, Decimal], None] | None = None,
+        money_store: MoneyStore | None = None,
     ) -> None:
         self._clock = clock
         # The system clock's own reading, not a method around it (a frame per call).
@@ -441,6 +449,7 @@ class SpendGuard:
             prepare=self._prepare,
             on_snapshot=self._settled,
             on_window=self._close_windows,
+            store=money_store,
         )
         self._month_of(self.view.snapshot)
 

@@ -6,7 +6,7 @@ in ``stores.sqlite.rating``), ``settlement`` runs passes over the ledger, ``bill
 present the results.
 """
 
-from ..stores.sqlite.rating import SqliteRatingStore, rating_store_for
+from ..stores.sqlite.rating import SqliteRatingStore
 from .balances import (
     MAX_AMOUNT,
     AccountSettings,
@@ -34,6 +34,12 @@ from .errors import DeductionError, MonthError, PlanError, RatingError
 from .export import BILL_COLUMNS, EXTRA_COLUMNS, bill_document, export_rows, render_bill
 from .money import CHARGED_PLACES, RECORDED_PLACES, exact_mul, exact_sum, round_down
 from .months import Month, add_months, billing_month, format_month, parse_month
+from .open import (
+    MoneyRatingStore,
+    rating_store_for,
+    rating_store_for_url,
+    rating_stores_beside,
+)
 from .plans import (
     DEFAULT_VALIDITY_MONTHS,
     LOW_BALANCE_SHARE,
@@ -112,6 +118,7 @@ __all__ = [
     "Line",
     "LockLost",
     "MoneyMarks",
+    "MoneyRatingStore",
     "Month",
     "MonthError",
     "MonthTotal",
@@ -165,6 +172,8 @@ __all__ = [
     "price_run",
     "quote_refund",
     "rating_store_for",
+    "rating_store_for_url",
+    "rating_stores_beside",
     "refund",
     "refund_plan",
     "release_account",

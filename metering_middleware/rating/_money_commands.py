@@ -16,7 +16,6 @@ from typing import Any
 
 from .._cli_args import add_command, add_commands, positive_int
 from ..ledger import LedgerStore
-from ..stores.sqlite.rating import SqliteRatingStore, rating_store_for
 from ._commands import PLAN_COLUMNS, _catalog, _plan_row
 from .balances import (
     BalanceEntry,
@@ -36,6 +35,7 @@ from .cash import (
     set_monthly_cap,
     top_up,
 )
+from .open import MoneyRatingStore, rating_store_for
 from .plans import ResourcePlan
 from .purchases import PlanView
 from .renewals import RefundQuote, quote_refund, refund, renew_plan
@@ -66,7 +66,7 @@ def _limit(what: str) -> Callable[[str], Decimal | None]:
 
 
 @asynccontextmanager
-async def _rating(store: LedgerStore) -> AsyncIterator[SqliteRatingStore]:
+async def _rating(store: LedgerStore) -> AsyncIterator[MoneyRatingStore]:
     async with rating_store_for(store) as ratings:
         yield ratings
 

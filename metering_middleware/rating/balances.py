@@ -24,7 +24,7 @@ never an edit; so a closed month's entries always sum to minus its bill's amount
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
@@ -33,6 +33,7 @@ from .months import Month
 
 __all__ = [
     "MAX_AMOUNT",
+    "SUSPEND_AFTER",
     "AccountSettings",
     "BalanceEntry",
     "BalanceError",
@@ -42,6 +43,9 @@ __all__ = [
     "limit_amount",
     "topup_amount",
 ]
+
+#: Overdue this long, an account is suspended (billing rules section 6).
+SUSPEND_AFTER = timedelta(hours=24)
 
 #: No single top-up, correction or limit above this (CNY): a typo guard, not a business rule.
 MAX_AMOUNT = Decimal("1000000000")

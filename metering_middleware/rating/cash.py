@@ -13,7 +13,6 @@ from decimal import Decimal
 
 from ..clock import Clock, SystemClock
 from ..ledger.ids import new_record_id
-from ..stores.sqlite.rating import SqliteRatingStore
 from .balances import (
     AccountSettings,
     BalanceEntry,
@@ -24,6 +23,7 @@ from .balances import (
     limit_amount,
     topup_amount,
 )
+from .open import MoneyRatingStore
 
 __all__ = [
     "BalanceView",
@@ -54,7 +54,7 @@ def _state(s: Standing | None) -> str:
     return "suspended" if s.suspended_at is not None else "overdue"
 
 
-async def _known(store: SqliteRatingStore, account: str, *, enabled: bool) -> None:
+async def _known(store: MoneyRatingStore, account: str, *, enabled: bool) -> None:
     state = await store.account_state(account)
     if state is None:
         raise BalanceError(f"no account {account!r} (no AccessKey was ever created for it)")
@@ -72,7 +72,7 @@ def _key(key: str | None) -> str:
 
 
 async def top_up(
-    store: SqliteRatingStore,
+    store: MoneyRatingStore,
     account: str,
     amount: Decimal | str | int,
     *,
@@ -99,7 +99,7 @@ async def top_up(
 
 
 async def correct_balance(
-    store: SqliteRatingStore,
+    store: MoneyRatingStore,
     account: str,
     amount: Decimal | str | int,
     reason: str,
@@ -127,7 +127,7 @@ async def correct_balance(
     return entry, bool(posted)
 
 
-async def balance_view(store: SqliteRatingStore, account: str) -> BalanceView:
+async def balance_view(store: MoneyRatingStore, account: str) -> BalanceView:
     await _known(store, account, enabled=False)
     balance = (await store.balances(account=account)).get(account, Decimal(0))
     standing = (await store.standings(account=account)).get(account)
@@ -141,14 +141,14 @@ async def balance_view(store: SqliteRatingStore, account: str) -> BalanceView:
     )
 
 
-async def _settings(store: SqliteRatingStore, account: str) -> AccountSettings:
+async def _settings(store: MoneyRatingStore, account: str) -> AccountSettings:
     await _known(store, account, enabled=False)
     found = (await store.account_settings(account=account)).get(account)
     return found or AccountSettings(account)
 
 
 async def set_monthly_cap(
-    store: SqliteRatingStore,
+    store: MoneyRatingStore,
     account: str,
     amount: Decimal | str | None,
     *,
@@ -163,7 +163,7 @@ async def set_monthly_cap(
 
 
 async def set_low_balance(
-    store: SqliteRatingStore,
+    store: MoneyRatingStore,
     account: str,
     amount: Decimal | str | None,
     *,
@@ -178,7 +178,7 @@ async def set_low_balance(
 
 
 async def hold_account(
-    store: SqliteRatingStore, account: str, reason: str, *, clock: Clock | None = None
+    store: MoneyRatingStore, account: str, reason: str, *, clock: Clock | None = None
 ) -> Standing | None:
     """Suspend an account by hand: refused like a suspended one until released."""
     if not reason or not reason.strip():
@@ -188,7 +188,7 @@ async def hold_account(
 
 
 async def release_account(
-    store: SqliteRatingStore, account: str, *, clock: Clock | None = None
+    store: MoneyRatingStore, account: str, *, clock: Clock | None = None
 ) -> Standing | None:
     """Lift an operator's suspension (an account still in debt stays overdue)."""
     await _known(store, account, enabled=False)

@@ -21,11 +21,11 @@ from decimal import Decimal
 
 from ..catalog import Catalog
 from ..clock import Clock, SystemClock
-from ..stores.sqlite.rating import SqliteRatingStore
 from .balances import BalanceError
 from .errors import PlanError
 from .money import exact_mul, exact_sum
 from .months import Month, add_months
+from .open import MoneyRatingStore
 from .plans import QpsSubscription
 from .purchases import buy_qps_subscription, buy_resource_plan
 from .results import SourceKind
@@ -45,7 +45,7 @@ def _months_between(start: datetime, end: datetime) -> int:
     return 12
 
 
-async def _find(store: SqliteRatingStore, plan_id: str) -> Plan:
+async def _find(store: MoneyRatingStore, plan_id: str) -> Plan:
     plan = (await store.plan_book()).find(plan_id)
     if plan is None:
         raise PlanError(f"no plan {plan_id!r}")
@@ -53,7 +53,7 @@ async def _find(store: SqliteRatingStore, plan_id: str) -> Plan:
 
 
 async def renew_plan(
-    store: SqliteRatingStore,
+    store: MoneyRatingStore,
     catalog: Catalog,
     plan_id: str,
     *,
@@ -148,7 +148,7 @@ def _first_tier(catalog: Catalog, item: str, month: Month) -> Decimal:
 
 
 async def quote_refund(
-    store: SqliteRatingStore,
+    store: MoneyRatingStore,
     catalog: Catalog,
     plan_id: str,
     *,
@@ -209,7 +209,7 @@ async def quote_refund(
 
 
 async def refund(
-    store: SqliteRatingStore,
+    store: MoneyRatingStore,
     catalog: Catalog,
     plan_id: str,
     *,

@@ -1,13 +1,14 @@
 """What rating needs from storage: plans, settlement marks, checkpoints, lines, a lock.
 
-SQLite implements it now (:mod:`metering_middleware.stores.sqlite.rating`, the ledger's own
-file); the shapes are semantic rather than SQL so a PostgreSQL store can follow. Two notes
-for such a store:
+Two stores implement it: SQLite (``stores/sqlite/rating.py``, the ledger's own file) and
+PostgreSQL (``stores/postgresql/rating.py``); :func:`.open.rating_store_for` picks the
+one beside a ledger. Two notes for any store:
 
 - settlement reads the ledger by ``seq`` (insertion order) and bounds every read by the
-  ``seq`` it saw at the start of a pass. That is exact on SQLite, where a lower ``seq`` can
-  never commit after a higher one is visible; on PostgreSQL sequences commit out of order,
-  so the bound must be a snapshot (or commit order) instead.
+  ``seq`` it saw at the start of a pass (``max_seq``). That is exact on SQLite, where a
+  lower ``seq`` can never commit after a higher one is visible; on PostgreSQL sequences
+  commit out of order, so its ``max_seq`` first waits until no insert is in flight
+  (``LOCK TABLE calls IN SHARE MODE``): a bound must never pass a record still to commit.
 - ``commit`` is one transaction, and checks that the caller still holds the settlement lock.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -10,10 +11,11 @@ from typing import Any
 
 from metering_middleware.catalog import Catalog
 from metering_middleware.clock import ManualClock
-from metering_middleware.ledger import CallRecord, SqliteStore
+from metering_middleware.ledger import CallRecord, LedgerStore, SqliteStore
 from metering_middleware.rating import (
     Bill,
     BillLine,
+    MoneyRatingStore,
     Month,
     SettleProgress,
     SettleReport,
@@ -31,14 +33,71 @@ class Harness:
 
     ``recorded_at`` (a record's arrival) is the clock's time when it is written, as in
     the gateway; settlement runs at the clock's time too.
+
+    ``path`` is an SQLite file, or a ``postgresql://`` URL (the ``ledger`` fixture gives
+    either): the same test body runs on both backends.
     """
 
-    def __init__(self, path: Path, catalog: Catalog, start: datetime) -> None:
-        self.path = path
+    def __init__(self, path: Path | str, catalog: Catalog, start: datetime) -> None:
         self.catalog = catalog
         self.clock = ManualClock(start)
-        self.ledger = SqliteStore(path, clock=self.clock, synchronous="NORMAL")
-        self.rating = SqliteRatingStore(path)
+        self.ledger: LedgerStore
+        self.rating: MoneyRatingStore
+        if isinstance(path, str) and path.startswith("postgresql://"):
+            from metering_middleware.stores.postgresql import PostgresStore
+            from metering_middleware.stores.postgresql.rating import PostgresRatingStore
+
+            self.url = path
+            self.ledger = PostgresStore.from_url(path, clock=self.clock)
+            self.rating = PostgresRatingStore.from_url(path)
+        else:
+            self.path = Path(path)
+            self.ledger = SqliteStore(path, clock=self.clock, synchronous="NORMAL")
+            self.rating = SqliteRatingStore(path)
+
+    @property
+    def postgresql(self) -> bool:
+        return not hasattr(self, "path")
+
+    async def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` read straight from the database (a connection of its own), with
+        decimals as plain text, as the SQLite store keeps them."""
+        if self.postgresql:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.url)
+            try:
+                found = [tuple(r) for r in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+            return [tuple(_text(v) for v in row) for row in found]
+        conn3 = sqlite3.connect(self.path)
+        try:
+            return [tuple(r) for r in conn3.execute(sql).fetchall()]
+        finally:
+            conn3.close()
+
+    async def refused(self, sql: str) -> str:
+        """The error message of ``sql`` (a statement the database must refuse)."""
+        if self.postgresql:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.url)
+            try:
+                await conn.execute(sql)
+            except asyncpg.PostgresError as exc:
+                return str(exc)
+            finally:
+                await conn.close()
+            raise AssertionError(f"{sql!r} was not refused")
+        conn3 = sqlite3.connect(self.path)
+        try:
+            conn3.execute(sql)
+        except sqlite3.IntegrityError as exc:
+            return str(exc)
+        finally:
+            conn3.close()
+        raise AssertionError(f"{sql!r} was not refused")
 
     async def __aenter__(self) -> Harness:
         await self.ledger.open()
@@ -89,6 +148,10 @@ class Harness:
             "states": {name: s for name, s in states.items() if s["remaining"] or s["positions"]},
             "adjustments": await self.rating.adjustments(),
         }
+
+
+def _text(value: Any) -> Any:
+    return format(value, "f") if isinstance(value, Decimal) else value
 
 
 def summary(lines: Iterable[BillLine]) -> list[tuple[str, str, str, str, str, int, str, str]]:

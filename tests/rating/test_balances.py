@@ -7,6 +7,7 @@ import sqlite3
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,7 @@ from metering_middleware.rating.cash import (
 )
 from metering_middleware.rating.renewals import quote_refund, refund, renew_plan
 
+from .conftest import LedgerAt
 from .helpers import PLATE, call, calls_between, utc
 from .settle_support import Harness
 
@@ -44,17 +46,14 @@ async def _account(h: Harness, name: str = "acct") -> None:
     await CredentialManager(h.ledger, SecretBox(None), h.clock).add(name, None)
 
 
-def _entries_rows(path: Path) -> list[tuple[str, str, str, str | None]]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute(
-            "SELECT id, kind, amount, month FROM balance_entries ORDER BY seq"
-        ).fetchall()
+async def _entries_rows(h: Harness) -> list[tuple[Any, ...]]:
+    return await h.query("SELECT id, kind, amount, month FROM balance_entries ORDER BY seq")
 
 
 async def test_top_ups_are_validated_idempotent_and_only_for_enabled_accounts(
-    tmp_path: Path,
+    ledger: LedgerAt,
 ) -> None:
-    async with Harness(tmp_path / "b.db", CATALOG, START) as h:
+    async with Harness(ledger("b.db"), CATALOG, START) as h:
         await _account(h)
         for bad in ("0", "-1", "1.001", "abc", "NaN", "Infinity", "1e12"):
             with pytest.raises(BalanceError):
@@ -75,24 +74,24 @@ async def test_top_ups_are_validated_idempotent_and_only_for_enabled_accounts(
             await correct_balance(h.rating, "acct", "-2", " ", clock=h.clock)
         await correct_balance(h.rating, "acct", "-2.5", "duplicate wire", clock=h.clock)
         assert (await balance_view(h.rating, "acct")).balance == Decimal("10.00")
-    assert [r[:3] for r in _entries_rows(tmp_path / "b.db")] == [
+        rows = await _entries_rows(h)
+    assert [r[:3] for r in rows] == [
         ("topup:pay-1", "topup", "12.50"),
-        (_entries_rows(tmp_path / "b.db")[1][0], "correction", "-2.5"),
+        (rows[1][0], "correction", "-2.5"),
     ]
 
 
-async def test_entries_are_immutable(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "i.db", CATALOG, START) as h:
+async def test_entries_are_immutable(ledger: LedgerAt) -> None:
+    async with Harness(ledger("i.db"), CATALOG, START) as h:
         await _account(h)
         await top_up(h.rating, "acct", "5", clock=h.clock)
-    with sqlite3.connect(tmp_path / "i.db") as conn:
         for sql in ("UPDATE balance_entries SET amount = '500'", "DELETE FROM balance_entries"):
-            with pytest.raises(sqlite3.IntegrityError, match="immutable"):
-                conn.execute(sql)
+            assert "immutable" in await h.refused(sql)
+        assert await h.rating.balances() == {"acct": Decimal("5")}
 
 
-async def test_a_purchase_is_charged_and_can_require_funds(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "p.db", CATALOG, START) as h:
+async def test_a_purchase_is_charged_and_can_require_funds(ledger: LedgerAt) -> None:
+    async with Harness(ledger("p.db"), CATALOG, START) as h:
         await _account(h)
         await top_up(h.rating, "acct", "40", clock=h.clock)
         with pytest.raises(BalanceError, match="top up first"):
@@ -106,16 +105,16 @@ async def test_a_purchase_is_charged_and_can_require_funds(tmp_path: Path) -> No
             ordered_at=START, price_paid="30", plan_id="G", require_funds=True,
         )  # fmt: skip
         assert (await balance_view(h.rating, "acct")).balance == Decimal("10")
-    assert _entries_rows(tmp_path / "p.db")[-1] == ("purchase:G", "purchase", "-30", None)
+        assert (await _entries_rows(h))[-1] == ("purchase:G", "purchase", "-30", None)
 
 
 async def test_settlement_posts_usage_once_and_the_closed_month_sums_to_its_bill(
-    tmp_path: Path,
+    ledger: LedgerAt,
 ) -> None:
     # 7 DetectFace calls in March: 7 x 0.0016 = 0.0112 exact, charged 0.01.
     face = [call(CATALOG, f"f{i}", utc(2026, 3, 2, 0, i), item="facebody.DetectFace")
             for i in range(7)]  # fmt: skip
-    async with Harness(tmp_path / "s.db", CATALOG, START) as h:
+    async with Harness(ledger("s.db"), CATALOG, START) as h:
         await _account(h)
         await top_up(h.rating, "acct", "1", clock=h.clock)
         await h.arrive(face[:3])
@@ -128,7 +127,7 @@ async def test_settlement_posts_usage_once_and_the_closed_month_sums_to_its_bill
         bill = await h.bill("acct", MAR)
         closed = (await balance_view(h.rating, "acct")).balance
         await h.settle(utc(2026, 4, 6))
-        rows = _entries_rows(tmp_path / "s.db")
+        rows = await _entries_rows(h)
     assert open_month == Decimal("1") - Decimal("0.0112")
     assert bill.final and bill.amount_due == Decimal("0.01")
     assert closed == Decimal("0.99")
@@ -141,9 +140,9 @@ async def test_settlement_posts_usage_once_and_the_closed_month_sums_to_its_bill
     assert sum(Decimal(r[2]) for r in march) == -bill.amount_due
 
 
-async def test_a_re_rate_posts_only_the_difference(tmp_path: Path) -> None:
+async def test_a_re_rate_posts_only_the_difference(ledger: LedgerAt) -> None:
     plates = calls_between(CATALOG, 4, utc(2026, 3, 2), SECOND)  # 4 x 0.15 pay-as-you-go
-    async with Harness(tmp_path / "r.db", CATALOG, START) as h:
+    async with Harness(ledger("r.db"), CATALOG, START) as h:
         await _account(h)
         await h.arrive(plates)
         await h.settle(utc(2026, 3, 3))
@@ -154,16 +153,16 @@ async def test_a_re_rate_posts_only_the_difference(tmp_path: Path) -> None:
         )  # fmt: skip
         report = await h.settle(utc(2026, 3, 3, 1))
         balance = (await balance_view(h.rating, "acct")).balance
-        rows = _entries_rows(tmp_path / "r.db")
+        rows = await _entries_rows(h)
     assert report.rerated == ("acct",)
     payg = [(r[0], r[2]) for r in rows if r[1] == "payg"]
     assert payg == [("payg:acct:2026-03:1", "-0.60"), ("payg:acct:2026-03:2", "0.30")]
     assert balance == Decimal("-0.30")
 
 
-async def test_standing_follows_settlement_and_top_ups(tmp_path: Path) -> None:
+async def test_standing_follows_settlement_and_top_ups(ledger: LedgerAt) -> None:
     plates = calls_between(CATALOG, 2, utc(2026, 3, 2), SECOND)
-    async with Harness(tmp_path / "o.db", CATALOG, START) as h:
+    async with Harness(ledger("o.db"), CATALOG, START) as h:
         await _account(h)
         await top_up(h.rating, "acct", "0.20", clock=h.clock)
         await h.arrive(plates)
@@ -179,16 +178,15 @@ async def test_standing_follows_settlement_and_top_ups(tmp_path: Path) -> None:
         still = await h.rating.standings()
         await top_up(h.rating, "acct", "0.05", clock=h.clock)  # exactly zero: restored
         after = await h.rating.standings()
-        notices = [r[0] for r in sqlite3.connect(tmp_path / "o.db").execute(
-            "SELECT kind FROM notices ORDER BY seq")]  # fmt: skip
+        notices = [r[0] for r in await h.query("SELECT kind FROM notices ORDER BY seq")]
     assert first.overdue_since == utc(2026, 3, 3) and first.suspended_at is None
     assert suspended.suspended_at == utc(2026, 3, 4, 0, 0, 1)
     assert "acct" in still and after == {}
     assert notices == ["account.overdue", "account.suspended", "account.restored"]
 
 
-async def test_an_operator_hold_is_lifted_only_by_hand(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "h.db", CATALOG, START) as h:
+async def test_an_operator_hold_is_lifted_only_by_hand(ledger: LedgerAt) -> None:
+    async with Harness(ledger("h.db"), CATALOG, START) as h:
         await _account(h)
         await hold_account(h.rating, "acct", "chargeback", clock=h.clock)
         with pytest.raises(BalanceError, match="already"):
@@ -215,9 +213,9 @@ async def _plan(h: Harness, plan_id: str = "S", points: int = 150) -> None:
     [(48, 0, Decimal("10")), (48, 4, Decimal("9.40")), (48, 100, Decimal("0"))],
 )
 async def test_refund_within_120_hours(
-    tmp_path: Path, hours: int, used: int, amount: Decimal
+    ledger: LedgerAt, hours: int, used: int, amount: Decimal
 ) -> None:
-    async with Harness(tmp_path / "f.db", CATALOG, START) as h:
+    async with Harness(ledger("f.db"), CATALOG, START) as h:
         await _account(h)
         await _plan(h, points=1500)  # 100 plate calls
         await h.arrive(calls_between(CATALOG, used, utc(2026, 3, 1, 2), SECOND))
@@ -231,8 +229,8 @@ async def test_refund_within_120_hours(
     assert balance == -Decimal("10") + amount
 
 
-async def test_no_refund_after_120_hours_and_nothing_is_written(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "n.db", CATALOG, START) as h:
+async def test_no_refund_after_120_hours_and_nothing_is_written(ledger: LedgerAt) -> None:
+    async with Harness(ledger("n.db"), CATALOG, START) as h:
         await _account(h)
         await _plan(h)
         h.clock.set(START + timedelta(hours=130))
@@ -240,13 +238,14 @@ async def test_no_refund_after_120_hours_and_nothing_is_written(tmp_path: Path) 
         with pytest.raises(BalanceError, match="120 h"):
             await refund(h.rating, CATALOG, "S", clock=h.clock)
         plan = (await h.rating.plan_book()).find("S")
+        rows = await _entries_rows(h)
     assert not quote.refundable and quote.amount == 0
     assert plan is not None and plan.refunded_at is None
-    assert [r[1] for r in _entries_rows(tmp_path / "n.db")] == ["purchase"]
+    assert [r[1] for r in rows] == ["purchase"]
 
 
-async def test_a_refunded_plan_covers_no_late_record_of_an_earlier_call(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "late.db", CATALOG, START) as h:
+async def test_a_refunded_plan_covers_no_late_record_of_an_earlier_call(ledger: LedgerAt) -> None:
+    async with Harness(ledger("late.db"), CATALOG, START) as h:
         await _account(h)
         await _plan(h, points=1500)
         await h.arrive(calls_between(CATALOG, 2, utc(2026, 3, 1, 2), SECOND))
@@ -264,8 +263,8 @@ async def test_a_refunded_plan_covers_no_late_record_of_an_earlier_call(tmp_path
     assert bill.amount_due == Decimal("0.15")
 
 
-async def test_a_renewal_chains_without_gap_and_is_paid_from_the_balance(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "q.db", CATALOG, START) as h:
+async def test_a_renewal_chains_without_gap_and_is_paid_from_the_balance(ledger: LedgerAt) -> None:
+    async with Harness(ledger("q.db"), CATALOG, START) as h:
         await _account(h)
         await top_up(h.rating, "acct", "600", clock=h.clock)
         first = await buy_qps_subscription(
@@ -287,8 +286,8 @@ async def test_a_renewal_chains_without_gap_and_is_paid_from_the_balance(tmp_pat
     assert balance == Decimal("600") - 3 * Decimal("200")
 
 
-async def test_a_resource_plan_renewal_starts_at_purchase_and_stacks(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "rp.db", CATALOG, START) as h:
+async def test_a_resource_plan_renewal_starts_at_purchase_and_stacks(ledger: LedgerAt) -> None:
+    async with Harness(ledger("rp.db"), CATALOG, START) as h:
         await _account(h)
         await top_up(h.rating, "acct", "10", clock=h.clock)
         await _plan(h)

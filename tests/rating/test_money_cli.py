@@ -3,13 +3,16 @@ one-line errors, exit codes, nothing written on a refusal."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-from pathlib import Path
 
+import asyncpg
 import pytest
 
 from metering_middleware.cli import main
+
+from .conftest import LedgerAt
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -22,16 +25,29 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
-    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+def db(ledger: LedgerAt, capsys: pytest.CaptureFixture[str]) -> str:
+    """An SQLite or a PostgreSQL ledger with one account (the same commands on both)."""
+    where = ledger("ledger.sqlite")
+    url = where if isinstance(where, str) else f"sqlite:///{where}"
     assert main(["--db", url, "accounts", "add", "acme"]) == 0
     capsys.readouterr()
     return url
 
 
 def entries(db: str) -> list[tuple[str, str]]:
+    sql = "SELECT kind, amount FROM balance_entries ORDER BY seq"
+    if db.startswith("postgresql://"):
+
+        async def read() -> list[tuple[str, str]]:
+            conn = await asyncpg.connect(db)
+            try:
+                return [(r[0], format(r[1], "f")) for r in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(read())
     with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
-        return conn.execute("SELECT kind, amount FROM balance_entries ORDER BY seq").fetchall()
+        return conn.execute(sql).fetchall()
 
 
 def test_a_lifecycle_through_the_cli(db: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,31 +6,40 @@ import asyncio
 import csv
 import io
 import json
+import threading
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from metering_middleware.catalog import default_catalog
 from metering_middleware.cli import main
 from metering_middleware.clock import ManualClock
-from metering_middleware.ledger import SqliteStore
+from metering_middleware.ledger import LedgerStore, SqliteStore
 from metering_middleware.rating import BILL_COLUMNS, SqliteRatingStore
+from metering_middleware.stores.postgresql import PostgresStore
+from metering_middleware.stores.postgresql.rating import PostgresRatingStore
 
+from .conftest import LedgerAt
 from .helpers import calls_between, utc
 
 CATALOG = default_catalog()
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    """A ledger with Alibaba's worked example in March 2026 (recorded as it happened)."""
-    path = tmp_path / "ledger.sqlite"
+def db(ledger: LedgerAt) -> str:
+    """A ledger with Alibaba's worked example in March 2026 (recorded as it happened), on
+    SQLite or PostgreSQL (the same commands on both)."""
+    path = ledger("ledger.sqlite")
 
     async def fill() -> None:
         clock = ManualClock(utc(2026, 3, 2, 6))
-        async with SqliteStore(path, clock=clock) as ledger:
+        store: LedgerStore = (
+            PostgresStore.from_url(path, clock=clock)
+            if isinstance(path, str)
+            else SqliteStore(path, clock=clock)
+        )
+        async with store as ledger:
             await ledger.write(calls_between(CATALOG, 15_000, utc(2026, 3, 2), timedelta(0)), [])
             clock.set(utc(2026, 3, 3, 6))
             later = calls_between(
@@ -39,7 +48,7 @@ def db(tmp_path: Path) -> str:
             await ledger.write(later, [])
 
     asyncio.run(fill())
-    return f"sqlite:///{path}"
+    return path if isinstance(path, str) else f"sqlite:///{path}"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -194,17 +203,37 @@ def test_settle_one_account_and_a_busy_lock(db: str, capsys: pytest.CaptureFixtu
     code, out, _ = run(capsys, "--db", db, "settle", "--account", "globex", "--format", "json")
     assert code == 0 and json.loads(out)[0]["records"] == 3
 
-    async def hold() -> None:
-        async with SqliteRatingStore(db.removeprefix("sqlite:///")) as store:
-            clock = ManualClock(utc(2030, 1, 1))
-            assert await store.acquire_lock("someone", clock.now(), timedelta(days=1))
+    # Another settler holds the lock (on PostgreSQL for as long as its session lives: a
+    # thread of its own keeps it open while the command runs).
+    held, done = threading.Event(), threading.Event()
 
-    asyncio.run(hold())
-    code, _, err = run(capsys, "--db", db, "settle")
+    def hold() -> None:
+        async def run_holder() -> None:
+            store = (
+                PostgresRatingStore.from_url(db)
+                if db.startswith("postgresql://")
+                else SqliteRatingStore(db.removeprefix("sqlite:///"))
+            )
+            async with store:
+                clock = ManualClock(utc(2030, 1, 1))
+                assert await store.acquire_lock("someone", clock.now(), timedelta(days=1))
+                held.set()
+                await asyncio.to_thread(done.wait, 60)
+
+        asyncio.run(run_holder())
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(60)
+        code, _, err = run(capsys, "--db", db, "settle")
+    finally:
+        done.set()
+        holder.join()
     assert code == 1 and "another settler" in err and err.count("\n") == 1
 
 
-def test_rating_needs_an_sqlite_ledger(capsys: pytest.CaptureFixture[str]) -> None:
+def test_rating_needs_an_sqlite_or_postgresql_ledger(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--db", "memory://", "plans", "list")
     assert code == 1 and "SQLite" in err
 

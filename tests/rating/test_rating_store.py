@@ -16,6 +16,7 @@ from metering_middleware.ledger import MemoryStore, SqliteStore, StoreError
 from metering_middleware.ledger.migrate import apply_migrations, load_migrations, migrate_file
 from metering_middleware.rating import (
     LockLost,
+    MoneyRatingStore,
     Month,
     SettleBusy,
     SettleProgress,
@@ -23,7 +24,9 @@ from metering_middleware.rating import (
     rating_store_for,
     settle,
 )
+from metering_middleware.stores.postgresql.rating import SETTLE_LOCK, PostgresRatingStore
 
+from .conftest import LedgerAt
 from .helpers import PLATE, calls_between, plan, qps, utc
 from .settle_support import Harness
 
@@ -32,12 +35,13 @@ T = utc(2026, 3, 1)
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteRatingStore]:
-    async with SqliteRatingStore(tmp_path / "l.db") as opened:
-        yield opened
+async def store(ledger: LedgerAt) -> AsyncIterator[MoneyRatingStore]:
+    """A rating store on a fresh ledger, SQLite or PostgreSQL."""
+    async with Harness(ledger("l.db"), CATALOG, T) as h:
+        yield h.rating
 
 
-async def test_plans_round_trip_exactly_and_refunds_apply(store: SqliteRatingStore) -> None:
+async def test_plans_round_trip_exactly_and_refunds_apply(store: MoneyRatingStore) -> None:
     p = plan("p1", "general", {"ocr", "facebody"}, "45.16", T, utc(2027, 3, 1))
     s = qps("q1", "facebody", "DetectFace", T, utc(2026, 4, 1))
     await store.add_plan(p, T)
@@ -52,30 +56,32 @@ async def test_plans_round_trip_exactly_and_refunds_apply(store: SqliteRatingSto
     assert [(c.plan_id, c.at) for c in changes] == [("q1", T), ("q1", utc(2026, 3, 10))]
 
 
-async def test_plans_are_immutable(store: SqliteRatingStore) -> None:
-    await store.add_plan(plan("p1", "single", {"ocr"}, 10, T, utc(2027, 3, 1)), T)
-    with pytest.raises(ValueError, match="already exists"):
-        await store.add_plan(plan("p1", "single", {"ocr"}, 99, T, utc(2027, 3, 1)), T)
-    await store.add_refund("p1", utc(2026, 3, 2), T, None)
-    with pytest.raises(ValueError, match="already refunded"):
-        await store.add_refund("p1", utc(2026, 3, 3), T, None)
-    with pytest.raises(ValueError, match="no plan"):
-        await store.add_refund("nope", utc(2026, 3, 3), T, None)
-    conn = sqlite3.connect(store.path)
-    try:
+async def test_plans_are_immutable(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, T) as h:
+        store = h.rating
+        await store.add_plan(plan("p1", "single", {"ocr"}, 10, T, utc(2027, 3, 1)), T)
+        with pytest.raises(ValueError, match="already exists"):
+            await store.add_plan(plan("p1", "single", {"ocr"}, 99, T, utc(2027, 3, 1)), T)
+        await store.add_refund("p1", utc(2026, 3, 2), T, None)
+        with pytest.raises(ValueError, match="already refunded"):
+            await store.add_refund("p1", utc(2026, 3, 3), T, None)
+        with pytest.raises(ValueError, match="no plan"):
+            await store.add_refund("nope", utc(2026, 3, 3), T, None)
         for sql in (
             "UPDATE rating_plans SET points = '999'",
             "DELETE FROM rating_plans",
-            "UPDATE rating_refunds SET refunded_at = 'x'",
+            "UPDATE rating_refunds SET refunded_at = refunded_at",
             "DELETE FROM rating_refunds",
         ):
-            with pytest.raises(sqlite3.IntegrityError, match="immutable"):
-                conn.execute(sql)
-    finally:
-        conn.close()
+            assert "immutable" in await h.refused(sql)
+        assert (await store.plan_book()).plans[0].points == 10
 
 
-async def test_the_lock_has_one_owner_until_it_expires(store: SqliteRatingStore) -> None:
+async def test_the_lock_has_one_owner_until_it_expires(tmp_path: Path) -> None:
+    # SQLite's lock row expires (PostgreSQL's advisory lock goes with its session instead:
+    # test_pg_rating.py).
+    store = SqliteRatingStore(tmp_path / "l.db")
+    await store.open()
     ttl = timedelta(minutes=5)
     assert await store.acquire_lock("a", T, ttl)
     assert not await store.acquire_lock("b", T + timedelta(minutes=4), ttl)
@@ -86,27 +92,44 @@ async def test_the_lock_has_one_owner_until_it_expires(store: SqliteRatingStore)
     assert not await store.acquire_lock("c", T + timedelta(minutes=10), ttl)
     await store.release_lock("b")
     assert await store.acquire_lock("c", T + timedelta(minutes=10), ttl)
+    await store.close()
 
 
-async def test_settle_refuses_while_another_settler_holds_the_lock(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, T) as h:
+async def test_settle_refuses_while_another_settler_holds_the_lock(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, T) as h:
         await h.arrive(calls_between(CATALOG, 3, T, timedelta(seconds=1)))
         h.clock.set(utc(2026, 3, 2))
-        assert await h.rating.acquire_lock("other", h.clock.now(), timedelta(minutes=15))
+        # Another settler: on PostgreSQL another session (one store's lock is per session).
+        other = PostgresRatingStore.from_url(h.url) if h.postgresql else h.rating
+        await other.open()
+        assert await other.acquire_lock("other", h.clock.now(), timedelta(minutes=15))
         with pytest.raises(SettleBusy):
             await h.settle()
         assert await h.lines() == []
-        h.clock.advance(16 * 60)  # the other settler died
+        if h.postgresql:
+            await other.close()  # the other settler died: its lock went with its connection
+        else:
+            h.clock.advance(16 * 60)  # the other settler died: its lock expired
         report = await h.settle()
         assert report.records == 3
         assert await h.rating.acquire_lock("next", h.clock.now(), timedelta(minutes=1))
 
 
-async def test_a_settler_whose_lock_was_taken_over_writes_nothing(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, T) as h:
+async def test_a_settler_whose_lock_was_taken_over_writes_nothing(
+    ledger: LedgerAt, request: pytest.FixtureRequest
+) -> None:
+    async with Harness(ledger("l.db"), CATALOG, T) as h:
         await h.arrive(calls_between(CATALOG, 3, T, timedelta(days=20)))  # March and April
 
         def steal(step: SettleProgress) -> None:
+            if h.postgresql:  # the settler's session is killed: its advisory lock with it
+                cluster = request.getfixturevalue("pg_cluster")
+                cluster.psql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                    f" WHERE locktype = 'advisory' AND objid = {SETTLE_LOCK}",
+                    h.url.rsplit("/", 1)[1],
+                )
+                return
             conn = sqlite3.connect(h.path)
             with conn:
                 conn.execute("UPDATE rating_lock SET owner = 'thief'")
@@ -117,8 +140,8 @@ async def test_a_settler_whose_lock_was_taken_over_writes_nothing(tmp_path: Path
         assert await h.lines() == [] and await h.rating.accounts() == {}
 
 
-async def test_progress_is_reported_per_month(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, T) as h:
+async def test_progress_is_reported_per_month(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, T) as h:
         await h.arrive(calls_between(CATALOG, 4, T, timedelta(days=20)))  # 2 March, 2 April
         seen: list[SettleProgress] = []
         await h.settle(utc(2026, 5, 1), progress=seen.append)
@@ -128,8 +151,8 @@ async def test_progress_is_reported_per_month(tmp_path: Path) -> None:
     ]
 
 
-async def test_checkpoints_are_found_at_or_before_a_month(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, T) as h:
+async def test_checkpoints_are_found_at_or_before_a_month(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, T) as h:
         await h.arrive(calls_between(CATALOG, 3, T, timedelta(days=70)))  # Mar, May, Jul
         await h.settle(utc(2026, 8, 1))
         assert await h.rating.checkpoint("acct", Month(2026, 2)) is None
@@ -167,7 +190,7 @@ async def test_rating_needs_an_sqlite_ledger(tmp_path: Path) -> None:
         rating_store_for(MemoryStore())
 
 
-async def test_settle_rejects_a_negative_lag(store: SqliteRatingStore) -> None:
+async def test_settle_rejects_a_negative_lag(store: MoneyRatingStore) -> None:
     with pytest.raises(ValueError, match="negative"):
         await settle(store, CATALOG, ManualClock(), lag=timedelta(seconds=-1))
 

@@ -16,6 +16,7 @@ from metering_middleware.rating import (
     refund_plan,
 )
 
+from .conftest import LedgerAt
 from .helpers import PLATE, call, calls_between, utc
 from .settle_support import Harness, summary
 
@@ -25,7 +26,10 @@ JAN, FEB, MAR = Month(2026, 1), Month(2026, 2), Month(2026, 3)
 
 
 async def one_pass(
-    path: Path, arrivals: list[tuple[datetime, list[CallRecord]]], at: datetime, plans: int = 0
+    path: Path | str,
+    arrivals: list[tuple[datetime, list[CallRecord]]],
+    at: datetime,
+    plans: int = 0,
 ) -> list[tuple[str, str, str, str, str, int, str, str]]:
     """The lines of a single settlement over the same arrivals (same ``recorded_at``)."""
     async with Harness(path, CATALOG, arrivals[0][0]) as h:
@@ -54,11 +58,11 @@ async def buy_plan(h: Harness, points: int, ordered_at: datetime = DECEMBER) -> 
     )
 
 
-async def test_a_late_record_in_an_open_month_re_rates_that_month(tmp_path: Path) -> None:
+async def test_a_late_record_in_an_open_month_re_rates_that_month(ledger: LedgerAt) -> None:
     on_time = calls_between(CATALOG, 4, utc(2026, 3, 5), SECOND)
     late = [call(CATALOG, "late", utc(2026, 3, 4))]  # before all of them, arrives after
     arrivals = [(utc(2026, 3, 5, 1), on_time), (utc(2026, 3, 6), late)]
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 3, 5)) as h:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 3, 5)) as h:
         await buy_plan(h, 45)  # three plate calls
         await h.arrive(on_time, at=arrivals[0][0])
         first = await h.settle(utc(2026, 3, 5, 2))
@@ -73,14 +77,14 @@ async def test_a_late_record_in_an_open_month_re_rates_that_month(tmp_path: Path
         (SourceKind.SINGLE, 3),
         (SourceKind.PAYG, 2),
     ]
-    assert lines == await one_pass(tmp_path / "one.db", arrivals, utc(2026, 3, 6, 1), plans=45)
+    assert lines == await one_pass(ledger("one.db"), arrivals, utc(2026, 3, 6, 1), plans=45)
 
 
-async def test_a_record_arriving_after_its_month_closed_is_an_adjustment(tmp_path: Path) -> None:
+async def test_a_record_arriving_after_its_month_closed_is_an_adjustment(ledger: LedgerAt) -> None:
     january = calls_between(CATALOG, 10_000, utc(2026, 1, 10), SECOND)
     late = [call(CATALOG, "late-jan", utc(2026, 1, 20))]
     arrival = utc(2026, 2, 10)  # January closed at 2026-02-02T16:00Z (Feb 3, 00:00 +08:00)
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 1, 10)) as h:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 1, 10)) as h:
         await h.arrive(january)
         await h.settle(utc(2026, 1, 31))
         jan_before = summary((await h.bill("acct", JAN)).lines)
@@ -97,8 +101,8 @@ async def test_a_record_arriving_after_its_month_closed_is_an_adjustment(tmp_pat
     assert (adjustment.origin, adjustment.billed, adjustment.effective_at) == (JAN, FEB, arrival)
 
 
-async def test_an_adjustment_takes_a_plan_valid_when_it_occurred(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 1, 10)) as h:
+async def test_an_adjustment_takes_a_plan_valid_when_it_occurred(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 1, 10)) as h:
         await buy_resource_plan(
             h.rating,
             CATALOG,
@@ -127,8 +131,8 @@ async def test_an_adjustment_takes_a_plan_valid_when_it_occurred(tmp_path: Path)
     assert [(b.plan.id, b.remaining) for b in feb.plans] == [("jan-only", Decimal(0))]
 
 
-async def test_an_adjustment_displaces_nothing_and_gets_points_left(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 1, 10)) as h:
+async def test_an_adjustment_displaces_nothing_and_gets_points_left(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 1, 10)) as h:
         await buy_plan(h, 45, ordered_at=utc(2026, 1, 1))  # three plate calls
         await h.arrive([call(CATALOG, "jan", utc(2026, 1, 10))])
         await h.settle(utc(2026, 2, 11))
@@ -147,7 +151,7 @@ async def test_an_adjustment_displaces_nothing_and_gets_points_left(tmp_path: Pa
 
 
 async def test_an_adjustment_in_the_grace_of_the_previous_month_displaces_nothing(
-    tmp_path: Path,
+    ledger: LedgerAt,
 ) -> None:
     # On 2026-03-01 February is still open (until 2026-03-02T16:00Z): a January record
     # arriving then is billed in February, but it arrives after a March record that was
@@ -157,7 +161,7 @@ async def test_an_adjustment_in_the_grace_of_the_previous_month_displaces_nothin
         (utc(2026, 3, 1, 1), [call(CATALOG, "mar", utc(2026, 3, 1))]),
         (utc(2026, 3, 1, 2), [call(CATALOG, "late", utc(2026, 1, 25))]),
     ]
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 2, 19)) as h:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 2, 19)) as h:
         await buy_plan(h, 30)  # two plate calls
         for when, records in arrivals[:2]:
             await h.arrive(records, at=when)
@@ -183,11 +187,11 @@ async def test_an_adjustment_in_the_grace_of_the_previous_month_displaces_nothin
         FEB,
         arrivals[2][0],
     )
-    assert lines == await one_pass(tmp_path / "one.db", arrivals, utc(2026, 3, 1, 3), plans=30)
+    assert lines == await one_pass(ledger("one.db"), arrivals, utc(2026, 3, 1, 3), plans=30)
 
 
 async def test_adjustments_and_settled_records_contending_for_points_in_any_passes(
-    tmp_path: Path,
+    ledger: LedgerAt,
 ) -> None:
     # A plan of five plate calls. February's one call, then March calls every ten minutes
     # from 2026-03-01T00:00Z, and January records arriving in February's grace at 00:15Z
@@ -200,7 +204,7 @@ async def test_adjustments_and_settled_records_contending_for_points_in_any_pass
     arrivals += [(utc(2026, 3, 1, 0, 15), late[:1]), (utc(2026, 3, 1, 0, 35), late[1:])]
     arrivals.sort(key=lambda a: a[0])
     end = utc(2026, 3, 1, 2)
-    async with Harness(tmp_path / "many.db", CATALOG, arrivals[0][0]) as h:
+    async with Harness(ledger("many.db"), CATALOG, arrivals[0][0]) as h:
         await buy_plan(h, 75)
         for when, records in arrivals:
             await h.arrive(records, at=when)
@@ -220,11 +224,11 @@ async def test_adjustments_and_settled_records_contending_for_points_in_any_pass
         (SourceKind.SINGLE, 3, Decimal(0)),
         (SourceKind.PAYG, 1, Decimal("0.15")),
     ]
-    assert summary(settled["lines"]) == await one_pass(tmp_path / "one.db", arrivals, end, plans=75)
+    assert summary(settled["lines"]) == await one_pass(ledger("one.db"), arrivals, end, plans=75)
 
 
-async def test_an_adjustment_that_just_arrived_waits_for_the_horizon(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 2, 10)) as h:
+async def test_an_adjustment_that_just_arrived_waits_for_the_horizon(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 2, 10)) as h:
         arrived = utc(2026, 2, 10, 12)
         await h.arrive([call(CATALOG, "late", utc(2026, 1, 15))], at=arrived)
         first = await h.settle(arrived + 30 * SECOND)  # within the lag of its arrival
@@ -234,8 +238,8 @@ async def test_an_adjustment_that_just_arrived_waits_for_the_horizon(tmp_path: P
     assert [ln.adjustment for ln in feb.lines] == [True]
 
 
-async def test_settle_and_rerate_reproduce_the_first_pass(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 1, 5)) as h:
+async def test_settle_and_rerate_reproduce_the_first_pass(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 1, 5)) as h:
         await buy_plan(h, 60, ordered_at=utc(2026, 1, 1))
         await h.arrive(calls_between(CATALOG, 30, utc(2026, 1, 5), timedelta(hours=20)))
         await h.settle(utc(2026, 2, 10))
@@ -253,8 +257,8 @@ async def test_settle_and_rerate_reproduce_the_first_pass(tmp_path: Path) -> Non
     assert len(settled["adjustments"]) == 2
 
 
-async def test_a_plan_bought_into_a_settled_period_re_rates_it(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 3, 2)) as h:
+async def test_a_plan_bought_into_a_settled_period_re_rates_it(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 3, 2)) as h:
         await h.arrive(calls_between(CATALOG, 3, utc(2026, 3, 2), SECOND))
         await h.settle(utc(2026, 3, 3))
         await buy_plan(h, 30, ordered_at=utc(2026, 3, 1))  # backdated
@@ -267,8 +271,8 @@ async def test_a_plan_bought_into_a_settled_period_re_rates_it(tmp_path: Path) -
     ]
 
 
-async def test_a_refund_ends_coverage_even_for_records_arriving_later(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 3, 2)) as h:
+async def test_a_refund_ends_coverage_even_for_records_arriving_later(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 3, 2)) as h:
         await buy_plan(h, 1500, ordered_at=utc(2026, 3, 1))
         await h.arrive(calls_between(CATALOG, 2, utc(2026, 3, 2), SECOND))
         await h.settle(utc(2026, 3, 3))
@@ -284,13 +288,13 @@ async def test_a_refund_ends_coverage_even_for_records_arriving_later(tmp_path: 
     ]
 
 
-async def test_records_of_many_accounts_and_one_account_passes(tmp_path: Path) -> None:
+async def test_records_of_many_accounts_and_one_account_passes(ledger: LedgerAt) -> None:
     calls = [
         call(CATALOG, f"{name}-{i}", utc(2026, 3, 2) + i * SECOND, PLATE, name)
         for name in ("a", "b")
         for i in range(3)
     ]
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 3, 2)) as h:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 3, 2)) as h:
         await h.arrive(calls)
         only_a = await h.settle(utc(2026, 3, 3), account="a")
         assert [ln.account for ln in await h.lines()] == ["a"]
@@ -302,9 +306,9 @@ async def test_records_of_many_accounts_and_one_account_passes(tmp_path: Path) -
     assert got == {("a", 4), ("b", 4)}
 
 
-async def test_settle_month_stops_at_the_end_of_that_month(tmp_path: Path) -> None:
+async def test_settle_month_stops_at_the_end_of_that_month(ledger: LedgerAt) -> None:
     calls = [call(CATALOG, "feb", utc(2026, 2, 20)), call(CATALOG, "mar", utc(2026, 3, 10))]
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 2, 20)) as h:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 2, 20)) as h:
         await h.arrive(calls)
         capped = await h.settle(utc(2026, 3, 11), month=FEB)
         assert [str(ln.billed) for ln in await h.lines()] == ["2026-02"]
@@ -313,13 +317,13 @@ async def test_settle_month_stops_at_the_end_of_that_month(tmp_path: Path) -> No
 
 
 async def test_an_adjustment_deferred_by_an_account_pass_is_settled_by_the_next_pass(
-    tmp_path: Path,
+    ledger: LedgerAt,
 ) -> None:
     # A January record arrives on 02-10 12:00 (January closed), exactly one lag before an
     # account pass: deferred (not older than the lag), its classification stored. The next
     # pass over every account reads it behind the global marks among the other accounts'
     # records: it must still be settled, not skipped as the account's own business.
-    async with Harness(tmp_path / "d.db", CATALOG, utc(2026, 1, 20)) as h:
+    async with Harness(ledger("d.db"), CATALOG, utc(2026, 1, 20)) as h:
         await h.arrive([call(CATALOG, "other", utc(2026, 1, 20), account="other")])
         await h.settle(utc(2026, 2, 10, 11))
         await h.arrive([call(CATALOG, "late", utc(2026, 1, 25))], at=utc(2026, 2, 10, 12))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 from metering_middleware.catalog import default_catalog, parse_catalog
 from metering_middleware.rating import (
@@ -15,6 +14,7 @@ from metering_middleware.rating import (
     image_categories,
 )
 
+from .conftest import LedgerAt
 from .helpers import DETECT, PLATE, call, calls_between, utc
 from .settle_support import Harness, summary
 
@@ -23,8 +23,8 @@ SECOND = timedelta(seconds=1)
 MARCH = Month(2026, 3)
 
 
-async def test_alibaba_worked_example_through_store_settle_and_bill(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 3, 2)) as h:
+async def test_alibaba_worked_example_through_store_settle_and_bill(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 3, 2)) as h:
         await h.arrive(calls_between(CATALOG, 15_000, utc(2026, 3, 2), SECOND))
         report = await h.settle(utc(2026, 3, 3))
         bill = await h.bill("acct", MARCH)
@@ -36,8 +36,8 @@ async def test_alibaba_worked_example_through_store_settle_and_bill(tmp_path: Pa
     assert bill.amount_due == Decimal("2000.00") and bill.rounding == 0
 
 
-async def test_overlapping_plans_of_both_kinds(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 2, 20)) as h:
+async def test_overlapping_plans_of_both_kinds(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 2, 20)) as h:
         ordered = utc(2026, 2, 20)
         single = await buy_resource_plan(
             h.rating,
@@ -81,8 +81,8 @@ async def test_overlapping_plans_of_both_kinds(tmp_path: Path) -> None:
     assert bill.amount_due == Decimal("0.15")
 
 
-async def test_a_plan_expiring_mid_month_covers_up_to_its_end_exclusive(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 2, 10)) as h:
+async def test_a_plan_expiring_mid_month_covers_up_to_its_end_exclusive(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 2, 10)) as h:
         plan = await buy_resource_plan(
             h.rating,
             CATALOG,
@@ -108,8 +108,8 @@ async def test_a_plan_expiring_mid_month_covers_up_to_its_end_exclusive(tmp_path
     assert [b.remaining for b in bill.plans] == [Decimal(1485)]
 
 
-async def test_qps_subscription_starting_mid_month_and_its_renewal(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 3, 1)) as h:
+async def test_qps_subscription_starting_mid_month_and_its_renewal(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 3, 1)) as h:
         first = await buy_qps_subscription(
             h.rating,
             CATALOG,
@@ -150,10 +150,10 @@ async def test_qps_subscription_starting_mid_month_and_its_renewal(tmp_path: Pat
     assert march.amount_due == Decimal("0.30") and april.amount_due == 0
 
 
-async def test_tier_boundary_crossed_mid_day_settled_in_several_passes(tmp_path: Path) -> None:
+async def test_tier_boundary_crossed_mid_day_settled_in_several_passes(ledger: LedgerAt) -> None:
     # 12,000 calls from 08:00 UTC, one every 2 s: the 10,001st (tier 2) is at 13:33:20.
     calls = calls_between(CATALOG, 12_000, utc(2026, 3, 5, 8), 2 * SECOND)
-    async with Harness(tmp_path / "many.db", CATALOG, utc(2026, 3, 5)) as h:
+    async with Harness(ledger("many.db"), CATALOG, utc(2026, 3, 5)) as h:
         written = 0
         for cut in (utc(2026, 3, 5, 10), utc(2026, 3, 5, 13, 33, 20), utc(2026, 3, 6)):
             batch = [c for c in calls[written:] if c.occurred_at < cut]
@@ -162,7 +162,7 @@ async def test_tier_boundary_crossed_mid_day_settled_in_several_passes(tmp_path:
             # The horizon is 30 s before the cut: the last calls wait for the next pass.
             await h.settle(cut + 30 * SECOND)
         many = await h.bill("acct", MARCH)
-    async with Harness(tmp_path / "one.db", CATALOG, utc(2026, 3, 5)) as h:
+    async with Harness(ledger("one.db"), CATALOG, utc(2026, 3, 5)) as h:
         await h.arrive(calls)
         await h.settle(utc(2026, 3, 6))
         one = await h.bill("acct", MARCH)
@@ -171,11 +171,11 @@ async def test_tier_boundary_crossed_mid_day_settled_in_several_passes(tmp_path:
     assert many.amount_due == Decimal("1700.00")
 
 
-async def test_months_are_beijing_months_not_utc_months(tmp_path: Path) -> None:
+async def test_months_are_beijing_months_not_utc_months(ledger: LedgerAt) -> None:
     edge = utc(2026, 1, 31, 16)  # 2026-02-01T00:00+08:00
     calls = calls_between(CATALOG, 10_000, edge - 10_000 * SECOND, SECOND)
     calls.append(call(CATALOG, "feb", edge))
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 1, 31)) as h:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 1, 31)) as h:
         await h.arrive(calls)
         await h.settle(utc(2026, 2, 1))
         jan, feb = await h.bill("acct", Month(2026, 1)), await h.bill("acct", Month(2026, 2))
@@ -184,8 +184,8 @@ async def test_months_are_beijing_months_not_utc_months(tmp_path: Path) -> None:
     assert [(ln.source.tier, ln.calls, ln.amount) for ln in feb.lines] == [(0, 1, Decimal("0.15"))]
 
 
-async def test_a_plan_with_too_few_points_for_one_call_is_skipped(tmp_path: Path) -> None:
-    async with Harness(tmp_path / "l.db", CATALOG, utc(2026, 3, 1)) as h:
+async def test_a_plan_with_too_few_points_for_one_call_is_skipped(ledger: LedgerAt) -> None:
+    async with Harness(ledger("l.db"), CATALOG, utc(2026, 3, 1)) as h:
         await buy_resource_plan(
             h.rating,
             CATALOG,
@@ -240,10 +240,10 @@ CHANGING = parse_catalog(
 )
 
 
-async def test_a_price_change_mid_month_prices_each_call_at_its_time(tmp_path: Path) -> None:
+async def test_a_price_change_mid_month_prices_each_call_at_its_time(ledger: LedgerAt) -> None:
     calls = calls_between(CHANGING, 5, PRICE_CHANGE - 5 * SECOND, SECOND)
     calls += calls_between(CHANGING, 3, PRICE_CHANGE, SECOND, prefix="n")
-    async with Harness(tmp_path / "l.db", CHANGING, utc(2026, 3, 15)) as h:
+    async with Harness(ledger("l.db"), CHANGING, utc(2026, 3, 15)) as h:
         await h.arrive(calls)
         await h.settle(utc(2026, 3, 16))
         bill = await h.bill("acct", MARCH)

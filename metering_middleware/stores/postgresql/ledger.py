@@ -152,6 +152,11 @@ class PostgresStore(OpenClose):
         """The database's URL without its password."""
         return self._options.where
 
+    @property
+    def options(self) -> PostgresOptions:
+        """What it connects with (the rating store beside it uses the same)."""
+        return self._options
+
     def __repr__(self) -> str:
         return f"PostgresStore({self._options.where!r})"
 

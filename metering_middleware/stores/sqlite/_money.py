@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from ...ledger.codec import format_time, parse_time
 from ...notices import Notice, NoticeKind, record_notice
 from ...rating import _rows as rows_
-from ...rating.balances import AccountSettings, BalanceEntry, BalanceError, EntryKind, Standing
+from ...rating.balances import (
+    SUSPEND_AFTER,
+    AccountSettings,
+    BalanceEntry,
+    BalanceError,
+    EntryKind,
+    Standing,
+)
 from ...rating.money import exact_sum
 from ...rating.months import Month, parse_month
 from ...rating.pricing import month_total
 from ...rating.store import SettlementWrites
 
 __all__: list[str] = []
-
-#: Overdue this long, an account is suspended (billing rules section 6).
-SUSPEND_AFTER = timedelta(hours=24)
 
 _ENTRY_COLUMNS = "seq, id, account, kind, amount, at, month, ref, reason, recorded_at"
 _STANDING_COLUMNS = "account, overdue_since, suspended_at, held_at, held_reason, updated_at"
