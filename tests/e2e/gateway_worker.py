@@ -12,7 +12,7 @@ category's default QPS), ``log``; the AccessKeys either as ``key``/``secret`` (a
 secret], ...]``, added by the test beforehand: several workers on one shared ledger);
 optional ``mode`` (default batched), ``journal`` (this process's journal file),
 ``upstream_qps`` (the operator's budget), ``socket_timeout`` (the Redis round trip,
-default the library's), ``retention_interval``.
+default the library's), ``retention_interval``, ``settle_interval``.
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def main() -> None:
         mode=cfg.get("mode", "batched"),
         journal_path=cfg.get("journal"),
         retention_interval=cfg.get("retention_interval", 0),
+        settle_interval=cfg.get("settle_interval", 0),
     )
     runtime = MeteringRuntime(config, clock=clock, catalog=catalog, limiter=limiter)
     app = create_gateway_app(GatewayConfig(upstream=cfg["upstream"]), runtime)

@@ -14,11 +14,12 @@ What must hold, each checked against an independent witness:
 - the gateways' background retention on PostgreSQL ran beside the traffic.
 
 The run is a function of its own (``_run``) returning what it saw, and the checks are
-functions of their own, so a step can be added after it: issue 11's "settlement started
-from two processes at once gives one result" is :func:`settle_from_two_processes`, to
-be called on the ledger after the run once settlement runs on PostgreSQL (today the
-example gateway there needs ``settle_interval = 0`` and ``enforce_balance = false``,
-docs/postgresql.md).
+functions of their own. After it, issue 11's "settlement started from two processes at
+once gives one result": the four gateways each ran their settler every second during the
+traffic (one at a time by the advisory lock, each pass bounding itself under a SHARE lock
+on ``calls`` beside the writers), then ``metering settle`` runs from two processes released
+at the same moment (:func:`settle_from_two_processes`): one settles every record exactly
+once, the other finds the lock held or nothing left, and a third pass finds nothing.
 
 Limits are low (2 QPS a tenant, a budget of 4) so that even a loaded 2-core machine
 pushes far above them; nothing here asserts a duration or a speed.
@@ -225,6 +226,7 @@ async def _run(pg_url: str, redis_url: str, tmp_path: Path) -> Run:
                 "upstream_qps": {"facebody.DetectFace": BUDGET},
                 "socket_timeout": 3.0,  # a loaded machine: slow Redis is not a failed one
                 "retention_interval": 1,
+                "settle_interval": 1,  # four settlers, one at a time (the advisory lock)
             }
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, WORKER, json.dumps(cfg), env=env
@@ -379,8 +381,26 @@ async def test_four_gateways_on_one_postgresql_ledger_64_sdk_clients_and_a_kill_
     )  # shown with -s
     _assert_charged_once(run)
     _assert_windows(run)
+    await _assert_settled_once(pg_url, sum(run.ledger.values()))
     # The four gateways' retention passes ran on PostgreSQL beside the traffic.
     assert run.extra["old_nonces"] == 0
+
+
+async def _assert_settled_once(pg_url: str, records: int) -> None:
+    """Two ``metering settle`` started at once give one result: every record deducted once;
+    two more started at once then find nothing left."""
+    assert records > 0
+    for expected in (records, 0):
+        results = await asyncio.to_thread(settle_from_two_processes, pg_url, "--lag-seconds", "0")
+        deducted = 0
+        for result in results:
+            if result.returncode != 0:  # the other one held the lock: refused, nothing written
+                assert result.returncode == 1, result.stderr
+                assert "another settler holds the settlement lock" in result.stderr
+                continue
+            deducted += sum(row["records"] for row in json.loads(result.stdout))
+        assert any(r.returncode == 0 for r in results), [r.stderr for r in results]
+        assert deducted == expected  # one result: not none, not twice
 
 
 def settle_from_two_processes(
