@@ -23,7 +23,8 @@ import contextlib
 import fcntl
 import os
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import TypeVar
 
 from ..clock import Clock
 from ..nonces import MemoryNonceStore
@@ -37,6 +38,15 @@ from .base import (
     check_admit_args,
 )
 from .budget import UpstreamBudgets
+
+_T = TypeVar("_T")
+
+try:  # read by mypyc when it compiles this module (python -m metering_middleware._build)
+    from mypy_extensions import mypyc_attr
+except ImportError:  # not installed (it comes with mypy): pure Python, where it means nothing
+
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[_T], _T]:
+        return lambda cls: cls
 
 __all__ = ["MemoryLimiter", "SlidingLogs"]
 
@@ -177,6 +187,9 @@ def _decision(
     )
 
 
+# A subclass may override ``admit`` (tests do, to break it), and a compiled class refuses
+# Python subclasses unless told.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class MemoryLimiter:
     """The ``memory://`` backend. Nonces go to ``nonces`` (shared with the verifier if
     it still claims them; give it a ``DeferredNonceStore`` then). ``budgets``: the
