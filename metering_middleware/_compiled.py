@@ -13,13 +13,28 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import json
+import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
-__all__ = ["HOT_MODULES", "compiled_modules", "use_fresh_build"]
+__all__ = ["HOT_MODULES", "PURE_PYTHON_ENV", "compiled_modules", "mypyc_attr", "use_fresh_build"]
+
+#: Set to 1: the hot modules run as Python source even when a fresh build is there.
+PURE_PYTHON_ENV = "METERING_PURE_PYTHON"
+
+_T = TypeVar("_T")
+
+try:  # class options mypyc reads when it compiles a hot module
+    from mypy_extensions import mypyc_attr
+except ImportError:  # not installed (mypy brings it): pure Python, where they mean nothing
+
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[_T], _T]:
+        return lambda cls: cls
+
 
 #: The modules a metered call runs through (bench/profile_bench.py), compiled together.
 #: Not the stores, rating or operations code (off the request path).
@@ -34,8 +49,9 @@ HOT_MODULES = (
     "metering_middleware.limiter.memory",
     "metering_middleware.limiter.headers",
     "metering_middleware.ledger.ids",
-    "metering_middleware.ledger.records",
 )
+# Not ``ledger.records``: settlement (rating/_rows.py) makes a million ``CallRecord``s
+# with ``object.__new__`` and sets their slots, which a compiled class refuses.
 #: The shared library mypyc puts every compiled module's code in (inside the package, so
 #: an editable install, whose import hook maps only the packages, finds it too).
 _GROUP = "metering_middleware._hot"
@@ -74,8 +90,13 @@ def use_fresh_build() -> None:
     (an edited middleware, a checkout of another branch). Then every hot module is loaded
     from its source instead (all of them: compiled modules call each other directly, so a
     half-compiled set would mix old and new code), with a warning saying how to rebuild.
-    No build (no manifest): nothing to do, one ``stat``.
+    No build (no manifest): nothing to do, one ``stat``. ``METERING_PURE_PYTHON=1`` in
+    the environment loads the sources even from a fresh build (an A/B, or to rule the
+    build out), without a warning.
     """
+    if os.environ.get(PURE_PYTHON_ENV) == "1":
+        sys.meta_path.insert(0, _SourceFirst())
+        return
     try:
         built = json.loads(_MANIFEST.read_text())
     except FileNotFoundError:

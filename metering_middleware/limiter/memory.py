@@ -23,9 +23,9 @@ import contextlib
 import fcntl
 import os
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import TypeVar
+from collections.abc import Hashable, Iterable, Mapping
 
+from .._compiled import mypyc_attr
 from ..clock import Clock
 from ..nonces import MemoryNonceStore
 from .base import (
@@ -38,15 +38,6 @@ from .base import (
     check_admit_args,
 )
 from .budget import UpstreamBudgets
-
-_T = TypeVar("_T")
-
-try:  # read by mypyc when it compiles this module (python -m metering_middleware._build)
-    from mypy_extensions import mypyc_attr
-except ImportError:  # not installed (it comes with mypy): pure Python, where it means nothing
-
-    def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[_T], _T]:
-        return lambda cls: cls
 
 __all__ = ["MemoryLimiter", "SlidingLogs"]
 
