@@ -51,7 +51,10 @@ HOT_MODULES = (
     "metering_middleware.ledger.ids",
 )
 # Not ``ledger.records``: settlement (rating/_rows.py) makes a million ``CallRecord``s
-# with ``object.__new__`` and sets their slots, which a compiled class refuses.
+# with ``object.__new__`` and sets their slots, which a compiled class refuses. Not
+# ``durable_nonces``: ``@runtime_checkable`` refuses a compiled Protocol class. Not
+# ``limiter.base``, ``nonces``, ``context``: compiled with these, one measurement counted
+# more instructions per call, not fewer (bench/RESULTS.md, 2026-12-01 late evening).
 #: The shared library mypyc puts every compiled module's code in (inside the package, so
 #: an editable install, whose import hook maps only the packages, finds it too).
 _GROUP = "metering_middleware._hot"
@@ -71,15 +74,21 @@ def _digests() -> dict[str, str]:
 
 
 class _SourceFirst:
-    """A meta path finder that loads the hot modules from their ``.py`` files."""
+    """A meta path finder that loads the package's modules from their ``.py`` files.
+
+    Every module of the package, not only today's ``HOT_MODULES``: a build of another
+    list (an older checkout's) may have left extensions this list no longer names.
+    """
 
     def find_spec(
         self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if name not in HOT_MODULES:
+        if not name.startswith("metering_middleware."):
             return None
-        source = str(_source(name))
-        loader = importlib.machinery.SourceFileLoader(name, source)
+        source = _source(name)
+        if not source.is_file():
+            return None  # a package (its __init__.py) or not ours: the usual finders
+        loader = importlib.machinery.SourceFileLoader(name, str(source))
         return importlib.util.spec_from_file_location(name, source, loader=loader)
 
 

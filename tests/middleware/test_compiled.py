@@ -63,6 +63,8 @@ def test_a_build_whose_sources_changed_is_not_imported(tmp_path: Path) -> None:
     (root / "metering_middleware" / "_hot.json").write_text(
         json.dumps({"cache_tag": sys.implementation.cache_tag, "sources": digests})
     )
+    # And one a build of another list left behind (an older checkout's): also garbage.
+    (root / "metering_middleware" / f"durable_nonces{_SUFFIX}").write_bytes(b"not an ELF")
     done = _import(root)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("middleware.py")  # the source, not the extension
