@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import logging
 import os
 import re
@@ -36,7 +37,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 
 
-async def _run(path: Path, warm: int, calls: int, enforce: bool, bare: bool, sign: int) -> None:
+async def _run(
+    path: Path,
+    warm: int,
+    calls: int,
+    enforce: bool,
+    bare: bool,
+    sign: int,
+    profile: cProfile.Profile | None = None,
+) -> None:
     from datetime import UTC, datetime
     from decimal import Decimal
 
@@ -73,10 +82,14 @@ async def _run(path: Path, warm: int, calls: int, enforce: bool, bare: bool, sig
     # call): only the calls sent differ.
     scopes = signed_scopes(warm + sign)[: warm + calls]
     async with runtime:
-        for scope in scopes:
+        for i, scope in enumerate(scopes):
+            if profile is not None and i == warm:
+                profile.enable()  # profile_bench.py --python: the calls after the warm-up
             await app(scope, _receive, _send)
             await asyncio.sleep(0)
             clock.advance(0.001)
+        if profile is not None:
+            profile.disable()
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -87,11 +100,12 @@ def _child(args: argparse.Namespace) -> None:
         )
 
 
-def _count(args: argparse.Namespace, n: int, out: Path) -> int:
+def _count(args: argparse.Namespace, n: int, out: Path, extra: list[str] | None = None) -> int:
     cmd = [
         "valgrind",
         "--tool=callgrind",
         f"--callgrind-out-file={out}",
+        *(extra or []),
         sys.executable,
         str(HERE),
         "--child",

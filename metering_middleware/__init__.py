@@ -5,6 +5,8 @@ verifies its signature, watches the upstream's answer and writes every
 chargeable call to a durable ledger.
 """
 
+# First: a compiled build older than its sources is not used (docs/performance.md).
+from . import _compiled  # noqa: F401
 from .catalog import BillableItem, Catalog, CatalogError, default_catalog, load_catalog
 from .clock import Clock, ManualClock, SystemClock
 from .config import ConfigError, MeteringConfig

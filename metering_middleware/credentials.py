@@ -21,6 +21,7 @@ from typing import Protocol
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from ._compiled import mypyc_attr
 from .clock import Clock
 from .ledger.store import CredentialRow
 from .reload import BackgroundReload
@@ -61,6 +62,8 @@ class SecretBoxError(Exception):
     """A stored secret cannot be opened (no key, wrong key, unknown format) or a key is bad."""
 
 
+# Open to Python subclasses when compiled (tests count the secrets a subclass opens).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SecretBox:
     """Seals secrets for storage and opens them again."""
 

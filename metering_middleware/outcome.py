@@ -314,7 +314,7 @@ class ErrorBodyTee:
         self._chunks: list[bytes] = []
         self._size = 0
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | bytearray) -> None:  # a mutable chunk is copied
         room = self.limit - self._size
         if len(chunk) > room:
             self.overflowed = True

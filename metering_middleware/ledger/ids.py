@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections.abc import Callable
 
 __all__ = ["RecordIdFactory", "new_record_id", "record_id_time"]
@@ -63,7 +62,7 @@ class RecordIdFactory:
     """
 
     __slots__ = (
-        "__weakref__",
+        "_forks",
         "_hi",
         "_hi_text",
         "_last_ms",
@@ -83,13 +82,15 @@ class RecordIdFactory:
         self._hi_text = ""
         # Ids are made on the event loop, but the CLI and tests may use threads.
         self._lock = threading.Lock()
+        self._forks = _forks
         self._reseed()
-        _FACTORIES.add(self)
 
     def _reseed(self) -> None:
         self._last_rand = _fresh_random() - 1  # the next id takes the drawn value itself
 
     def __call__(self) -> str:
+        if self._forks != _forks:
+            self._after_fork()
         with self._lock:
             ms = self._time_ms()
             rand = self._last_rand + 1
@@ -109,19 +110,32 @@ class RecordIdFactory:
             pairs = _PAIRS
             return self._ms_text + self._hi_text + pairs[(rand >> 10) & 1023] + pairs[rand & 1023]
 
+    def _after_fork(self) -> None:
+        # The first id of this factory in a forked child (a child that went on from its
+        # parent's counter would make the parent's next ids): a new lock (the parent's
+        # may have been held by a thread the child does not have) and a new draw. Checked
+        # twice under the module's lock, so two threads of the child reseed it once.
+        with _reseed_lock:
+            if self._forks != _forks:
+                self._lock = threading.Lock()
+                self._reseed()
+                self._forks = _forks
 
-#: Every factory, to draw new random parts in a forked child (a child that went on from
-#: its parent's counter would make the parent's next ids).
-_FACTORIES: weakref.WeakSet[RecordIdFactory] = weakref.WeakSet()
+
+#: Forks this process descends from. A generation number rather than a set of weak
+#: references to the factories: a compiled (mypyc) class cannot be weakly referenced,
+#: and the check is one comparison per id.
+_forks = 0
+_reseed_lock = threading.Lock()
 
 
-def _after_fork() -> None:
-    for factory in list(_FACTORIES):
-        factory._lock = threading.Lock()
-        factory._reseed()
+def _count_fork() -> None:
+    global _forks, _reseed_lock
+    _forks += 1
+    _reseed_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+os.register_at_fork(after_in_child=_count_fork)
 
 new_record_id = RecordIdFactory()
 

@@ -25,6 +25,7 @@ import os
 from collections import deque
 from collections.abc import Hashable, Iterable, Mapping
 
+from .._compiled import mypyc_attr
 from ..clock import Clock
 from ..nonces import MemoryNonceStore
 from .base import (
@@ -177,6 +178,9 @@ def _decision(
     )
 
 
+# A subclass may override ``admit`` (tests do, to break it), and a compiled class refuses
+# Python subclasses unless told.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class MemoryLimiter:
     """The ``memory://`` backend. Nonces go to ``nonces`` (shared with the verifier if
     it still claims them; give it a ``DeferredNonceStore`` then). ``budgets``: the

@@ -140,6 +140,7 @@ async def test_outcome_enum_values_are_stable() -> None:
     assert [o.value for o in Outcome] == ["charged", "free", "refused"]
 
 
+@pytest.mark.pure_python
 async def test_a_parser_failure_is_free_but_counted_and_logged_apart(
     env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
