@@ -11,7 +11,7 @@ from ..ledger.codec import format_time
 from ..logs import fields
 from .model import Notice
 
-__all__ = ["LOGGER_NAME", "notice_data_text", "record_notice"]
+__all__ = ["LOGGER_NAME", "log_recorded", "notice_data_text", "record_notice"]
 
 #: Every notice recorded is one line on this logger (INFO).
 LOGGER_NAME = "metering_middleware.notices"
@@ -51,6 +51,12 @@ def record_notice(conn: sqlite3.Connection, notice: Notice, recorded_at: datetim
         "INSERT INTO notice_outbox (notice_id, attempts, next_at) VALUES (?, 0, ?)",
         (notice.id, format_time(recorded_at)),
     )
+    log_recorded(notice, data)
+    return True
+
+
+def log_recorded(notice: Notice, data: str) -> None:
+    """The one line a newly recorded notice logs (both stores: the same text and fields)."""
     log.info(
         "notice id=%s kind=%s account=%s subject=%s at=%s data=%s",
         notice.id,
@@ -71,4 +77,3 @@ def record_notice(conn: sqlite3.Connection, notice: Notice, recorded_at: datetim
             ),
         },
     )
-    return True

@@ -6,7 +6,7 @@ import gc
 import json
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
@@ -286,15 +286,18 @@ assert set(_FIELDS) == {*_READ, *_PLACEHOLDERS}, "CallRecord changed: update the
 
 
 def records_from_rows(
-    rows: Sequence[tuple[Any, ...]],
-) -> tuple[list[CallRecord], list[int], list[str | None]]:
+    rows: Sequence[Any],
+    parse: Callable[[Any], datetime] | None = datetime.fromisoformat,
+) -> tuple[list[CallRecord], list[int], list[Any]]:
     """``(seq, id, account, item, occurred_at, recorded_at|None)`` rows as rating records.
 
     This is the hot loop of a full settlement (a million records), so it works column by
     column in C: records are allocated, then each field is set through its slot, which is
     what the frozen dataclass's ``__init__`` does one call per record, at twice the cost.
     The values are the constructor's own (times are aware UTC: ``...Z``). Account and item
-    names are interned (a million copies of a few hundred strings otherwise).
+    names are interned (a million copies of a few hundred strings otherwise). ``parse``
+    reads ``occurred_at`` (SQLite's text); None when the driver already gives aware UTC
+    datetimes (asyncpg). The arrivals (``recorded_at``) are returned as read.
     """
     if not rows:
         return [], [], []
@@ -305,7 +308,7 @@ def records_from_rows(
         "id": ids,
         "account": map(sys.intern, accounts),
         "item": map(sys.intern, items),
-        "occurred_at": map(datetime.fromisoformat, occurred),
+        "occurred_at": occurred if parse is None else map(parse, occurred),
     }
     for name in _FIELDS:
         values = columns.get(name)

@@ -10,7 +10,7 @@ part a reload runs first: when no mark moved since the last full read, nothing c
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -23,8 +23,17 @@ from .balances import Standing
 from .money import exact_sum
 from .months import Month
 from .plans import QpsSubscription, ResourcePlan
+from .store import Plan
 
-__all__ = ["AccountMoney", "MoneyMarks", "MoneyReading", "read_marks", "read_money"]
+__all__ = [
+    "AccountMoney",
+    "MoneyMarks",
+    "MoneyReading",
+    "ReadingParts",
+    "assemble_reading",
+    "read_marks",
+    "read_money",
+]
 
 #: (last balance entry, global progress, per-account progress, standing, settings, plans,
 #: refunds, billing month): rows only ever change with one of them.
@@ -125,18 +134,44 @@ def _read_all(conn: sqlite3.Connection, month: Month, marks: MoneyMarks) -> Mone
         " LEFT JOIN rating_refunds r ON r.plan_id = p.id ORDER BY p.seq"
     ).fetchall()
     book = [rows_.plan_from_row(row) for row in found]
-    names = set(balances) | set(standings) | set(caps) | set(horizons) | set(spend)
-    names.update(p.account for p in book)
+    return assemble_reading(
+        marks,
+        month,
+        ReadingParts(
+            balances, standings, caps, horizons, global_horizon, remaining, spend, calls, book
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingParts:
+    """What a store read for a money reading, each backend in its own SQL."""
+
+    balances: Mapping[str, Decimal]
+    standings: Mapping[str, Standing]
+    caps: Mapping[str, Decimal | None]
+    horizons: Mapping[str, datetime | None]  # per account: its marks or the global ones
+    global_horizon: datetime | None
+    remaining: Mapping[str, Mapping[str, Decimal]]
+    spend: Mapping[str, Sequence[Decimal]]  # this month's pay-as-you-go amounts
+    calls: Mapping[str, Mapping[str, int]]  # this month's pay-as-you-go calls per item
+    book: Sequence[Plan]
+
+
+def assemble_reading(marks: MoneyMarks, month: Month, parts: ReadingParts) -> MoneyReading:
+    """The reading per account (every account any part names), the same on both stores."""
+    names = set(parts.balances) | set(parts.standings) | set(parts.caps)
+    names.update(parts.horizons, parts.spend, (p.account for p in parts.book))
     accounts = {
         name: AccountMoney(
             account=name,
-            balance=balances.get(name, Decimal(0)),
-            standing=standings.get(name),
-            monthly_cap=caps.get(name),
-            horizon=horizons.get(name, global_horizon),
-            month_spend=exact_sum(spend.get(name, ())),
-            payg_calls=calls.get(name, {}),
-            remaining=remaining.get(name, {}),
+            balance=parts.balances.get(name, Decimal(0)),
+            standing=parts.standings.get(name),
+            monthly_cap=parts.caps.get(name),
+            horizon=parts.horizons.get(name, parts.global_horizon),
+            month_spend=exact_sum(parts.spend.get(name, ())),
+            payg_calls=parts.calls.get(name, {}),
+            remaining=parts.remaining.get(name, {}),
         )
         for name in names
     }
@@ -144,6 +179,6 @@ def _read_all(conn: sqlite3.Connection, month: Month, marks: MoneyMarks) -> Mone
         marks=marks,
         month=month,
         accounts=accounts,
-        plans=tuple(p for p in book if isinstance(p, ResourcePlan)),
-        subscriptions=tuple(p for p in book if isinstance(p, QpsSubscription)),
+        plans=tuple(p for p in parts.book if isinstance(p, ResourcePlan)),
+        subscriptions=tuple(p for p in parts.book if isinstance(p, QpsSubscription)),
     )

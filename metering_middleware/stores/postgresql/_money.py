@@ -10,7 +10,6 @@ kept by a trigger on ``balance_entries`` (migration 0003), not here.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
@@ -20,7 +19,7 @@ import asyncpg
 
 from ...ledger.codec import format_time
 from ...notices import Notice, NoticeKind
-from ...notices.records import notice_data_text
+from ...notices.records import log_recorded, notice_data_text
 from ...rating.balances import (
     SUSPEND_AFTER,
     AccountSettings,
@@ -29,15 +28,13 @@ from ...rating.balances import (
     EntryKind,
     Standing,
 )
-from ...rating.money import exact_sum
 from ...rating.months import Month, parse_month
-from ...rating.pricing import month_total
 from ...rating.store import SettlementWrites
+from .._money_rules import settled_entries, standing_notice
 from ._migrate import Conn
 
 __all__: list[str] = []
 
-_log = logging.getLogger("metering_middleware.notices")
 
 _ENTRY_COLUMNS = "seq, id, account, kind, amount, at, month, ref, reason, recorded_at"
 _STANDING_COLUMNS = "account, overdue_since, suspended_at, held_at, held_reason, updated_at"
@@ -259,39 +256,11 @@ async def post_settled(conn: Conn, writes: SettlementWrites) -> set[str]:
     if not pairs:
         return set()
     posted, already_closed = await _posted(conn, pairs)
-    moved: set[str] = set()
     at = money.posted_at
-    new: list[BalanceEntry] = []
-    closes: list[tuple[str, str, datetime]] = []
-    for (account, month), (regular, adjusted) in sorted((await _targets(conn, pairs)).items()):
-        m = parse_month(month)
-        wanted = {
-            EntryKind.PAYG: -exact_sum(regular),
-            EntryKind.ADJUSTMENT: -exact_sum(adjusted),
-        }
-        closing = closed_through is not None and month <= closed_through
-        if closing or (account, month) in already_closed:
-            wanted[EntryKind.ROUNDING] = -month_total([*regular, *adjusted]).rounding
-            if (account, month) not in already_closed:
-                closes.append((account, month, at))
-        for kind, target in wanted.items():
-            have, n = posted.get((account, month, kind.value), (Decimal(0), 0))
-            diff = exact_sum((target, -have))
-            if diff == 0:
-                continue
-            new.append(
-                BalanceEntry(
-                    id=f"{kind.value}:{account}:{month}:{n + 1}",
-                    account=account,
-                    kind=kind,
-                    amount=diff,
-                    at=at,
-                    recorded_at=at,
-                    month=m,
-                    reason=_settled_reason(kind, n, money.rerate),
-                )
-            )
-            moved.add(account)
+    new, closing, moved = settled_entries(
+        await _targets(conn, pairs), posted, already_closed, closed_through, at, rerate=money.rerate
+    )
+    closes = [(account, month, at) for account, month in closing]
     if closes:
         await conn.executemany(
             "INSERT INTO balance_closes (account, month, closed_at) VALUES ($1, $2, $3)"
@@ -317,14 +286,6 @@ async def _newly_closed(conn: Conn, through: Month | None, account: str | None) 
         index,
     )
     return True
-
-
-def _settled_reason(kind: EntryKind, earlier: int, rerate: bool) -> str:
-    if kind is EntryKind.ROUNDING:
-        return "month closed: total rounded down to the fen"
-    if rerate:
-        return "re-rated: the difference with what was posted"
-    return "settled usage" if earlier == 0 else "settled usage since the last entry"
 
 
 # -- standing ------------------------------------------------------------------------------
@@ -373,29 +334,18 @@ async def update_standing(
             if s is None or s.overdue_since is None:
                 held, why = (None, None) if s is None else (s.held_at, s.held_reason)
                 s = Standing(name, now, None, held, why, now)
-                notices.append(_notice(NoticeKind.ACCOUNT_OVERDUE, s, now, balance))
+                notices.append(standing_notice(NoticeKind.ACCOUNT_OVERDUE, s, now, balance))
                 await _write_standing(conn, s)
             elif s.suspended_at is None and now - s.overdue_since >= SUSPEND_AFTER:
                 s = Standing(name, s.overdue_since, now, s.held_at, s.held_reason, now)
-                notices.append(_notice(NoticeKind.ACCOUNT_SUSPENDED, s, now, balance))
+                notices.append(standing_notice(NoticeKind.ACCOUNT_SUSPENDED, s, now, balance))
                 await _write_standing(conn, s)
         elif balance >= 0 and s is not None and s.overdue_since is not None:
-            notices.append(_notice(NoticeKind.ACCOUNT_RESTORED, s, now, balance))
+            notices.append(standing_notice(NoticeKind.ACCOUNT_RESTORED, s, now, balance))
             await _write_standing(conn, Standing(name, None, None, s.held_at, s.held_reason, now))
     for n in notices:
         await record_notice(conn, n, now)
     return notices
-
-
-def _notice(kind: NoticeKind, s: Standing, now: datetime, balance: Decimal) -> Notice:
-    assert s.overdue_since is not None
-    return Notice(
-        kind=kind,
-        account=s.account,
-        subject=format_time(s.overdue_since),
-        at=now,
-        data={"balance": format(balance, "f"), "overdue_since": s.overdue_since.isoformat()},
-    )
 
 
 async def record_notice(conn: Conn, notice: Notice, recorded_at: datetime) -> bool:
@@ -414,15 +364,7 @@ async def record_notice(conn: Conn, notice: Notice, recorded_at: datetime) -> bo
     )
     if status.endswith(" 0"):
         return False
-    _log.info(
-        "notice id=%s kind=%s account=%s subject=%s at=%s data=%s",
-        notice.id,
-        notice.kind.value,
-        notice.account,
-        notice.subject,
-        notice.at.isoformat(),
-        data,
-    )
+    log_recorded(notice, data)
     return True
 
 

@@ -58,14 +58,11 @@ Reads that must agree with each other (the plan book and its marks) run in one
 from __future__ import annotations
 
 import asyncio
-import sys
 from array import array
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
-from itertools import repeat
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -75,8 +72,12 @@ from ...ledger.records import CallRecord
 from ...ledger.store import StoreError
 from ...rating import _rows as rows_
 from ...rating.balances import AccountSettings, BalanceEntry, BalanceError, EntryKind, Standing
-from ...rating.money import exact_sum
-from ...rating.money_reads import AccountMoney, MoneyMarks, MoneyReading
+from ...rating.money_reads import (
+    MoneyMarks,
+    MoneyReading,
+    ReadingParts,
+    assemble_reading,
+)
 from ...rating.months import Month
 from ...rating.plans import PlanKind, QpsSubscription, ResourcePlan
 from ...rating.results import Source, SourceKind
@@ -822,27 +823,12 @@ async def _read_money(conn: Conn, month: Month, marks: MoneyMarks) -> MoneyReadi
             " LEFT JOIN rating_refunds r ON r.plan_id = p.id ORDER BY p.seq"
         )
     ]
-    names = set(balances) | set(standings) | set(caps) | set(horizons) | set(spend)
-    names.update(p.account for p in book)
-    accounts = {
-        name: AccountMoney(
-            account=name,
-            balance=balances.get(name, Decimal(0)),
-            standing=standings.get(name),
-            monthly_cap=caps.get(name),
-            horizon=horizons.get(name, global_horizon),
-            month_spend=exact_sum(spend.get(name, ())),
-            payg_calls=calls.get(name, {}),
-            remaining=remaining.get(name, {}),
-        )
-        for name in names
-    }
-    return MoneyReading(
-        marks=marks,
-        month=month,
-        accounts=accounts,
-        plans=tuple(p for p in book if isinstance(p, ResourcePlan)),
-        subscriptions=tuple(p for p in book if isinstance(p, QpsSubscription)),
+    return assemble_reading(
+        marks,
+        month,
+        ReadingParts(
+            balances, standings, caps, horizons, global_horizon, remaining, spend, calls, book
+        ),
     )
 
 
@@ -877,26 +863,10 @@ _PLACEHOLDERS = rows_._PLACEHOLDERS  # the SQLite reader's: the same records
 def _records(
     rows: Sequence[asyncpg.Record],
 ) -> tuple[list[CallRecord], Sequence[int], Sequence[datetime | None]]:
-    """``(seq, id, account, item, occurred_at, recorded_at|None)`` rows as rating records,
-    column by column (``rating._rows.records_from_rows``; asyncpg already gives aware UTC
-    datetimes, so nothing is parsed)."""
-    if not rows:
-        return [], [], []
-    seqs, ids, accounts, items, occurred, arrived = zip(*rows, strict=True)
-    n = len(ids)
-    records: list[CallRecord] = list(map(object.__new__, repeat(CallRecord, n)))
-    columns: dict[str, Iterable[Any]] = {
-        "id": ids,
-        "account": map(sys.intern, accounts),
-        "item": map(sys.intern, items),
-        "occurred_at": occurred,
-    }
-    for name in _FIELDS:
-        values = columns.get(name)
-        if values is None:
-            values = repeat(_PLACEHOLDERS[name], n)
-        deque(map(getattr(CallRecord, name).__set__, records, values), maxlen=0)
-    return records, seqs, arrived
+    """``(seq, id, account, item, occurred_at, recorded_at|None)`` rows as rating records:
+    the SQLite reader's column-by-column loop, with asyncpg's aware UTC datetimes as they
+    come (nothing to parse)."""
+    return rows_.records_from_rows(rows, parse=None)
 
 
 def _plan_row(plan: Plan, recorded_at: datetime) -> tuple[Any, ...]:

@@ -26,8 +26,8 @@ from ...rating.balances import (
 )
 from ...rating.money import exact_sum
 from ...rating.months import Month, parse_month
-from ...rating.pricing import month_total
 from ...rating.store import SettlementWrites
+from .._money_rules import settled_entries, standing_notice
 
 __all__: list[str] = []
 
@@ -310,40 +310,11 @@ def post_settled(conn: sqlite3.Connection, writes: SettlementWrites) -> set[str]
     if not pairs:
         return set()
     posted, already_closed = _posted(conn, pairs)
-    moved: set[str] = set()
     at = money.posted_at
-    new: list[BalanceEntry] = []
-    closes: list[tuple[str, str, str]] = []
-    for (account, month), (regular, adjusted) in sorted(_targets(conn, pairs).items()):
-        m = parse_month(month)
-        wanted = {
-            EntryKind.PAYG: -exact_sum(regular),
-            EntryKind.ADJUSTMENT: -exact_sum(adjusted),
-        }
-        closing = closed_through is not None and month <= closed_through
-        if closing or (account, month) in already_closed:
-            # The rounding makes the month's entries sum to minus its amount due.
-            wanted[EntryKind.ROUNDING] = -month_total([*regular, *adjusted]).rounding
-            if (account, month) not in already_closed:
-                closes.append((account, month, format_time(at)))
-        for kind, target in wanted.items():
-            have, n = posted.get((account, month, kind.value), (Decimal(0), 0))
-            diff = exact_sum((target, -have))
-            if diff == 0:
-                continue
-            new.append(
-                BalanceEntry(
-                    id=f"{kind.value}:{account}:{month}:{n + 1}",
-                    account=account,
-                    kind=kind,
-                    amount=diff,
-                    at=at,
-                    recorded_at=at,
-                    month=m,
-                    reason=_settled_reason(kind, n, money.rerate),
-                )
-            )
-            moved.add(account)
+    new, closing, moved = settled_entries(
+        _targets(conn, pairs), posted, already_closed, closed_through, at, rerate=money.rerate
+    )
+    closes = [(account, month, format_time(at)) for account, month in closing]
     conn.executemany(
         "INSERT OR IGNORE INTO balance_closes (account, month, closed_at) VALUES (?, ?, ?)",
         closes,
@@ -367,14 +338,6 @@ def _newly_closed(conn: sqlite3.Connection, through: Month | None, account: str 
         "INSERT OR REPLACE INTO balance_mark (name, last_seq) VALUES ('closed', ?)", (index,)
     )
     return True
-
-
-def _settled_reason(kind: EntryKind, earlier: int, rerate: bool) -> str:
-    if kind is EntryKind.ROUNDING:
-        return "month closed: total rounded down to the fen"
-    if rerate:
-        return "re-rated: the difference with what was posted"
-    return "settled usage" if earlier == 0 else "settled usage since the last entry"
 
 
 # -- standing ------------------------------------------------------------------------------
@@ -423,33 +386,18 @@ def update_standing(
             if s is None or s.overdue_since is None:
                 held, why = (None, None) if s is None else (s.held_at, s.held_reason)
                 s = Standing(name, now, None, held, why, now)
-                notices.append(_notice(NoticeKind.ACCOUNT_OVERDUE, s, now, balance))
+                notices.append(standing_notice(NoticeKind.ACCOUNT_OVERDUE, s, now, balance))
                 _write_standing(conn, s)
             elif s.suspended_at is None and now - s.overdue_since >= SUSPEND_AFTER:
                 s = Standing(name, s.overdue_since, now, s.held_at, s.held_reason, now)
-                notices.append(_notice(NoticeKind.ACCOUNT_SUSPENDED, s, now, balance))
+                notices.append(standing_notice(NoticeKind.ACCOUNT_SUSPENDED, s, now, balance))
                 _write_standing(conn, s)
         elif balance >= 0 and s is not None and s.overdue_since is not None:
-            notices.append(_notice(NoticeKind.ACCOUNT_RESTORED, s, now, balance))
+            notices.append(standing_notice(NoticeKind.ACCOUNT_RESTORED, s, now, balance))
             _write_standing(conn, Standing(name, None, None, s.held_at, s.held_reason, now))
     for n in notices:
         record_notice(conn, n, now)
     return notices
-
-
-def _notice(kind: NoticeKind, s: Standing, now: datetime, balance: Decimal) -> Notice:
-    assert s.overdue_since is not None
-    # One episode of debt is one overdue, at most one suspension and one restoration.
-    return Notice(
-        kind=kind,
-        account=s.account,
-        subject=format_time(s.overdue_since),
-        at=now,
-        data={
-            "balance": rows_.decimal_text(balance),
-            "overdue_since": s.overdue_since.isoformat(),
-        },
-    )
 
 
 def set_hold(
