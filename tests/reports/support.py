@@ -4,6 +4,7 @@ ManualClock. ``source(at)`` is what a report function takes for the ledger at ``
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,7 +21,7 @@ from metering_middleware.rating.open import MoneyRatingStore
 from metering_middleware.reports import LedgerSource
 from tests.support.money import priced_catalog, topup
 
-__all__ = ["COMPARE", "DETECT", "PLATE", "Ledger", "cli_url", "source", "utc"]
+__all__ = ["COMPARE", "DETECT", "PLATE", "Ledger", "cli_url", "source", "table_sizes", "utc"]
 
 DETECT = "facebody.DetectFace"  # 0.50 for a month's first 3 calls, then 0.25
 COMPARE = "facebody.CompareFace"  # 0.40
@@ -50,13 +51,29 @@ def cli_url(at: Path | str) -> str:
     return str(at) if _is_url(at) else f"sqlite:///{at}"
 
 
+async def table_sizes(at: Path | str) -> dict[str, int]:
+    """Rows per table of the ledger at ``at`` (to show a report wrote nothing)."""
+    if not _is_url(at):
+        with sqlite3.connect(at) as conn:
+            q = "SELECT name FROM sqlite_master WHERE type='table'"
+            names = [r[0] for r in conn.execute(q)]
+            return {n: conn.execute(f"SELECT COUNT(*) FROM '{n}'").fetchone()[0] for n in names}
+    import asyncpg
+
+    conn = await asyncpg.connect(str(at))
+    try:
+        q = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        names = [r[0] for r in await conn.fetch(q)]
+        return {n: int(await conn.fetchval(f'SELECT count(*) FROM "{n}"')) for n in names}
+    finally:
+        await conn.close()
+
+
 class Ledger:
     """``calls`` writes records and their charged counters as the writer would; ``at`` is
     an SQLite file's path or a ``postgresql://`` URL (tests/rating/conftest.py's ``ledger``)."""
 
-    def __init__(
-        self, path: Path | str, start: datetime, catalog: Catalog | None = None
-    ) -> None:
+    def __init__(self, path: Path | str, start: datetime, catalog: Catalog | None = None) -> None:
         self.path = path
         self.catalog = catalog or priced_catalog()
         self.clock = ManualClock(start)

@@ -15,14 +15,23 @@ import pytest
 from metering_middleware.cli import main
 from metering_middleware.ledger import CallRecord, MemoryStore
 from tests.reports.readme_ledger import START, build
-from tests.reports.support import Ledger
+from tests.reports.conftest import LedgerAt
+from tests.reports.support import Ledger, cli_url
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> str:
-    path = tmp_path / "ledger.sqlite"
+async def db(ledger: LedgerAt) -> str:
+    path = ledger("ledger")
     await build(path)  # the README's example ledger
-    return f"sqlite:///{path}"
+    return cli_url(path)
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> str:
+    """Where the backend does not matter (argument errors, before any read): SQLite only."""
+    path = tmp_path / "ledger.sqlite"
+    await build(path)
+    return cli_url(path)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -165,9 +174,9 @@ async def test_refusals_are_one_line_exit_1(
     ],
 )
 async def test_bad_usage_exit_2(
-    db: str, capsys: pytest.CaptureFixture[str], argv: list[str]
+    sqlite_db: str, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
-    code, out, err = await cli(capsys, "--db", db, *argv)
+    code, out, err = await cli(capsys, "--db", sqlite_db, *argv)
     assert (code, out) == (2, "") and err.count("\n") == 1
 
 
