@@ -10,13 +10,13 @@ import pytest
 
 from metering_middleware.rating import hold_account, refund_plan, set_low_balance, set_monthly_cap
 from metering_middleware.reports import (
+    LedgerSource,
     ReportError,
     UnknownAccount,
     account_overview,
     accounts,
     plan_balances,
 )
-from metering_middleware.reports import LedgerSource
 from tests.reports.conftest import LedgerAt
 from tests.reports.support import DETECT, PLATE, Ledger, source, utc
 

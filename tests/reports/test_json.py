@@ -8,8 +8,8 @@ import re
 from typing import Any
 
 from metering_middleware import reports
-from tests.reports.readme_ledger import build
 from tests.reports.conftest import LedgerAt
+from tests.reports.readme_ledger import build
 from tests.reports.support import source, utc
 
 NOW = utc(2026, 11, 20)

@@ -6,8 +6,13 @@ from decimal import Decimal
 
 import pytest
 
-from metering_middleware.reports import UnknownAccount, UnknownMonth, bill, month_deduction
-from metering_middleware.reports import LedgerSource
+from metering_middleware.reports import (
+    LedgerSource,
+    UnknownAccount,
+    UnknownMonth,
+    bill,
+    month_deduction,
+)
 from tests.reports.conftest import LedgerAt
 from tests.reports.support import PLATE, Ledger, source, utc
 

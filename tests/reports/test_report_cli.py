@@ -14,8 +14,8 @@ import pytest
 
 from metering_middleware.cli import main
 from metering_middleware.ledger import CallRecord, MemoryStore
-from tests.reports.readme_ledger import START, build
 from tests.reports.conftest import LedgerAt
+from tests.reports.readme_ledger import START, build
 from tests.reports.support import Ledger, cli_url
 
 
@@ -208,3 +208,12 @@ async def _records(ledger: Ledger, times: list[datetime]) -> list[CallRecord]:
     ledger.store = _Capture()  # type: ignore[assignment]
     await ledger.calls("acme", times)
     return written
+
+
+@pytest.mark.parametrize("argv", [["usage", "acme"], ["report", "accounts"]])
+async def test_a_ledger_without_plans_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, out, err = await cli(capsys, "--db", "memory://", *argv)
+    assert (code, out) == (1, "") and err.count("\n") == 1
+    assert "SQLite (sqlite:///path) or PostgreSQL (postgresql://)" in err

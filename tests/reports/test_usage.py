@@ -8,8 +8,7 @@ import pytest
 
 from metering_middleware.clock import BEIJING
 from metering_middleware.ledger.records import Outcome
-from metering_middleware.reports import BadRange, ReportError, UnknownAccount, usage
-from metering_middleware.reports import LedgerSource
+from metering_middleware.reports import BadRange, LedgerSource, ReportError, UnknownAccount, usage
 from tests.reports.conftest import LedgerAt
 from tests.reports.support import COMPARE, Ledger, source, utc
 
