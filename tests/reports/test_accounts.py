@@ -3,8 +3,10 @@ rows only, standing and plan states as of a given instant."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -23,9 +25,7 @@ from tests.reports.support import DETECT, PLATE, Ledger, source, utc
 NOW = utc(2026, 11, 20)
 
 
-@pytest.fixture
-async def path(ledger: LedgerAt) -> LedgerSource:
-    file = ledger("ledger")
+async def _build(file: Path | str) -> None:
     async with Ledger(file, utc(2026, 9, 1)) as led:
         for name in ("acme", "acme2", "AC%ME", "a_cme", "zeta"):
             await led.account(name)
@@ -46,6 +46,13 @@ async def path(ledger: LedgerAt) -> LedgerSource:
         await set_monthly_cap(led.rating, "acme", "30", clock=led.clock)
         await set_low_balance(led.rating, "acme", "100", clock=led.clock)
         await hold_account(led.rating, "acme2", "chargeback", clock=led.clock)
+
+
+@pytest.fixture(scope="module")
+def path(module_ledger: LedgerAt) -> LedgerSource:
+    """Built once per module and backend: the reports only read it."""
+    file = module_ledger("ledger")
+    asyncio.run(_build(file))
     return source(file)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -19,9 +21,7 @@ from tests.reports.support import PLATE, Ledger, source, utc
 NOW = utc(2026, 11, 20)
 
 
-@pytest.fixture
-async def path(ledger: LedgerAt) -> LedgerSource:
-    file = ledger("ledger")
+async def _build(file: Path | str) -> None:
     async with Ledger(file, utc(2026, 10, 1)) as led:
         for name in ("acme", "acme2"):
             await led.account(name)
@@ -31,6 +31,13 @@ async def path(ledger: LedgerAt) -> LedgerSource:
         await led.calls("acme", [utc(2026, 11, 3, 1, i) for i in range(4)], PLATE)
         await led.calls("acme2", [utc(2026, 11, 2, 1, i) for i in range(3)])
         await led.settle(utc(2026, 11, 10))
+
+
+@pytest.fixture(scope="module")
+def path(module_ledger: LedgerAt) -> LedgerSource:
+    """Built once per module and backend: the reports only read it."""
+    file = module_ledger("ledger")
+    asyncio.run(_build(file))
     return source(file)
 
 

@@ -19,18 +19,11 @@ from tests.reports.readme_ledger import START, build
 from tests.reports.support import Ledger, cli_url
 
 
-@pytest.fixture
-async def db(ledger: LedgerAt) -> str:
-    path = ledger("ledger")
-    await build(path)  # the README's example ledger
-    return cli_url(path)
-
-
-@pytest.fixture
-async def sqlite_db(tmp_path: Path) -> str:
-    """Where the backend does not matter (argument errors, before any read): SQLite only."""
-    path = tmp_path / "ledger.sqlite"
-    await build(path)
+@pytest.fixture(scope="module")
+def db(module_ledger: LedgerAt) -> str:
+    """The README's example ledger, built once per module and backend (reports only read)."""
+    path = module_ledger("ledger")
+    asyncio.run(build(path))
     return cli_url(path)
 
 
@@ -174,9 +167,9 @@ async def test_refusals_are_one_line_exit_1(
     ],
 )
 async def test_bad_usage_exit_2(
-    sqlite_db: str, capsys: pytest.CaptureFixture[str], argv: list[str]
+    db: str, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
-    code, out, err = await cli(capsys, "--db", sqlite_db, *argv)
+    code, out, err = await cli(capsys, "--db", db, *argv)
     assert (code, out) == (2, "") and err.count("\n") == 1
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +18,7 @@ SINCE = utc(2026, 10, 31, 16)  # 2026-11-01 00:00 +08:00
 UNTIL = utc(2026, 11, 2, 16)  # 2026-11-03 00:00 +08:00
 
 
-@pytest.fixture
-async def path(ledger: LedgerAt) -> LedgerSource:
-    file = ledger("ledger")
+async def _build(file: Path | str) -> None:
     async with Ledger(file, utc(2026, 11, 1)) as led:
         for name in ("acme", "acme2"):
             await led.account(name)
@@ -37,6 +37,13 @@ async def path(ledger: LedgerAt) -> LedgerSource:
         )
         # Outside the range (the day before, the day after).
         await led.calls("acme", [utc(2026, 10, 31, 15, 59), utc(2026, 11, 2, 16, 0)])
+
+
+@pytest.fixture(scope="module")
+def path(module_ledger: LedgerAt) -> LedgerSource:
+    """Built once per module and backend: the reports only read it."""
+    file = module_ledger("ledger")
+    asyncio.run(_build(file))
     return source(file)
 
 
