@@ -153,3 +153,9 @@ async def test_plan_state_moves_with_now(path: LedgerSource) -> None:
     later = await plan_balances(path, "acme", utc(2027, 11, 2))
     assert [p.state for p in later] == ["expired", "expired", "expired", "refunded"]
     assert DETECT  # the calls above were DetectFace
+
+
+async def test_a_nul_in_a_search_or_a_cursor_is_no_failure(path: LedgerSource) -> None:
+    assert (await accounts(path, search="ac\x00me")).items == ()
+    after = await accounts(path, after="acme\x00")
+    assert [a.account for a in after.items][:2] == ["acme2", "walkin"]

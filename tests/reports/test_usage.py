@@ -127,3 +127,11 @@ async def test_bad_input_is_refused_precisely(path: LedgerSource) -> None:
     with pytest.raises(ReportError, match="group by 'week'"):
         await usage(path, "acme", SINCE, UNTIL, group="week")
     assert BadRange.code == "InvalidParameter.Range" and UnknownAccount.status == 404
+
+
+async def test_odd_account_names_are_unknown_not_a_failure(path: LedgerSource) -> None:
+    # A NUL cannot be stored on PostgreSQL; a wildcard is a character: the same refusal
+    # on both backends, never a database error or another tenant's counters.
+    for name in ("acme\x00", "acme%", "acm_", "ACME", "acme "):
+        with pytest.raises(UnknownAccount):
+            await usage(path, name, SINCE, UNTIL)

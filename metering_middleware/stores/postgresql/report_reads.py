@@ -26,7 +26,11 @@ _T = TypeVar("_T")
 
 
 async def _known(conn: Conn, account: str) -> None:
-    # The same three tables as SQLite's require_account, one indexed probe each.
+    # The same three tables as SQLite's require_account, one indexed probe each. No
+    # stored name holds a NUL (PostgreSQL text cannot), and a NUL parameter would be a
+    # database error: such a name is unknown, as on SQLite.
+    if "\x00" in account:
+        raise unknown_account(account)
     for table in ("credentials", "balance_entries", "rating_plans"):
         if await conn.fetchval(f"SELECT 1 FROM {table} WHERE account = $1 LIMIT 1", account):
             return
@@ -104,13 +108,18 @@ class PostgresReportReads:
                 page = names[offset : offset + limit]
             else:
                 total = int(await conn.fetchval(f"SELECT count(*) FROM ({KNOWN_ACCOUNTS_SQL}) k"))
+                op, bound = ">", after
+                if after is not None and "\x00" in after:
+                    # A NUL cannot be a parameter. For names without one (all stored
+                    # names), name > p + NUL + rest exactly when name >= p + U+0001.
+                    op, bound = ">=", after[: after.index("\x00")] + "\x01"
                 page = [
                     str(r[0])
                     for r in await conn.fetch(
                         f"SELECT account FROM ({KNOWN_ACCOUNTS_SQL}) k"
-                        " WHERE $1::text IS NULL OR account > $1::text"
+                        f" WHERE $1::text IS NULL OR account {op} $1::text"
                         " ORDER BY account LIMIT $2 OFFSET $3",
-                        after,
+                        bound,
                         limit,
                         offset,
                     )
