@@ -117,12 +117,13 @@ async def open_ledger(source: LedgerSource) -> AsyncIterator[Ledger]:
     if isinstance(source, SqliteStore):
         source = source.path
     if isinstance(source, (str, os.PathLike)):  # a path: the SQLite file
-        from ._sqlite_reads import SqliteReads
+        from ._sqlite_reads import SqliteReads  # here: it imports read() from this module
 
         async with SqliteRatingStore(source, create=False) as sqlite_ratings:
             yield Ledger(sqlite_ratings, SqliteReads(source))
         return
     ratings = rating_store_for(source)  # ValueError for a ledger that keeps no plans
+    # Only now: asyncpg is an optional extra, and only a PostgreSQL ledger gets here.
     from ..stores.postgresql.rating import PostgresRatingStore
     from ..stores.postgresql.report_reads import PostgresReportReads
 
