@@ -136,7 +136,7 @@ class MeteringConfig:
         check=non_empty("a ledger URL"),
         doc="`sqlite:///relative.sqlite`, `sqlite:////absolute.sqlite` (options "
         "`?synchronous=NORMAL`, `?busy_timeout_ms=2000`), `postgresql://user@host/db` ("
-        "ledger, credentials, plans, settlement and balances; not notices, reports or the "
+        "ledger, credentials, plans, settlement, balances and reports; not notices or the "
         "admin API yet: [docs/postgresql.md](docs/postgresql.md)), "
         "`memory://` (tests)",
     )

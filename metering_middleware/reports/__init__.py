@@ -3,15 +3,16 @@
 The CLI (``metering usage``, ``metering report ...``), the admin HTTP API, the tenant
 view and the billing web page all call these functions and serialise their results with
 ``to_json()``, so a number reads the same on every face. Every function takes the path of
-the SQLite ledger file (plans, balances and bills live beside the ledger), reads only
-(never writes), runs its SQLite work off the event loop, and filters by account in every
-query: another tenant's rows cannot appear. Refusals are ``ReportError``s (``ValueError``)
-with a ``code`` and an HTTP ``status``; ``StoreError`` when the file cannot be read.
+an SQLite ledger file or an SQLite or PostgreSQL ledger store (plans, balances and bills
+live beside the ledger), reads only (never writes), runs its SQLite work off the event
+loop, and filters by account in every query: another tenant's rows cannot appear.
+Refusals are ``ReportError``s (``ValueError``) with a ``code`` and an HTTP ``status``;
+``StoreError`` when the ledger cannot be read.
 
 See docs/reports.md for what each view shows and where its numbers come from.
 """
 
-from ._db import LedgerPath
+from ._db import LedgerPath, LedgerSource
 from .accounts import MAX_PAGE, account_overview, accounts, plan_balances
 from .errors import BadRange, ReportError, UnknownAccount, UnknownMonth
 from .monthly import bill, month_deduction, month_of
@@ -49,6 +50,7 @@ __all__ = [
     "DeductionSource",
     "ItemPreview",
     "LedgerPath",
+    "LedgerSource",
     "MonthDeduction",
     "MonthPreview",
     "PlanStatus",

@@ -12,7 +12,7 @@ import sqlite3
 
 from .errors import UnknownAccount
 
-__all__ = ["KNOWN_ACCOUNTS_SQL", "require_account"]
+__all__ = ["KNOWN_ACCOUNTS_SQL", "require_account", "unknown_account"]
 
 #: Every known account, once (UNION deduplicates).
 KNOWN_ACCOUNTS_SQL = (
@@ -26,4 +26,9 @@ def require_account(conn: sqlite3.Connection, account: str) -> None:
     for table in ("credentials", "balance_entries", "rating_plans"):
         if conn.execute(f"SELECT 1 FROM {table} WHERE account = ? LIMIT 1", (account,)).fetchone():
             return
-    raise UnknownAccount(f"no account {account!r} (no AccessKey, balance or plan)")
+    raise unknown_account(account)
+
+
+def unknown_account(account: str) -> UnknownAccount:
+    """The refusal of an unknown account, in the same words on every backend."""
+    return UnknownAccount(f"no account {account!r} (no AccessKey, balance or plan)")

@@ -25,6 +25,7 @@ from ..ledger import LedgerStore
 from ..rating.errors import MonthError
 from ..rating.months import Month, billing_month, parse_month
 from ..stores.sqlite.ledger import SqliteStore
+from ._db import LedgerSource
 from .accounts import MAX_PAGE, account_overview, accounts, plan_balances
 from .monthly import month_deduction
 from .preview import month_preview
@@ -48,10 +49,12 @@ PREVIEW_COLUMNS = [
 ACCOUNT_COLUMNS = ["account", "enabled", "keys", "balance", "standing"]
 
 
-def _path(store: LedgerStore) -> str:
-    if not isinstance(store, SqliteStore):
-        raise ValueError("reports need an SQLite ledger (sqlite:///path)")
-    return str(store.path)
+def _path(store: LedgerStore) -> LedgerSource:
+    """What the report functions open: the ledger's file (SQLite) or the store itself
+    (PostgreSQL, whose rating store and reads come beside it)."""
+    # Any other store goes to open_ledger, whose rating_store_for refuses one that keeps
+    # no plans (memory://) in one line naming both stores that do.
+    return str(store.path) if isinstance(store, SqliteStore) else store
 
 
 def _catalog(args: argparse.Namespace) -> Catalog:

@@ -1,13 +1,12 @@
 """Accounts: the list with search, one account's overview, its plans.
 
-Balances, standing and settings are rating's own reads (``SqliteRatingStore``); the
+Balances, standing and settings are rating's own reads (the rating store); the
 month's settled spend and the settled horizon come from rating's bill builder, so the
 overview and the bill cannot disagree.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from decimal import Decimal
 
@@ -16,8 +15,7 @@ from ..rating.bills import build_bill
 from ..rating.months import billing_month
 from ..rating.plans import QpsSubscription, ResourcePlan
 from ..rating.purchases import list_plans
-from ._accounts import KNOWN_ACCOUNTS_SQL, require_account
-from ._db import LedgerPath, open_ledger
+from ._db import LedgerSource, open_ledger
 from .errors import ReportError
 from .results import AccountOverview, AccountPage, AccountSummary, PlanStatus
 
@@ -38,20 +36,11 @@ def _standing(s: Standing | None) -> tuple[str, datetime | None]:
     return "overdue", s.overdue_since
 
 
-def _keys(conn: sqlite3.Connection, account: str) -> tuple[int, int]:
-    require_account(conn, account)
-    n, enabled = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(enabled), 0) FROM credentials WHERE account = ?",
-        (account,),
-    ).fetchone()
-    return int(n), int(enabled)
-
-
-async def account_overview(ledger: LedgerPath, account: str, now: datetime) -> AccountOverview:
+async def account_overview(ledger: LedgerSource, account: str, now: datetime) -> AccountOverview:
     """Balance, standing, monthly cap, the billing month of ``now``'s settled spend and the
     low-balance threshold of ``account``; ``UnknownAccount`` for an account never seen."""
     async with open_ledger(ledger) as db:
-        _, enabled = await db.read(_keys, account)
+        _, enabled = await db.reads.key_counts(account)
         balance = (await db.ratings.balances(account=account)).get(account, Decimal(0))
         held = (await db.ratings.standings(account=account)).get(account)
         standing, since = _standing(held)
@@ -75,32 +64,8 @@ async def account_overview(ledger: LedgerPath, account: str, now: datetime) -> A
     )
 
 
-def _page(
-    conn: sqlite3.Connection, needle: str | None, limit: int, offset: int, after: str | None
-) -> tuple[int, list[tuple[str, int, int]]]:
-    # A Python casefold, not LIKE: the search is a plain substring ('%' and '_' are
-    # characters like any other) and case-insensitive beyond ASCII.
-    conn.create_function("casefold", 1, str.casefold, deterministic=True)
-    where, params = "", []
-    if needle:
-        where, params = " WHERE instr(casefold(account), ?) > 0", [needle.casefold()]
-    known = f"SELECT account FROM ({KNOWN_ACCOUNTS_SQL}){where}"
-    (total,) = conn.execute(f"SELECT COUNT(*) FROM ({known})", params).fetchone()
-    start, start_params = "", []
-    if after is not None:
-        start, start_params = " WHERE account > ?", [after]
-    rows = conn.execute(
-        f"SELECT k.account, COUNT(c.access_key_id), COALESCE(SUM(c.enabled), 0)"
-        f" FROM (SELECT account FROM ({known}){start} ORDER BY account LIMIT ? OFFSET ?) k"
-        " LEFT JOIN credentials c ON c.account = k.account"
-        " GROUP BY k.account ORDER BY k.account",
-        [*params, *start_params, limit, offset],
-    ).fetchall()
-    return int(total), [(str(a), int(n), int(e)) for a, n, e in rows]
-
-
 async def accounts(
-    ledger: LedgerPath,
+    ledger: LedgerSource,
     *,
     search: str | None = None,
     limit: int = 50,
@@ -120,7 +85,7 @@ async def accounts(
     needle = search.strip() if search else None
     async with open_ledger(ledger) as db:
         # One row more than asked tells whether a next page exists.
-        total, rows = await db.read(_page, needle or None, limit + 1, offset, after)
+        total, rows = await db.reads.account_page(needle or None, limit + 1, offset, after)
         balances = await db.ratings.balances()
         standings = await db.ratings.standings()
     items = tuple(
@@ -150,11 +115,13 @@ def _state(plan: ResourcePlan | QpsSubscription, left: Decimal | None, now: date
     return "active"
 
 
-async def plan_balances(ledger: LedgerPath, account: str, now: datetime) -> tuple[PlanStatus, ...]:
+async def plan_balances(
+    ledger: LedgerSource, account: str, now: datetime
+) -> tuple[PlanStatus, ...]:
     """Every plan and QPS subscription of ``account`` in purchase order, with points left
     after the last settlement, its state at ``now`` and whether the 20% mark is reached."""
     async with open_ledger(ledger) as db:
-        await db.read(require_account, account)
+        await db.reads.require_account(account)
         views = await list_plans(db.ratings, account=account)
     found = []
     for view in views:

@@ -16,8 +16,7 @@ from ..rating.months import Month, billing_month, parse_month
 from ..rating.plans import QpsSubscription
 from ..rating.results import SourceKind
 from ..rating.store import BillLine
-from ._accounts import require_account
-from ._db import LedgerPath, open_ledger
+from ._db import LedgerSource, open_ledger
 from .errors import UnknownMonth
 from .results import (
     BillLineView,
@@ -59,9 +58,9 @@ def _line(ln: BillLine) -> DeductionLine:
     )
 
 
-async def _bill(ledger: LedgerPath, account: str, month: Month) -> Bill:
+async def _bill(ledger: LedgerSource, account: str, month: Month) -> Bill:
     async with open_ledger(ledger) as db:
-        await db.read(require_account, account)
+        await db.reads.require_account(account)
         found = await build_bill(db.ratings, account, month)
     if any(ln.account != account for ln in found.lines):  # cannot happen: filtered in SQL
         raise RuntimeError("a bill carried another account's line")
@@ -69,7 +68,7 @@ async def _bill(ledger: LedgerPath, account: str, month: Month) -> Bill:
 
 
 async def month_deduction(
-    ledger: LedgerPath, account: str, month: Month | str, *, now: datetime | None = None
+    ledger: LedgerSource, account: str, month: Month | str, *, now: datetime | None = None
 ) -> MonthDeduction:
     """The settled lines of ``account``'s billing ``month``, and per source (plan, tier
     price, free, QPS) the calls, points and exact amount, all items together."""
@@ -104,7 +103,7 @@ async def month_deduction(
 
 
 async def bill(
-    ledger: LedgerPath, account: str, month: Month | str, *, now: datetime | None = None
+    ledger: LedgerSource, account: str, month: Month | str, *, now: datetime | None = None
 ) -> BillReport:
     """``account``'s bill for ``month`` as settled so far (rating's ``build_bill``)."""
     wanted = month_of(month, now)

@@ -35,15 +35,12 @@ adjustment path would. The cost is O(items x days) records for the projection.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from ..catalog import Catalog, default_catalog
 from ..clock import BEIJING
-from ..ledger.codec import format_time, record_from_row
 from ..ledger.records import CallRecord
 from ..ledger.store import StoreError
 from ..rating.bills import build_bill
@@ -51,49 +48,25 @@ from ..rating.deduction import deduct
 from ..rating.errors import DeductionError
 from ..rating.money import exact_sum
 from ..rating.months import Month
+from ..rating.open import MoneyRatingStore
 from ..rating.pricing import month_total
 from ..rating.results import DeductionResult, SourceKind
 from ..rating.state import DeductionState
 from ..rating.store import AccountProgress, BillLine, PlanBook, Progress
-from ..stores.sqlite.rating import SqliteRatingStore
-from ._accounts import require_account
-from ._db import LedgerPath, open_ledger
+from ._db import LedgerSource, open_ledger
 from .monthly import month_of
 from .results import ItemPreview, MonthPreview
 
 __all__ = ["month_preview"]
 
-_CALL_COLUMNS = (
-    "id, request_id, account, access_key_id, category, action, version, item,"
-    " occurred_at, status, error_code, latency_ms"
-)
 _MICRO = timedelta(microseconds=1)
 _ATTEMPTS = 5
 
 
 async def _marks(
-    ratings: SqliteRatingStore, account: str
+    ratings: MoneyRatingStore, account: str
 ) -> tuple[Progress | None, AccountProgress | None]:
     return await ratings.progress(), (await ratings.accounts(account=account)).get(account)
-
-
-def _pending_rows(
-    conn: sqlite3.Connection,
-    account: str,
-    start: str,
-    end: str,
-    horizon: str | None,
-    seen: int,
-) -> list[tuple[Any, ...]]:
-    require_account(conn, account)
-    unsettled = "seq > ?" if horizon is None else "(occurred_at >= ? OR seq > ?)"
-    params: list[Any] = [account, start, end]
-    params += [seen] if horizon is None else [horizon, seen]
-    return conn.execute(
-        f"SELECT {_CALL_COLUMNS} FROM calls WHERE account = ? AND occurred_at >= ?"
-        f" AND occurred_at < ? AND {unsettled} ORDER BY occurred_at, id",
-        params,
-    ).fetchall()
 
 
 def _payg_by_item(result: DeductionResult) -> dict[str, list[Decimal]]:
@@ -231,7 +204,7 @@ def _price(
 
 
 async def month_preview(
-    ledger: LedgerPath,
+    ledger: LedgerSource,
     account: str,
     month: Month | str,
     now: datetime,
@@ -247,7 +220,7 @@ async def month_preview(
     wanted = month_of(month, now)
     catalog = catalog or default_catalog()
     async with open_ledger(ledger) as db:
-        await db.read(require_account, account)
+        await db.reads.require_account(account)
         for _ in range(_ATTEMPTS):
             marks = await _marks(db.ratings, account)
             bill = await build_bill(db.ratings, account, wanted)
@@ -258,13 +231,8 @@ async def month_preview(
             if row is not None:
                 seen = max(seen, row.seen)
             horizon = bill.settled_until
-            found = await db.read(
-                _pending_rows,
-                account,
-                format_time(wanted.start),
-                format_time(min(now, wanted.end)),
-                None if horizon is None else format_time(horizon),
-                seen,
+            pending = await db.reads.pending_calls(
+                account, wanted.start, min(now, wanted.end), horizon, seen
             )
             # Each read is its own snapshot: a settlement committing between them could
             # count a call both as settled and as pending (or neither). Same marks after
@@ -273,7 +241,6 @@ async def month_preview(
                 break
         else:
             raise StoreError("settlement kept moving during the preview; try again")
-    pending = [record_from_row(r) for r in found]
     state = DeductionState() if row is None else row.state
     elapsed, items = await asyncio.to_thread(
         _price, account, wanted, now, bill.lines, pending, book, state, catalog

@@ -10,16 +10,12 @@ so a year of minutes is summed by SQLite, not carried into Python.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Any
 
 from ..clock import BEIJING
-from ..ledger.codec import format_time
 from ..ledger.records import Outcome
-from ._accounts import require_account
-from ._db import LedgerPath, read
+from ._db import LedgerSource, open_ledger
 from .errors import BadRange, ReportError
 from .results import UsageReport, UsageRow
 
@@ -65,19 +61,6 @@ def _range(since: datetime, until: datetime) -> None:
         raise BadRange(f"since {since.isoformat()} must be before until {until.isoformat()}")
 
 
-def _sum(
-    conn: sqlite3.Connection, account: str, since: str, until: str, minutes: int
-) -> list[tuple[Any, ...]]:
-    require_account(conn, account)
-    return conn.execute(
-        "SELECT strftime('%Y-%m-%d', substr(minute, 1, 19), ?) AS day, category, action,"
-        " outcome, detail, SUM(count) FROM outcome_counts"
-        " WHERE account = ? AND minute >= ? AND minute < ?"
-        " GROUP BY day, category, action, outcome, detail",
-        (f"{minutes:+d} minutes", account, since, until),
-    ).fetchall()
-
-
 class _Tally:
     __slots__ = ("charged", "free", "refused")
 
@@ -103,7 +86,7 @@ def _sort_key(key: _Key) -> tuple[str, str, str]:
 
 
 async def usage(
-    ledger: LedgerPath,
+    ledger: LedgerSource,
     account: str,
     since: datetime,
     until: datetime,
@@ -121,14 +104,8 @@ async def usage(
     keys = parse_group(group)
     _range(since, until)
     offset = _offset(tz, since)
-    found = await read(
-        ledger,
-        _sum,
-        account,
-        format_time(since),
-        format_time(until),
-        int(offset.total_seconds()) // 60,
-    )
+    async with open_ledger(ledger) as db:
+        found = await db.reads.usage_sums(account, since, until, int(offset.total_seconds()) // 60)
     tallies: dict[_Key, _Tally] = {}
     totals = _Tally()
     for day_text, category, action, outcome, detail, n in found:

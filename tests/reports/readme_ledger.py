@@ -10,7 +10,7 @@ from tests.reports.support import COMPARE, Ledger, utc
 START = utc(2026, 11, 1)
 
 
-async def build(path: Path) -> None:
+async def build(path: Path | str) -> None:
     """acme: a plan of 100 points (two DetectFace calls), 2 DetectFace calls either side of
     a Beijing midnight, 3 CompareFace at 0.40, 2 calls refused by the QPS limit; settled."""
     async with Ledger(path, START) as led:

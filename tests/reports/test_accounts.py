@@ -3,6 +3,7 @@ rows only, standing and plan states as of a given instant."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -11,20 +12,20 @@ import pytest
 
 from metering_middleware.rating import hold_account, refund_plan, set_low_balance, set_monthly_cap
 from metering_middleware.reports import (
+    LedgerSource,
     ReportError,
     UnknownAccount,
     account_overview,
     accounts,
     plan_balances,
 )
-from tests.reports.support import DETECT, PLATE, Ledger, utc
+from tests.reports.conftest import LedgerAt
+from tests.reports.support import DETECT, PLATE, Ledger, source, utc
 
 NOW = utc(2026, 11, 20)
 
 
-@pytest.fixture
-async def path(tmp_path: Path) -> Path:
-    file = tmp_path / "ledger.sqlite"
+async def _build(file: Path | str) -> None:
     async with Ledger(file, utc(2026, 9, 1)) as led:
         for name in ("acme", "acme2", "AC%ME", "a_cme", "zeta"):
             await led.account(name)
@@ -45,10 +46,17 @@ async def path(tmp_path: Path) -> Path:
         await set_monthly_cap(led.rating, "acme", "30", clock=led.clock)
         await set_low_balance(led.rating, "acme", "100", clock=led.clock)
         await hold_account(led.rating, "acme2", "chargeback", clock=led.clock)
-    return file
 
 
-async def test_the_list_and_its_search(path: Path) -> None:
+@pytest.fixture(scope="module")
+def path(module_ledger: LedgerAt) -> LedgerSource:
+    """Built once per module and backend: the reports only read it."""
+    file = module_ledger("ledger")
+    asyncio.run(_build(file))
+    return source(file)
+
+
+async def test_the_list_and_its_search(path: LedgerSource) -> None:
     page = await accounts(path)
     assert [a.account for a in page.items] == ["AC%ME", "a_cme", "acme", "acme2", "walkin", "zeta"]
     assert page.total == 6
@@ -73,7 +81,7 @@ async def test_the_list_and_its_search(path: Path) -> None:
     assert await names("nobody") == []
 
 
-async def test_pages(path: Path) -> None:
+async def test_pages(path: LedgerSource) -> None:
     page = await accounts(path, limit=2, offset=2)
     assert [a.account for a in page.items] == ["acme", "acme2"] and page.total == 6
     assert page.to_json()["items"][0] == {
@@ -91,7 +99,7 @@ async def test_pages(path: Path) -> None:
             await accounts(path, **bad)  # type: ignore[arg-type]
 
 
-async def test_keyset_pages_walk_every_account_once(path: Path) -> None:
+async def test_keyset_pages_walk_every_account_once(path: LedgerSource) -> None:
     every = [a.account for a in (await accounts(path, limit=1000)).items]
     seen: list[str] = []
     after: str | None = None
@@ -106,7 +114,7 @@ async def test_keyset_pages_walk_every_account_once(path: Path) -> None:
     assert last.next_after is None  # exactly one page: nothing after it
 
 
-async def test_overview(path: Path) -> None:
+async def test_overview(path: LedgerSource) -> None:
     acme = await account_overview(path, "acme", NOW)
     # 100 topped up, four plans at 1 each, the month's settled pay-as-you-go 0.60.
     assert acme.balance == Decimal("95.40") and acme.month_spend == Decimal("0.60")
@@ -124,7 +132,7 @@ async def test_overview(path: Path) -> None:
         await account_overview(path, "acme3", NOW)
 
 
-async def test_plans_of_one_account(path: Path) -> None:
+async def test_plans_of_one_account(path: LedgerSource) -> None:
     plans = await plan_balances(path, "acme", NOW)
     got = [(p.id, p.state, p.points, p.points_left, p.low) for p in plans]
     assert got == [
@@ -141,7 +149,13 @@ async def test_plans_of_one_account(path: Path) -> None:
     assert await plan_balances(path, "zeta", NOW) == ()
 
 
-async def test_plan_state_moves_with_now(path: Path) -> None:
+async def test_plan_state_moves_with_now(path: LedgerSource) -> None:
     later = await plan_balances(path, "acme", utc(2027, 11, 2))
     assert [p.state for p in later] == ["expired", "expired", "expired", "refunded"]
     assert DETECT  # the calls above were DetectFace
+
+
+async def test_a_nul_in_a_search_or_a_cursor_is_no_failure(path: LedgerSource) -> None:
+    assert (await accounts(path, search="ac\x00me")).items == ()
+    after = await accounts(path, after="acme\x00")
+    assert [a.account for a in after.items][:2] == ["acme2", "walkin"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 from metering_middleware import reports
+from tests.reports.conftest import LedgerAt
 from tests.reports.readme_ledger import build
-from tests.reports.support import utc
+from tests.reports.support import source, utc
 
 NOW = utc(2026, 11, 20)
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z")
@@ -34,9 +34,10 @@ def _walk(doc: Any, key: str = "") -> None:
             assert doc is None or TIME.fullmatch(str(doc)), (key, doc)
 
 
-async def test_every_result_is_plain_json(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite"
-    await build(path)
+async def test_every_result_is_plain_json(ledger: LedgerAt) -> None:
+    at = ledger("ledger")
+    await build(at)
+    path = source(at)
     results = [
         await reports.usage(path, "acme", utc(2026, 10, 31, 16), utc(2026, 11, 3)),
         await reports.account_overview(path, "acme", NOW),

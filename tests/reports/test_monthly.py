@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from metering_middleware.reports import UnknownAccount, UnknownMonth, bill, month_deduction
-from tests.reports.support import PLATE, Ledger, utc
+from metering_middleware.reports import (
+    LedgerSource,
+    UnknownAccount,
+    UnknownMonth,
+    bill,
+    month_deduction,
+)
+from tests.reports.conftest import LedgerAt
+from tests.reports.support import PLATE, Ledger, source, utc
 
 NOW = utc(2026, 11, 20)
 
 
-@pytest.fixture
-async def path(tmp_path: Path) -> Path:
-    file = tmp_path / "ledger.sqlite"
+async def _build(file: Path | str) -> None:
     async with Ledger(file, utc(2026, 10, 1)) as led:
         for name in ("acme", "acme2"):
             await led.account(name)
@@ -25,10 +31,17 @@ async def path(tmp_path: Path) -> Path:
         await led.calls("acme", [utc(2026, 11, 3, 1, i) for i in range(4)], PLATE)
         await led.calls("acme2", [utc(2026, 11, 2, 1, i) for i in range(3)])
         await led.settle(utc(2026, 11, 10))
-    return file
 
 
-async def test_which_plan_or_tier_settled_what(path: Path) -> None:
+@pytest.fixture(scope="module")
+def path(module_ledger: LedgerAt) -> LedgerSource:
+    """Built once per module and backend: the reports only read it."""
+    file = module_ledger("ledger")
+    asyncio.run(_build(file))
+    return source(file)
+
+
+async def test_which_plan_or_tier_settled_what(path: LedgerSource) -> None:
     d = await month_deduction(path, "acme", "2026-11", now=NOW)
     assert [
         (s.source, s.plan_id, s.tier, s.unit_price, s.calls, s.points, s.amount) for s in d.sources
@@ -56,14 +69,14 @@ async def test_which_plan_or_tier_settled_what(path: Path) -> None:
     assert doc["month"] == "2026-11" and doc["amount"] == "0.60"
 
 
-async def test_another_tenant_sees_its_own_lines_only(path: Path) -> None:
+async def test_another_tenant_sees_its_own_lines_only(path: LedgerSource) -> None:
     d = await month_deduction(path, "acme2", "2026-11")
     assert [(s.source, s.calls, s.amount) for s in d.sources] == [("payg", 3, Decimal("1.50"))]
     b = await bill(path, "acme2", "2026-11")
     assert b.plans == () and b.amount_due == Decimal("1.50")
 
 
-async def test_the_bill(path: Path) -> None:
+async def test_the_bill(path: LedgerSource) -> None:
     b = await bill(path, "acme", "2026-11", now=NOW)
     assert (b.exact, b.recorded, b.amount_due, b.rounding) == (
         Decimal("0.60"),
@@ -81,7 +94,7 @@ async def test_the_bill(path: Path) -> None:
     assert empty.lines == () and empty.amount_due == 0
 
 
-async def test_months_and_accounts_that_are_not_there(path: Path) -> None:
+async def test_months_and_accounts_that_are_not_there(path: LedgerSource) -> None:
     with pytest.raises(UnknownMonth, match="2026-12 has not started"):
         await month_deduction(path, "acme", "2026-12", now=NOW)
     with pytest.raises(UnknownMonth, match="YYYY-MM"):

@@ -14,15 +14,17 @@ import pytest
 
 from metering_middleware.cli import main
 from metering_middleware.ledger import CallRecord, MemoryStore
+from tests.reports.conftest import LedgerAt
 from tests.reports.readme_ledger import START, build
-from tests.reports.support import Ledger
+from tests.reports.support import Ledger, cli_url
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> str:
-    path = tmp_path / "ledger.sqlite"
-    await build(path)  # the README's example ledger
-    return f"sqlite:///{path}"
+@pytest.fixture(scope="module")
+def db(module_ledger: LedgerAt) -> str:
+    """The README's example ledger, built once per module and backend (reports only read)."""
+    path = module_ledger("ledger")
+    asyncio.run(build(path))
+    return cli_url(path)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -199,3 +201,12 @@ async def _records(ledger: Ledger, times: list[datetime]) -> list[CallRecord]:
     ledger.store = _Capture()  # type: ignore[assignment]
     await ledger.calls("acme", times)
     return written
+
+
+@pytest.mark.parametrize("argv", [["usage", "acme"], ["report", "accounts"]])
+async def test_a_ledger_without_plans_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, out, err = await cli(capsys, "--db", "memory://", *argv)
+    assert (code, out) == (1, "") and err.count("\n") == 1
+    assert "SQLite (sqlite:///path) or PostgreSQL (postgresql://)" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, timedelta, timezone
 from pathlib import Path
 
@@ -9,16 +10,15 @@ import pytest
 
 from metering_middleware.clock import BEIJING
 from metering_middleware.ledger.records import Outcome
-from metering_middleware.reports import BadRange, ReportError, UnknownAccount, usage
-from tests.reports.support import COMPARE, Ledger, utc
+from metering_middleware.reports import BadRange, LedgerSource, ReportError, UnknownAccount, usage
+from tests.reports.conftest import LedgerAt
+from tests.reports.support import COMPARE, Ledger, source, utc
 
 SINCE = utc(2026, 10, 31, 16)  # 2026-11-01 00:00 +08:00
 UNTIL = utc(2026, 11, 2, 16)  # 2026-11-03 00:00 +08:00
 
 
-@pytest.fixture
-async def path(tmp_path: Path) -> Path:
-    file = tmp_path / "ledger.sqlite"
+async def _build(file: Path | str) -> None:
     async with Ledger(file, utc(2026, 11, 1)) as led:
         for name in ("acme", "acme2"):
             await led.account(name)
@@ -37,10 +37,17 @@ async def path(tmp_path: Path) -> Path:
         )
         # Outside the range (the day before, the day after).
         await led.calls("acme", [utc(2026, 10, 31, 15, 59), utc(2026, 11, 2, 16, 0)])
-    return file
 
 
-async def test_days_of_beijing_by_api(path: Path) -> None:
+@pytest.fixture(scope="module")
+def path(module_ledger: LedgerAt) -> LedgerSource:
+    """Built once per module and backend: the reports only read it."""
+    file = module_ledger("ledger")
+    asyncio.run(_build(file))
+    return source(file)
+
+
+async def test_days_of_beijing_by_api(path: LedgerSource) -> None:
     report = await usage(path, "acme", SINCE, UNTIL)
     got = [
         (r.day, r.action, r.charged, dict(r.free), dict(r.refused), r.total) for r in report.rows
@@ -56,7 +63,7 @@ async def test_days_of_beijing_by_api(path: Path) -> None:
     assert report.group == ("day", "category", "action")
 
 
-async def test_a_utc_day_and_a_quarter_hour_offset(path: Path) -> None:
+async def test_a_utc_day_and_a_quarter_hour_offset(path: LedgerSource) -> None:
     in_utc = await usage(path, "acme", SINCE, UNTIL, tz=UTC, group="day")
     assert [(r.day, r.total) for r in in_utc.rows] == [(date(2026, 11, 1), 10)]
     nepal = timezone(timedelta(hours=5, minutes=45))
@@ -70,7 +77,7 @@ async def test_a_utc_day_and_a_quarter_hour_offset(path: Path) -> None:
     assert split.to_json()["tz"] == "+05:45"
 
 
-async def test_grouped_by_action_only(path: Path) -> None:
+async def test_grouped_by_action_only(path: LedgerSource) -> None:
     report = await usage(path, "acme", SINCE, UNTIL, group="action", tz=BEIJING)
     assert report.group == ("category", "action")  # an API is (category, action)
     assert [(r.day, r.category, r.action, r.total) for r in report.rows] == [
@@ -79,7 +86,7 @@ async def test_grouped_by_action_only(path: Path) -> None:
     ]
 
 
-async def test_only_the_account_asked_for(path: Path) -> None:
+async def test_only_the_account_asked_for(path: LedgerSource) -> None:
     other = await usage(path, "acme2", SINCE, UNTIL, group="day")
     assert [(r.day, r.charged, dict(r.free)) for r in other.rows] == [
         (date(2026, 11, 1), 1, {"InvalidImage.Format": 9}),
@@ -91,7 +98,7 @@ async def test_only_the_account_asked_for(path: Path) -> None:
         await usage(path, "acme%", SINCE, UNTIL)
 
 
-async def test_json_is_plain(path: Path) -> None:
+async def test_json_is_plain(path: LedgerSource) -> None:
     doc = (await usage(path, "acme", SINCE, UNTIL, group="day")).to_json()
     assert doc["since"] == "2026-10-31T16:00:00Z" and doc["until"] == "2026-11-02T16:00:00Z"
     assert doc["rows"][0] == {
@@ -106,7 +113,7 @@ async def test_json_is_plain(path: Path) -> None:
     assert doc["totals"]["total"] == 10 and doc["group"] == ["day"]
 
 
-async def test_bad_input_is_refused_precisely(path: Path) -> None:
+async def test_bad_input_is_refused_precisely(path: LedgerSource) -> None:
     with pytest.raises(BadRange, match="must be before"):
         await usage(path, "acme", UNTIL, SINCE)
     with pytest.raises(BadRange, match="must be before"):
@@ -120,3 +127,11 @@ async def test_bad_input_is_refused_precisely(path: Path) -> None:
     with pytest.raises(ReportError, match="group by 'week'"):
         await usage(path, "acme", SINCE, UNTIL, group="week")
     assert BadRange.code == "InvalidParameter.Range" and UnknownAccount.status == 404
+
+
+async def test_odd_account_names_are_unknown_not_a_failure(path: LedgerSource) -> None:
+    # A NUL cannot be stored on PostgreSQL; a wildcard is a character: the same refusal
+    # on both backends, never a database error or another tenant's counters.
+    for name in ("acme\x00", "acme%", "acm_", "ACME", "acme "):
+        with pytest.raises(UnknownAccount):
+            await usage(path, name, SINCE, UNTIL)
