@@ -1,7 +1,7 @@
 """A PostgreSQL ledger in the runtime, the example gateway and the CLI.
 
 What runs on PostgreSQL works (plans, settlement, balances and the spend guard among it);
-what still needs the SQLite file (webhooks, reports, the admin API) refuses at start or per
+what still needs the SQLite file (webhooks, the admin API, the tenant view) refuses at start or per
 command with one line, never a silent "nothing happens" (docs/postgresql.md).
 """
 
