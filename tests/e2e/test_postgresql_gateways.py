@@ -15,11 +15,9 @@ What must hold, each checked against an independent witness:
 
 The run is a function of its own (``_run``) returning what it saw, and the checks are
 functions of their own. After it, issue 11's "settlement started from two processes at
-once gives one result": the four gateways each ran their settler every second during the
-traffic (one at a time by the advisory lock, each pass bounding itself under a SHARE lock
-on ``calls`` beside the writers), then ``metering settle`` runs from two processes released
-at the same moment (:func:`settle_from_two_processes`): one settles every record exactly
-once, the other finds the lock held or nothing left, and a third pass finds nothing.
+once gives one result": ``metering settle`` runs from two processes released at the same
+moment (:func:`settle_from_two_processes`): one settles every record exactly once, the
+other finds the lock held or nothing left, and two more find nothing.
 
 Limits are low (2 QPS a tenant, a budget of 4) so that even a loaded 2-core machine
 pushes far above them; nothing here asserts a duration or a speed.
@@ -226,7 +224,6 @@ async def _run(pg_url: str, redis_url: str, tmp_path: Path) -> Run:
                 "upstream_qps": {"facebody.DetectFace": BUDGET},
                 "socket_timeout": 3.0,  # a loaded machine: slow Redis is not a failed one
                 "retention_interval": 1,
-                "settle_interval": 1,  # four settlers, one at a time (the advisory lock)
             }
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, WORKER, json.dumps(cfg), env=env
